@@ -1,0 +1,261 @@
+"""Binary layouts of everything cfs stores, each versioned and validated on read.
+
+Every record starts with a one-byte layout version. Decoders check the version and the
+length before using a single field and raise ``CorruptRecord`` otherwise, so damaged or
+future-format bytes are reported instead of being misread. All integers are big-endian so
+that LMDB's byte-wise key order is numeric order.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+
+from cfs.errors import CorruptRecord
+from cfs.types import ChunkId, InodeId, LocalIno, Slot, VolumeId
+
+U64 = struct.Struct(">Q")
+U64X2 = struct.Struct(">QQ")
+
+
+def pack_u64(value: int) -> bytes:
+    return U64.pack(value)
+
+
+def unpack_u64(raw: bytes) -> int:
+    if len(raw) != 8:
+        raise CorruptRecord(f"expected an 8-byte integer, got {len(raw)} bytes")
+    return U64.unpack(raw)[0]
+
+
+# --- inodes -----------------------------------------------------------------------
+
+INODE_V1 = 1
+_INODE = struct.Struct(">BxxxIIIIQqqqQQQ")
+
+
+@dataclass(slots=True)
+class Inode:
+    """The attributes of one inode.
+
+    ``stored_units`` counts 512-byte units of chunk bytes the file's blocks reference
+    (its st_blocks): holes and trailing zeros of a block take none. ``next_cookie`` is,
+    for directories, the readdir position the next entry will get.
+    """
+
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int = 0
+    atime_ns: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    rdev: int = 0
+    stored_units: int = 0
+    next_cookie: int = 1
+
+    def encode(self) -> bytes:
+        return _INODE.pack(
+            INODE_V1, self.mode, self.uid, self.gid, self.nlink, self.size,
+            self.atime_ns, self.mtime_ns, self.ctime_ns, self.rdev,
+            self.stored_units, self.next_cookie,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Inode":
+        if len(raw) != _INODE.size or raw[0] != INODE_V1:
+            raise CorruptRecord(f"inode record: bad length {len(raw)} or version {raw[:1].hex()}")
+        (_v, mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, units, cookie) = _INODE.unpack(raw)
+        return cls(mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, units, cookie)
+
+
+# --- keys -------------------------------------------------------------------------
+
+def ino_key(ino: InodeId) -> bytes:
+    return U64.pack(ino)
+
+
+def ino_name_key(ino: InodeId, name: bytes) -> bytes:
+    return U64.pack(ino) + name
+
+
+def ino_u64_key(ino: InodeId, n: int) -> bytes:
+    return U64X2.pack(ino, n)
+
+
+def split_ino_u64(key: bytes) -> tuple[InodeId, int]:
+    if len(key) != 16:
+        raise CorruptRecord(f"expected a 16-byte key, got {len(key)} bytes")
+    ino, n = U64X2.unpack(key)
+    return InodeId(ino), n
+
+
+def split_ino_name(key: bytes) -> tuple[InodeId, bytes]:
+    if len(key) < 8:
+        raise CorruptRecord(f"key too short: {len(key)} bytes")
+    return InodeId(U64.unpack_from(key)[0]), bytes(key[8:])
+
+
+# --- directory entries --------------------------------------------------------------
+
+_DIRENT = struct.Struct(">QQ")
+
+
+def encode_dirent(child: LocalIno, cookie: int) -> bytes:
+    """A directory entry stores the *volume-local* child number, so entries are slot-free."""
+    return _DIRENT.pack(child, cookie)
+
+
+def decode_dirent(raw: bytes) -> tuple[LocalIno, int]:
+    if len(raw) != _DIRENT.size:
+        raise CorruptRecord(f"directory entry: bad length {len(raw)}")
+    child, cookie = _DIRENT.unpack(raw)
+    return LocalIno(child), cookie
+
+
+# --- block maps ---------------------------------------------------------------------
+
+_BLOCK = struct.Struct(">16sI")
+
+
+def encode_block(chunk: ChunkId, length: int) -> bytes:
+    return _BLOCK.pack(chunk, length)
+
+
+def decode_block(raw: bytes) -> tuple[ChunkId, int]:
+    if len(raw) != _BLOCK.size:
+        raise CorruptRecord(f"block map entry: bad length {len(raw)}")
+    chunk, length = _BLOCK.unpack(raw)
+    return ChunkId(chunk), length
+
+
+# --- chunks -------------------------------------------------------------------------
+
+CHUNK_V1 = 1
+CHUNK_HEADER = bytes([CHUNK_V1, 0])
+"""Stored chunk = version byte, flags byte (0: raw bytes), payload. The hash covers the payload."""
+
+_CHUNKREF = struct.Struct(">BQI")
+
+
+def encode_chunkref(refcount: int, length: int) -> bytes:
+    return _CHUNKREF.pack(1, refcount, length)
+
+
+def decode_chunkref(raw: bytes) -> tuple[int, int]:
+    if len(raw) != _CHUNKREF.size or raw[0] != 1:
+        raise CorruptRecord(f"chunk reference record: bad length {len(raw)} or version")
+    _v, refcount, length = _CHUNKREF.unpack(raw)
+    return refcount, length
+
+
+# --- volumes ------------------------------------------------------------------------
+
+VOLUME_V1 = 1
+_VOLUME = struct.Struct(">B16sIIq")
+
+
+@dataclass(slots=True)
+class VolumeRecord:
+    """The catalog entry of a volume: identity, layout and the options it was made with."""
+
+    name: str
+    volume_id: VolumeId
+    slot: Slot
+    block_size: int
+    created_ns: int
+    options: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        head = _VOLUME.pack(VOLUME_V1, self.volume_id, self.slot, self.block_size, self.created_ns)
+        tail = json.dumps({"name": self.name, "options": self.options}, sort_keys=True).encode()
+        return head + tail
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "VolumeRecord":
+        if len(raw) < _VOLUME.size or raw[0] != VOLUME_V1:
+            raise CorruptRecord("volume record: bad length or version")
+        _v, vid, slot, block_size, created = _VOLUME.unpack_from(raw)
+        try:
+            tail = json.loads(bytes(raw[_VOLUME.size:]))
+            name, options = tail["name"], tail["options"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptRecord(f"volume record: bad tail ({exc})") from None
+        return cls(name, VolumeId(vid), Slot(slot), block_size, created, dict(options))
+
+
+_VOLSTATE = struct.Struct(">BQQQ")
+
+
+@dataclass(slots=True)
+class VolumeState:
+    """Counters of a volume that change with its content: next inode, change-log positions."""
+
+    next_local: int = 2
+    next_seq: int = 1
+    checkpoint_seq: int = 0
+
+    def encode(self) -> bytes:
+        return _VOLSTATE.pack(1, self.next_local, self.next_seq, self.checkpoint_seq)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "VolumeState":
+        if len(raw) != _VOLSTATE.size or raw[0] != 1:
+            raise CorruptRecord("volume state: bad length or version")
+        _v, next_local, next_seq, checkpoint = _VOLSTATE.unpack(raw)
+        return cls(next_local, next_seq, checkpoint)
+
+
+# --- change log ---------------------------------------------------------------------
+
+CHANGE_V1 = 1
+_CHANGE_HEAD = struct.Struct(">BqI")
+_ROW_HEAD = struct.Struct(">BBHI")
+ROW_PUT = 1
+ROW_DELETE = 2
+
+
+@dataclass(slots=True)
+class Change:
+    """One filesystem operation's row changes, in order: (table, kind, key, value).
+
+    Keys are volume-local (their leading inode number has the slot bits cleared), so a
+    change can be replayed on a node where the volume has another slot.
+    """
+
+    time_ns: int
+    rows: list[tuple[int, int, bytes, bytes]]
+
+    def encode(self) -> bytes:
+        parts = [_CHANGE_HEAD.pack(CHANGE_V1, self.time_ns, len(self.rows))]
+        for table, kind, key, value in self.rows:
+            parts.append(_ROW_HEAD.pack(table, kind, len(key), len(value)))
+            parts.append(key)
+            parts.append(value)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Change":
+        view = memoryview(raw)
+        if len(view) < _CHANGE_HEAD.size or view[0] != CHANGE_V1:
+            raise CorruptRecord("change record: bad length or version")
+        _v, time_ns, count = _CHANGE_HEAD.unpack_from(view)
+        pos = _CHANGE_HEAD.size
+        rows = []
+        for _ in range(count):
+            if pos + _ROW_HEAD.size > len(view):
+                raise CorruptRecord("change record: truncated row header")
+            table, kind, klen, vlen = _ROW_HEAD.unpack_from(view, pos)
+            pos += _ROW_HEAD.size
+            if kind not in (ROW_PUT, ROW_DELETE) or pos + klen + vlen > len(view):
+                raise CorruptRecord("change record: bad row")
+            key = bytes(view[pos:pos + klen])
+            pos += klen
+            value = bytes(view[pos:pos + vlen])
+            pos += vlen
+            rows.append((table, kind, key, value))
+        if pos != len(view):
+            raise CorruptRecord("change record: trailing bytes")
+        return cls(time_ns, rows)

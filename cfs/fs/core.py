@@ -1,0 +1,600 @@
+"""Filesystem semantics of a node's volumes, independent of FUSE.
+
+``Filesystem`` answers the calls the kernel makes (lookup, mkdir, write, rename, ...)
+on node inode numbers, raising ``FsError`` subclasses for the errno cases. The FUSE
+adapter (cfs.fuse) only translates; tests drive this class directly.
+
+The node root (inode 1) is a read-only directory listing every volume by name; each
+volume's root directory is the volume's local inode 1. The daemon bind-mounts a
+volume's root wherever the volume should appear.
+
+Permission checks are the kernel's (the mount uses ``default_permissions``): the
+kernel checks mode bits, ownership for chmod/chown/utimes, sticky directories and the
+set-ID bits on write and chown before a call reaches us. We decide what only the
+filesystem can: existence, emptiness, types, link counts, times, set-group-ID
+inheritance.
+
+Concurrency: every public method runs to completion without awaiting (it is called on
+the trio thread), and each one that changes state runs in exactly one ``Store.op``: it
+is atomic on disk and between calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from typing import Iterator
+
+from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
+from cfs.errors import (
+    Corrupted, Exists, InvalidArgument, IsADirectory, NotADirectory, NotEmpty,
+    NotFound, NotPermitted, TooManyLinks, VolumeBusy,
+)
+from cfs.fs import data, dirs, inodes, xattrs
+from cfs.fs.attrs import Attr, Caller, SetAttr
+from cfs.fs.refs import LookupCounts
+from cfs.names import check_file_name
+from cfs.store import Op, Store, Table, catalog, chunks
+from cfs.types import (
+    NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, local_of, slot_of, volume_root,
+)
+
+log = logging.getLogger(__name__)
+
+LINK_MAX = 65000
+DEFAULT_BLOCK_SIZE = 64 * 1024
+ATIME_REFRESH_NS = 24 * 3600 * 10**9
+
+
+class Filesystem:
+    """The node's filesystem: every volume of one store, addressed by node inode numbers."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.lookups = LookupCounts()
+        self._volumes: dict[Slot, VolumeRecord] = {}
+
+    # --- volumes -------------------------------------------------------------------
+
+    def create_volume(self, name: str, *, block_size: int = DEFAULT_BLOCK_SIZE,
+                      options: dict[str, str] | None = None, uid: int = 0, gid: int = 0,
+                      mode: int = 0o755) -> VolumeRecord:
+        with self.store.op() as op:
+            record = catalog.create(op, name, block_size, options or {})
+            now = op.time_ns
+            root = Inode(stat.S_IFDIR | (mode & 0o7777), uid, gid, 2,
+                         atime_ns=now, mtime_ns=now, ctime_ns=now)
+            inodes.save(op, volume_root(record.slot), root)
+        self.store.commit()
+        return record
+
+    def volume(self, name: str) -> VolumeRecord:
+        with self.store.op() as op:
+            return catalog.get(op, name)
+
+    def volumes(self) -> list[VolumeRecord]:
+        with self.store.op() as op:
+            return list(catalog.all_volumes(op))
+
+    def remove_volume(self, name: str) -> None:
+        """Delete a volume and release its chunks. The caller makes sure it is not mounted."""
+        with self.store.op(adds_data=False) as op:
+            record = catalog.get(op, name)
+            lo, hi = catalog.slot_range(record.slot)
+            if any(True for _ in op.range(Table.ORPHANS, lo, hi)):
+                raise VolumeBusy(f"volume {name!r} has files that are still open")
+            for _key, value in catalog.delete_rows(op, Table.BLOCKS, lo, hi):
+                chunks.decref(op, decode_block(value)[0])
+            for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS):
+                catalog.delete_rows(op, table, lo, hi)
+            catalog.remove_record(op, record)
+        self._volumes.pop(record.slot, None)
+        self.store.commit()
+
+    def volume_usage(self, name: str) -> dict[str, int | float]:
+        """Sizes for ``cfs volume inspect``: apparent bytes, referenced and unique chunk bytes."""
+        with self.store.op() as op:
+            record = catalog.get(op, name)
+            lo, hi = catalog.slot_range(record.slot)
+            files = apparent = 0
+            for _key, raw in op.range(Table.INODES, lo, hi):
+                inode = Inode.decode(raw)
+                files += 1
+                if stat.S_ISREG(inode.mode):
+                    apparent += inode.size
+            referenced = 0
+            unique: dict[bytes, int] = {}
+            for _key, raw in op.range(Table.BLOCKS, lo, hi):
+                cid, length = decode_block(raw)
+                referenced += length
+                unique[cid] = length
+        stored = sum(unique.values())
+        return {
+            "inodes": files, "apparent_bytes": apparent, "referenced_bytes": referenced,
+            "chunks": len(unique), "chunk_bytes": stored,
+            "dedup_ratio": round(referenced / stored, 3) if stored else 1.0,
+        }
+
+    def _volume(self, slot: Slot) -> VolumeRecord:
+        record = self._volumes.get(slot)
+        if record is None:
+            with self.store.op() as op:
+                found = catalog.by_slot(op, slot)
+            if found is None:
+                raise NotFound(f"volume slot {slot} does not exist")
+            self._volumes[slot] = record = found
+        return record
+
+    def _report(self, ino: InodeId, exc: Exception) -> None:
+        """One log line naming the damaged chunk and the file it belongs to."""
+        log.error("I/O error: %s, in %s", exc, self.where(ino))
+
+    def where(self, ino: InodeId) -> str:
+        """Names a file in log lines and errors: volume, inode and, when it can, the path."""
+        try:
+            name = self._volume(slot_of(ino)).name
+        except NotFound:
+            name = f"slot {slot_of(ino)}"
+        path = self.path_of(ino)
+        return f"volume {name}, inode {local_of(ino)}" + (f" ({path})" if path else "")
+
+    def path_of(self, ino: InodeId) -> str | None:
+        """Best-effort path of an inode inside its volume; a scan, for error paths only."""
+        parts: list[str] = []
+        root = volume_root(slot_of(ino))
+        lo, hi = catalog.slot_range(slot_of(ino))
+        with self.store.op() as op:
+            while ino != root:
+                for key, value in op.range(Table.DIRENTS, lo, hi):
+                    if decode_dirent(value)[0] == local_of(ino):
+                        ino = InodeId(int.from_bytes(key[:8], "big"))
+                        parts.append(bytes(key[8:]).decode("utf-8", "replace"))
+                        break
+                else:
+                    return None
+                if len(parts) > 4096:
+                    return None
+        return "/" + "/".join(reversed(parts))
+
+    # --- start-up ------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Destroy the orphans a previous run left (unlinked while open). Nothing holds them now."""
+        with self.store.op(adds_data=False) as op:
+            orphans = [InodeId(int.from_bytes(k, "big")) for k, _ in op.range(Table.ORPHANS, b"", b"\xff" * 9)]
+            for ino in orphans:
+                try:
+                    inodes.destroy(op, ino, inodes.load(op, ino))
+                except NotFound:
+                    op.delete(Table.ORPHANS, ino_key(ino))
+        if orphans:
+            log.info("freed %d files that were unlinked while open before the last stop", len(orphans))
+            self.store.commit()
+        return len(orphans)
+
+    # --- attributes ----------------------------------------------------------------
+
+    def _attr(self, ino: InodeId, inode: Inode) -> Attr:
+        block = self._volume(slot_of(ino)).block_size if ino != NODE_ROOT else 4096
+        return Attr(ino, inode, block)
+
+    def _node_root(self, op: Op) -> Inode:
+        count = sum(1 for _ in catalog.all_volumes(op))
+        return Inode(stat.S_IFDIR | 0o755, 0, 0, 2 + count)
+
+    def getattr(self, ino: InodeId) -> Attr:
+        with self.store.op() as op:
+            inode = self._node_root(op) if ino == NODE_ROOT else inodes.load(op, ino)
+        return self._attr(ino, inode)
+
+    def lookup(self, parent: InodeId, name: bytes) -> Attr:
+        """Find ``name`` in ``parent`` and count a kernel lookup on what it names."""
+        check_file_name(name)
+        with self.store.op() as op:
+            if parent == NODE_ROOT:
+                try:
+                    record = catalog.get(op, name.decode("utf-8", "surrogateescape"))
+                except Exception:
+                    raise NotFound(f"no volume {name!r}") from None
+                child = volume_root(record.slot)
+            else:
+                self._dir(op, parent)
+                found = dirs.lookup(op, parent, name)
+                if found is None:
+                    raise NotFound(f"{name!r} not found")
+                child = found
+            inode = inodes.load(op, child)
+        self.lookups.add(child)
+        return self._attr(child, inode)
+
+    def count_lookup(self, ino: InodeId) -> None:
+        """The kernel accepted an entry from readdirplus: it now holds one more lookup."""
+        self.lookups.add(ino)
+
+    def forget(self, ino: InodeId, n: int) -> None:
+        if not self.lookups.forget(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
+            return
+        with self.store.op(adds_data=False) as op:
+            try:
+                inode = inodes.load(op, ino)
+            except NotFound:
+                return
+            if inode.nlink == 0:
+                inodes.destroy(op, ino, inode)
+
+    def setattr(self, ino: InodeId, change: SetAttr) -> Attr:
+        self._writable(ino)
+        with self.store.op(adds_data=False) as op:
+            inode = inodes.load(op, ino)
+            now = op.time_ns
+            if change.size is not None:
+                if stat.S_ISDIR(inode.mode):
+                    raise IsADirectory("cannot truncate a directory")
+                if not stat.S_ISREG(inode.mode):
+                    raise InvalidArgument("cannot truncate a special file")
+                if change.size > data.MAX_FILE_SIZE:
+                    raise InvalidArgument("size too large")
+                data.truncate(op, ino, inode, change.size, self._volume(slot_of(ino)).block_size)
+                inode.mtime_ns = now
+            if change.mode is not None:
+                inode.mode = stat.S_IFMT(inode.mode) | (change.mode & 0o7777)
+            if change.uid is not None:
+                inode.uid = change.uid
+            if change.gid is not None:
+                inode.gid = change.gid
+            if change.atime_ns is not None:
+                inode.atime_ns = change.atime_ns
+            if change.mtime_ns is not None:
+                inode.mtime_ns = change.mtime_ns
+            inode.ctime_ns = change.ctime_ns if change.ctime_ns is not None else now
+            inodes.save(op, ino, inode)
+        return self._attr(ino, inode)
+
+    # --- creating ------------------------------------------------------------------
+
+    def _writable(self, ino: InodeId) -> None:
+        if ino == NODE_ROOT:
+            raise NotPermitted("the node root lists volumes; create files inside a volume")
+
+    def _dir(self, op: Op, ino: InodeId) -> Inode:
+        inode = inodes.load(op, ino)
+        if not stat.S_ISDIR(inode.mode):
+            raise NotADirectory(f"inode {ino} is not a directory")
+        return inode
+
+    def _new_inode(self, parent: InodeId, name: bytes, mode: int, caller: Caller,
+                   rdev: int = 0, target: bytes | None = None) -> Attr:
+        self._writable(parent)
+        check_file_name(name)
+        with self.store.op() as op:
+            parent_inode = self._dir(op, parent)
+            if parent_inode.nlink == 0:
+                raise NotFound("directory was removed")
+            if dirs.lookup(op, parent, name) is not None:
+                raise Exists(f"{name!r} exists")
+            gid = caller.gid
+            is_dir = stat.S_ISDIR(mode)
+            if parent_inode.mode & stat.S_ISGID:
+                gid = parent_inode.gid
+                if is_dir:
+                    mode |= stat.S_ISGID
+            if (mode & stat.S_ISGID and not is_dir and caller.uid != 0
+                    and not caller.in_group(gid)):
+                mode &= ~stat.S_ISGID
+            now = op.time_ns
+            child = inodes.allocate(op, parent)
+            inode = Inode(mode, caller.uid, gid, 2 if is_dir else 1, rdev=rdev,
+                          atime_ns=now, mtime_ns=now, ctime_ns=now)
+            if target is not None:
+                inode.size = len(target)
+                op.put(Table.SYMLINKS, ino_key(child), target)
+            inodes.save(op, child, inode)
+            dirs.add(op, parent, parent_inode, name, child)
+            if is_dir:
+                parent_inode.nlink += 1
+            parent_inode.mtime_ns = parent_inode.ctime_ns = now
+            inodes.save(op, parent, parent_inode)
+        self.lookups.add(child)
+        return self._attr(child, inode)
+
+    def mknod(self, parent: InodeId, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            raise InvalidArgument(f"cannot mknod file type {kind:o}")
+        keep_rdev = rdev if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+        return self._new_inode(parent, name, kind | (mode & 0o7777), caller, rdev=keep_rdev)
+
+    def create(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
+        return self._new_inode(parent, name, stat.S_IFREG | (mode & 0o7777), caller)
+
+    def mkdir(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
+        return self._new_inode(parent, name, stat.S_IFDIR | (mode & 0o7777), caller)
+
+    def symlink(self, parent: InodeId, name: bytes, target: bytes, caller: Caller) -> Attr:
+        return self._new_inode(parent, name, stat.S_IFLNK | 0o777, caller, target=target)
+
+    def readlink(self, ino: InodeId) -> bytes:
+        with self.store.op() as op:
+            target = op.get(Table.SYMLINKS, ino_key(ino))
+            if target is None:
+                inodes.load(op, ino)
+                raise InvalidArgument("not a symbolic link")
+            return bytes(target)
+
+    def link(self, ino: InodeId, new_parent: InodeId, new_name: bytes) -> Attr:
+        self._writable(new_parent)
+        check_file_name(new_name)
+        if slot_of(ino) != slot_of(new_parent):
+            raise NotPermitted("hard links cannot cross volumes")
+        with self.store.op() as op:
+            inode = inodes.load(op, ino)
+            if stat.S_ISDIR(inode.mode):
+                raise NotPermitted("hard links to directories are not allowed")
+            if inode.nlink == 0:
+                raise NotFound("file was removed")
+            if inode.nlink >= LINK_MAX:
+                raise TooManyLinks(f"file has {LINK_MAX} links")
+            parent_inode = self._dir(op, new_parent)
+            if parent_inode.nlink == 0:
+                raise NotFound("directory was removed")
+            if dirs.lookup(op, new_parent, new_name) is not None:
+                raise Exists(f"{new_name!r} exists")
+            now = op.time_ns
+            inode.nlink += 1
+            inode.ctime_ns = now
+            inodes.save(op, ino, inode)
+            dirs.add(op, new_parent, parent_inode, new_name, ino)
+            parent_inode.mtime_ns = parent_inode.ctime_ns = now
+            inodes.save(op, new_parent, parent_inode)
+        self.lookups.add(ino)
+        return self._attr(ino, inode)
+
+    # --- removing ------------------------------------------------------------------
+
+    def _drop_link(self, op: Op, ino: InodeId, inode: Inode, now: int) -> None:
+        """One name fewer; destroy the inode when it has none and the kernel holds none."""
+        inode.nlink = 0 if stat.S_ISDIR(inode.mode) else inode.nlink - 1
+        inode.ctime_ns = now
+        if inode.nlink > 0:
+            inodes.save(op, ino, inode)
+        elif self.lookups.held(ino):
+            inodes.save(op, ino, inode)
+            inodes.mark_orphan(op, ino)
+        else:
+            inodes.destroy(op, ino, inode)
+
+    def unlink(self, parent: InodeId, name: bytes) -> None:
+        self._writable(parent)
+        check_file_name(name)
+        with self.store.op(adds_data=False) as op:
+            parent_inode = self._dir(op, parent)
+            child = dirs.lookup(op, parent, name)
+            if child is None:
+                raise NotFound(f"{name!r} not found")
+            inode = inodes.load(op, child)
+            if stat.S_ISDIR(inode.mode):
+                raise IsADirectory(f"{name!r} is a directory")
+            now = op.time_ns
+            dirs.remove(op, parent, name)
+            parent_inode.mtime_ns = parent_inode.ctime_ns = now
+            inodes.save(op, parent, parent_inode)
+            self._drop_link(op, child, inode, now)
+
+    def rmdir(self, parent: InodeId, name: bytes) -> None:
+        self._writable(parent)
+        check_file_name(name)
+        if name == b".":
+            raise InvalidArgument("cannot remove '.'")
+        with self.store.op(adds_data=False) as op:
+            parent_inode = self._dir(op, parent)
+            child = dirs.lookup(op, parent, name)
+            if child is None:
+                raise NotFound(f"{name!r} not found")
+            inode = inodes.load(op, child)
+            if not stat.S_ISDIR(inode.mode):
+                raise NotADirectory(f"{name!r} is not a directory")
+            if not dirs.is_empty(op, child):
+                raise NotEmpty(f"{name!r} is not empty")
+            now = op.time_ns
+            dirs.remove(op, parent, name)
+            parent_inode.nlink -= 1
+            parent_inode.mtime_ns = parent_inode.ctime_ns = now
+            inodes.save(op, parent, parent_inode)
+            self._drop_link(op, child, inode, now)
+
+    # --- rename --------------------------------------------------------------------
+
+    def rename(self, old_parent: InodeId, old_name: bytes, new_parent: InodeId,
+               new_name: bytes, *, noreplace: bool = False, exchange: bool = False) -> None:
+        """rename(2)/renameat2(2). The kernel refuses moving a directory into itself."""
+        self._writable(old_parent)
+        self._writable(new_parent)
+        check_file_name(old_name)
+        check_file_name(new_name)
+        if slot_of(old_parent) != slot_of(new_parent):
+            raise NotPermitted("rename cannot cross volumes")
+        if noreplace and exchange:
+            raise InvalidArgument("RENAME_NOREPLACE and RENAME_EXCHANGE together")
+        with self.store.op() as op:
+            now = op.time_ns
+            src_dir = self._dir(op, old_parent)
+            dst_dir = src_dir if new_parent == old_parent else self._dir(op, new_parent)
+            src = dirs.lookup(op, old_parent, old_name)
+            if src is None:
+                raise NotFound(f"{old_name!r} not found")
+            dst = dirs.lookup(op, new_parent, new_name)
+            src_inode = inodes.load(op, src)
+            if exchange:
+                if dst is None:
+                    raise NotFound(f"{new_name!r} not found")
+                self._exchange(op, old_parent, src_dir, old_name, src, src_inode,
+                               new_parent, dst_dir, new_name, dst, now)
+                return
+            if dst is not None:
+                if noreplace:
+                    raise Exists(f"{new_name!r} exists")
+                if dst == src:
+                    return
+                dst_inode = inodes.load(op, dst)
+                self._check_replace(op, src_inode, dst, dst_inode, new_name)
+                dirs.remove(op, new_parent, new_name)
+                if stat.S_ISDIR(dst_inode.mode):
+                    dst_dir.nlink -= 1
+                self._drop_link(op, dst, dst_inode, now)
+            dirs.remove(op, old_parent, old_name)
+            dirs.add(op, new_parent, dst_dir, new_name, src)
+            if stat.S_ISDIR(src_inode.mode) and new_parent != old_parent:
+                src_dir.nlink -= 1
+                dst_dir.nlink += 1
+            src_inode.ctime_ns = now
+            inodes.save(op, src, src_inode)
+            src_dir.mtime_ns = src_dir.ctime_ns = now
+            dst_dir.mtime_ns = dst_dir.ctime_ns = now
+            inodes.save(op, old_parent, src_dir)
+            if new_parent != old_parent:
+                inodes.save(op, new_parent, dst_dir)
+
+    def _check_replace(self, op: Op, src: Inode, dst: InodeId, dst_inode: Inode, name: bytes) -> None:
+        if stat.S_ISDIR(src.mode) and not stat.S_ISDIR(dst_inode.mode):
+            raise NotADirectory(f"{name!r} is not a directory")
+        if not stat.S_ISDIR(src.mode) and stat.S_ISDIR(dst_inode.mode):
+            raise IsADirectory(f"{name!r} is a directory")
+        if stat.S_ISDIR(dst_inode.mode) and not dirs.is_empty(op, dst):
+            raise NotEmpty(f"{name!r} is not empty")
+
+    def _exchange(self, op: Op, old_parent: InodeId, src_dir: Inode, old_name: bytes,
+                  src: InodeId, src_inode: Inode, new_parent: InodeId, dst_dir: Inode,
+                  new_name: bytes, dst: InodeId, now: int) -> None:
+        if src == dst:
+            return
+        dst_inode = inodes.load(op, dst)
+        dirs.replace_child(op, old_parent, old_name, dst)
+        dirs.replace_child(op, new_parent, new_name, src)
+        if new_parent != old_parent:
+            moved = int(stat.S_ISDIR(src_inode.mode)) - int(stat.S_ISDIR(dst_inode.mode))
+            src_dir.nlink -= moved
+            dst_dir.nlink += moved
+        for ino, inode in ((src, src_inode), (dst, dst_inode)):
+            inode.ctime_ns = now
+            inodes.save(op, ino, inode)
+        src_dir.mtime_ns = src_dir.ctime_ns = now
+        dst_dir.mtime_ns = dst_dir.ctime_ns = now
+        inodes.save(op, old_parent, src_dir)
+        if new_parent != old_parent:
+            inodes.save(op, new_parent, dst_dir)
+
+    # --- directories ---------------------------------------------------------------
+
+    def opendir(self, ino: InodeId) -> None:
+        if ino != NODE_ROOT:
+            with self.store.op() as op:
+                self._dir(op, ino)
+
+    def readdir(self, ino: InodeId, after_cookie: int) -> Iterator[tuple[bytes, Attr, int]]:
+        """Entries after ``after_cookie``. The caller counts a lookup per entry it hands on."""
+        with self.store.op() as op:
+            if ino == NODE_ROOT:
+                for record in catalog.all_volumes(op):
+                    if record.slot > after_cookie:
+                        root = volume_root(record.slot)
+                        yield record.name.encode(), self._attr(root, inodes.load(op, root)), record.slot
+                return
+            self._dir(op, ino)
+            for name, child, cookie in dirs.entries(op, ino, after_cookie):
+                yield name, self._attr(child, inodes.load(op, child)), cookie
+
+    # --- file content --------------------------------------------------------------
+
+    def open(self, ino: InodeId, write: bool) -> Attr:
+        with self.store.op() as op:
+            inode = inodes.load(op, ino)
+        if stat.S_ISDIR(inode.mode) and write:
+            raise IsADirectory("cannot open a directory for writing")
+        return self._attr(ino, inode)
+
+    def read(self, ino: InodeId, offset: int, size: int) -> bytes:
+        if offset < 0:
+            raise InvalidArgument("negative offset")
+        block_size = self._volume(slot_of(ino)).block_size
+        with self.store.op() as op:
+            inode = inodes.load(op, ino)
+            if stat.S_ISDIR(inode.mode):
+                raise IsADirectory("is a directory")
+            try:
+                result = data.read(op, ino, inode, offset, size, block_size)
+            except Corrupted as exc:
+                self._report(ino, exc)
+                raise
+            now = op.time_ns
+            if (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
+                    or now - inode.atime_ns >= ATIME_REFRESH_NS):
+                inode.atime_ns = now
+                inodes.save(op, ino, inode)
+        return result
+
+    def write(self, ino: InodeId, offset: int, buf: bytes) -> int:
+        if offset < 0:
+            raise InvalidArgument("negative offset")
+        if offset + len(buf) > data.MAX_FILE_SIZE:
+            raise InvalidArgument("write beyond the largest file size")
+        block_size = self._volume(slot_of(ino)).block_size
+        with self.store.op() as op:
+            inode = inodes.load(op, ino)
+            try:
+                written = data.write(op, ino, inode, offset, buf, block_size)
+            except Corrupted as exc:
+                self._report(ino, exc)
+                raise
+            inode.mtime_ns = inode.ctime_ns = op.time_ns
+            inodes.save(op, ino, inode)
+        return written
+
+    def sync(self) -> None:
+        """fsync, fdatasync, fsyncdir, syncfs: everything so far is durable when this returns."""
+        self.store.commit()
+
+    # --- extended attributes -------------------------------------------------------
+
+    def getxattr(self, ino: InodeId, name: bytes) -> bytes:
+        with self.store.op() as op:
+            inodes.load(op, ino)
+            return xattrs.get(op, ino, name)
+
+    def listxattr(self, ino: InodeId) -> list[bytes]:
+        with self.store.op() as op:
+            inodes.load(op, ino)
+            return xattrs.names(op, ino)
+
+    def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None:
+        self._writable(ino)
+        with self.store.op() as op:
+            inode = inodes.load(op, ino)
+            xattrs.put(op, ino, name, value, flags)
+            inode.ctime_ns = op.time_ns
+            inodes.save(op, ino, inode)
+
+    def removexattr(self, ino: InodeId, name: bytes) -> None:
+        self._writable(ino)
+        with self.store.op(adds_data=False) as op:
+            inode = inodes.load(op, ino)
+            xattrs.remove(op, ino, name)
+            inode.ctime_ns = op.time_ns
+            inodes.save(op, ino, inode)
+
+    # --- whole filesystem ----------------------------------------------------------
+
+    def statfs(self) -> dict[str, int]:
+        """Real numbers: the store's disk, counting LMDB's free pages as free."""
+        st = self.store.statvfs()
+        frsize = 4096
+        total = st.f_blocks * st.f_frsize // frsize
+        free = min(total, self.store.free_bytes() // frsize)
+        with self.store.op() as op:
+            used_inodes = int(op.txn.stat(self.store.db(Table.INODES))["entries"])
+        free_inodes = free * frsize // 512
+        return {
+            "bsize": DEFAULT_BLOCK_SIZE, "frsize": frsize, "blocks": total, "bfree": free,
+            "bavail": max(0, free - self.store.reserve_bytes() // frsize),
+            "files": used_inodes + free_inodes, "ffree": free_inodes, "namemax": 255,
+        }
+

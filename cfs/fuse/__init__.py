@@ -1,0 +1,1 @@
+"""The FUSE edge: the only package that imports pyfuse3."""

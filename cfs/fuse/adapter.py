@@ -1,0 +1,248 @@
+"""pyfuse3 ``Operations`` over ``cfs.fs.Filesystem``: a protocol adapter and nothing else.
+
+Each handler converts arguments, calls the core, and converts the result. Domain
+errors become ``FUSEError(errno)`` here (``raise ... from None``), the one place where
+errno meets the kernel. Handlers never await between reading and writing the store,
+so each call is atomic with respect to the others (pyfuse3 runs several handler tasks
+on the one trio thread).
+
+Lookup counts (pyfuse3 developer notes): lookup, create, mkdir, mknod, symlink and link
+each give the kernel one lookup, counted by the core; readdirplus counts an entry only
+after ``readdir_reply`` has accepted it.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+import pyfuse3
+
+from cfs.errors import CfsError, FsError
+from cfs.fs import Attr, Caller, Filesystem, SetAttr
+from cfs.types import InodeId
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ENTRY_TIMEOUT = 1.0
+ATTR_TIMEOUT = 1.0
+
+
+def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn core errors into FUSEError; anything else is a bug: log it and answer EIO."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as exc:
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except CfsError as exc:
+            log.error("%s failed: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("bug in %s; answering EIO", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _caller(ctx: pyfuse3.RequestContext) -> Caller:
+    return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, supplementary_groups=_groups)
+
+
+def _groups(pid: int) -> list[int]:
+    try:
+        return list(pyfuse3.get_sup_groups(pid))
+    except (OSError, ValueError):
+        return []
+
+
+def entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    inode = attr.inode
+    out = pyfuse3.EntryAttributes()
+    out.st_ino = attr.ino
+    out.generation = 0
+    out.entry_timeout = ENTRY_TIMEOUT
+    out.attr_timeout = ATTR_TIMEOUT
+    out.st_mode = inode.mode
+    out.st_nlink = inode.nlink
+    out.st_uid = inode.uid
+    out.st_gid = inode.gid
+    out.st_rdev = inode.rdev
+    out.st_size = inode.size
+    out.st_blksize = attr.block_size
+    out.st_blocks = inode.stored_units
+    out.st_atime_ns = inode.atime_ns
+    out.st_mtime_ns = inode.mtime_ns
+    out.st_ctime_ns = inode.ctime_ns
+    return out
+
+
+class Operations(pyfuse3.Operations):
+    """Every volume of the node through one FUSE session (see cfs.fs.core)."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: Filesystem) -> None:
+        super().__init__()
+        self.fs = fs
+
+    @_errno_edge
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry(self.fs.lookup(InodeId(parent_inode), name))
+
+    @_errno_edge
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry(self.fs.getattr(InodeId(inode)))
+
+    @_errno_edge
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        change = SetAttr(
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            ctime_ns=attr.st_ctime_ns if fields.update_ctime else None,
+        )
+        return entry(self.fs.setattr(InodeId(inode), change))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, nlookup in inode_list:
+            try:
+                self.fs.forget(InodeId(ino), nlookup)
+            except Exception:
+                log.exception("forget(%d, %d) failed", ino, nlookup)
+
+    @_errno_edge
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.fs.readlink(InodeId(inode))
+
+    @_errno_edge
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry(self.fs.mknod(InodeId(parent_inode), name, mode, rdev, _caller(ctx)))
+
+    @_errno_edge
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry(self.fs.mkdir(InodeId(parent_inode), name, mode, _caller(ctx)))
+
+    @_errno_edge
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry(self.fs.symlink(InodeId(parent_inode), name, target, _caller(ctx)))
+
+    @_errno_edge
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return entry(self.fs.link(InodeId(inode), InodeId(new_parent_inode), new_name))
+
+    @_errno_edge
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.fs.unlink(InodeId(parent_inode), name)
+
+    @_errno_edge
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.fs.rmdir(InodeId(parent_inode), name)
+
+    @_errno_edge
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        self.fs.rename(InodeId(parent_inode_old), name_old, InodeId(parent_inode_new), name_new,
+                       noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+                       exchange=bool(flags & pyfuse3.RENAME_EXCHANGE))
+
+    @_errno_edge
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        self.fs.open(InodeId(inode), write=bool(flags & (os.O_WRONLY | os.O_RDWR)))
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
+
+    @_errno_edge
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        attr = self.fs.create(InodeId(parent_inode), name, mode, _caller(ctx))
+        return pyfuse3.FileInfo(fh=attr.ino, keep_cache=True), entry(attr)
+
+    @_errno_edge
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.fs.read(InodeId(fh), off, size)
+
+    @_errno_edge
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return self.fs.write(InodeId(fh), off, buf)
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    async def release(self, fh: int) -> None:
+        return None
+
+    @_errno_edge
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        self.fs.sync()
+
+    @_errno_edge
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        self.fs.opendir(InodeId(inode))
+        return inode
+
+    @_errno_edge
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, attr, cookie in self.fs.readdir(InodeId(fh), start_id):
+            if not pyfuse3.readdir_reply(token, name, entry(attr), cookie):
+                return
+            self.fs.count_lookup(attr.ino)
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @_errno_edge
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self.fs.sync()
+
+    @_errno_edge
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        numbers = self.fs.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = numbers["bsize"]
+        out.f_frsize = numbers["frsize"]
+        out.f_blocks = numbers["blocks"]
+        out.f_bfree = numbers["bfree"]
+        out.f_bavail = numbers["bavail"]
+        out.f_files = numbers["files"]
+        out.f_ffree = numbers["ffree"]
+        out.f_favail = numbers["ffree"]
+        out.f_namemax = numbers["namemax"]
+        return out
+
+    @_errno_edge
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.fs.getxattr(InodeId(inode), name)
+
+    @_errno_edge
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        # pyfuse3 has already applied XATTR_CREATE / XATTR_REPLACE through getxattr.
+        self.fs.setxattr(InodeId(inode), name, value, 0)
+
+    @_errno_edge
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return self.fs.listxattr(InodeId(inode))
+
+    @_errno_edge
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.fs.removexattr(InodeId(inode), name)

@@ -1,0 +1,43 @@
+"""Validation of names that come from people: volume names and file names."""
+
+from __future__ import annotations
+
+import re
+
+from cfs.errors import InvalidName, NameTooLong
+
+NAME_MAX = 255
+
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def validate_volume_name(name: str) -> str:
+    """Return ``name`` if it is a usable volume name, else raise ``InvalidName`` saying why.
+
+    The alphabet is Docker's (letters, digits, ``_ . -``, starting with a letter or a
+    digit), so every cfs volume can also be a Docker volume, and no name can smuggle a
+    path separator, a NUL, or ``..`` into the paths built from it.
+    """
+    if not isinstance(name, str):
+        raise InvalidName("volume name must be a string")
+    if name == "":
+        raise InvalidName("volume name is empty")
+    if "\0" in name:
+        raise InvalidName("volume name contains a NUL byte")
+    if "/" in name:
+        raise InvalidName(f"volume name {name!r} contains '/'")
+    if name in (".", ".."):
+        raise InvalidName(f"volume name {name!r} is reserved")
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise InvalidName(f"volume name is longer than {NAME_MAX} bytes")
+    if not _VOLUME_NAME.fullmatch(name):
+        raise InvalidName(
+            f"volume name {name!r} is not allowed: use letters, digits, '_', '.', '-', "
+            "starting with a letter or digit")
+    return name
+
+
+def check_file_name(name: bytes) -> None:
+    """File names inside a volume: any bytes but '/' and NUL, at most 255 of them."""
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name is longer than {NAME_MAX} bytes")

@@ -1,0 +1,13 @@
+"""The storage layer: the only package that imports lmdb.
+
+``Store`` owns the LMDB environment and its write batch; ``Op`` is one filesystem
+operation's unit of work inside it; ``chunks`` keeps content-addressed chunks with
+reference counts; ``catalog`` keeps the volume records; ``changelog`` the per-volume
+change logs.
+"""
+
+from cfs.store.store import Op, Store, StoreConfig
+from cfs.store.tables import Table
+from cfs.store import catalog, changelog, chunks  # noqa: E402  (they import Op from above)
+
+__all__ = ["Op", "Store", "StoreConfig", "Table", "catalog", "changelog", "chunks"]

@@ -1,0 +1,105 @@
+"""The volume catalog of a node: names, slots and identities of its volumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterator
+
+from cfs.codec import VolumeRecord, VolumeState, pack_u64, unpack_u64
+from cfs.errors import CorruptRecord, InvalidName, VolumeExists, VolumeNotFound
+from cfs.names import validate_volume_name
+from cfs.store.changelog import log_key
+from cfs.store.store import Op
+from cfs.store.tables import Table
+from cfs.types import MAX_SLOT, Slot, VolumeId, make_ino
+
+MIN_BLOCK_SIZE = 512
+MAX_BLOCK_SIZE = 1 << 20
+
+
+def check_block_size(block_size: int) -> int:
+    if block_size < MIN_BLOCK_SIZE or block_size > MAX_BLOCK_SIZE or block_size & (block_size - 1):
+        raise InvalidName(
+            f"block size {block_size} is not a power of two between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}")
+    return block_size
+
+
+def create(op: Op, name: str, block_size: int, options: dict[str, str]) -> VolumeRecord:
+    validate_volume_name(name)
+    check_block_size(block_size)
+    if op.get(Table.VOLUMES, name.encode()) is not None:
+        raise VolumeExists(f"volume {name!r} already exists")
+    slot = Slot(unpack_u64(op.get(Table.META, b"next_slot") or pack_u64(1)))
+    if slot > MAX_SLOT:
+        raise VolumeExists("this node has used up its volume slots")
+    op.put(Table.META, b"next_slot", pack_u64(slot + 1))
+    record = VolumeRecord(name, VolumeId(os.urandom(16)), slot, block_size, time.time_ns(), dict(options))
+    op.put(Table.VOLUMES, name.encode(), record.encode())
+    op.put(Table.VOLSLOTS, pack_u64(slot), name.encode())
+    op.put(Table.VOLSTATE, pack_u64(slot), VolumeState().encode())
+    return record
+
+
+def get(op: Op, name: str) -> VolumeRecord:
+    raw = op.get(Table.VOLUMES, name.encode("utf-8", "surrogateescape"))
+    if raw is None:
+        raise VolumeNotFound(f"no volume named {name!r}")
+    return VolumeRecord.decode(raw)
+
+
+def by_slot(op: Op, slot: Slot) -> VolumeRecord | None:
+    name = op.get(Table.VOLSLOTS, pack_u64(slot))
+    if name is None:
+        return None
+    return get(op, bytes(name).decode())
+
+
+def all_volumes(op: Op) -> Iterator[VolumeRecord]:
+    for _key, value in op.cursor(Table.VOLUMES):
+        yield VolumeRecord.decode(value)
+
+
+def slot_range(slot: Slot) -> tuple[bytes, bytes]:
+    """Key bounds [lo, hi) of every per-volume row of ``slot``."""
+    return pack_u64(make_ino(slot, 0)), pack_u64(make_ino(Slot(slot + 1), 0))
+
+
+def delete_rows(op: Op, table: Table, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:
+    """Delete, unlogged, every row of ``table`` with lo <= key < hi; return them."""
+    rows = list(op.range(table, lo, hi))
+    for key, _value in rows:
+        op.delete(table, key, logged=False)
+    return rows
+
+
+def remove_record(op: Op, record: VolumeRecord) -> None:
+    """Forget the volume's catalog entry and its change log. Its rows go in ``fs``."""
+    op.delete(Table.VOLUMES, record.name.encode())
+    op.delete(Table.VOLSLOTS, pack_u64(record.slot))
+    op.delete(Table.VOLSTATE, pack_u64(record.slot))
+    delete_rows(op, Table.CHANGELOG, log_key(record.slot, 0), log_key(Slot(record.slot + 1), 0))
+
+
+# --- mounts: which volumes this node should have mounted where -----------------------
+
+def record_mount(op: Op, path: str, name: str, read_only: bool) -> None:
+    value = json.dumps({"volume": name, "read_only": read_only}).encode()
+    op.put(Table.MOUNTS, path.encode("utf-8", "surrogateescape"), value)
+
+
+def drop_mount(op: Op, path: str) -> None:
+    op.delete(Table.MOUNTS, path.encode("utf-8", "surrogateescape"))
+
+
+def recorded_mounts(op: Op) -> dict[str, tuple[str, bool]]:
+    """mount point -> (volume name, read-only), as the node should have them."""
+    mounts = {}
+    for key, value in op.range(Table.MOUNTS, b"", b"\xff" * 8):
+        try:
+            data = json.loads(value)
+            mounts[bytes(key).decode("utf-8", "surrogateescape")] = (data["volume"], bool(data["read_only"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptRecord(f"mount record for {bytes(key)!r}: {exc}") from None
+    return mounts

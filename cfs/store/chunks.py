@@ -1,0 +1,97 @@
+"""Content-addressed chunks with reference counts.
+
+A chunk is the stored form of one block: its bytes with trailing zeros cut off (an
+all-zero block is a hole and has no chunk). Its key is the xxh3-128 of those bytes, so
+identical blocks anywhere on the node, in any volume, are stored once. ``CHUNKREFS``
+counts how many block-map entries name the chunk; when the count drops to zero the
+chunk is deleted in the same transaction and LMDB reuses its pages.
+
+Every read verifies the bytes against the key. A mismatch raises ``CorruptChunk``; the
+caller reports EIO. Wrong bytes are never returned.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cfs.codec import CHUNK_HEADER, CHUNK_V1, decode_chunkref, encode_chunkref
+from cfs.errors import CorruptChunk, CorruptRecord, MissingChunk
+from cfs.hashing import chunk_id
+from cfs.store.store import Op
+from cfs.store.tables import Table
+from cfs.types import ChunkId
+
+log = logging.getLogger(__name__)
+
+
+def put(op: Op, data: bytes, cid: ChunkId | None = None) -> ChunkId:
+    """Store ``data`` (already trimmed, non-empty) or add a reference to the copy we have.
+
+    ``cid`` may be passed when the caller has hashed ``data`` already.
+    """
+    if cid is None:
+        cid = chunk_id(data)
+    raw = op.get(Table.CHUNKREFS, cid)
+    if raw is None:
+        op.put(Table.CHUNKS, cid, CHUNK_HEADER + data)
+        op.put(Table.CHUNKREFS, cid, encode_chunkref(1, len(data)))
+    else:
+        refcount, length = decode_chunkref(raw)
+        op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount + 1, length))
+        _heal_if_damaged(op, cid, data)
+    return cid
+
+
+def _heal_if_damaged(op: Op, cid: ChunkId, good: bytes) -> None:
+    """A dedup hit must not tie new data to a damaged copy: check it, and rewrite it from ``good``."""
+    stored = op.get(Table.CHUNKS, cid)
+    try:
+        if stored is None:
+            raise MissingChunk(cid.hex())
+        verify(cid, stored)
+    except (CorruptChunk, CorruptRecord, MissingChunk):
+        log.warning("chunk %s was damaged or missing; rewritten from identical new data", cid.hex())
+        op.put(Table.CHUNKS, cid, CHUNK_HEADER + good)
+
+
+def incref(op: Op, cid: ChunkId) -> None:
+    raw = op.get(Table.CHUNKREFS, cid)
+    if raw is None:
+        raise MissingChunk(f"chunk {cid.hex()} is referenced but not stored")
+    refcount, length = decode_chunkref(raw)
+    op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount + 1, length))
+
+
+def decref(op: Op, cid: ChunkId) -> None:
+    """Drop one reference; the chunk goes with the last one.
+
+    A missing or already-zero count is logged and left for fsck rather than raised:
+    the caller is freeing space, and refusing to free it would help nobody.
+    """
+    raw = op.get(Table.CHUNKREFS, cid)
+    if raw is None:
+        log.error("chunk %s: dropping a reference to a chunk that has no count (run cfs fsck)", cid.hex())
+        return
+    refcount, length = decode_chunkref(raw)
+    if refcount <= 1:
+        op.delete(Table.CHUNKREFS, cid)
+        op.delete(Table.CHUNKS, cid)
+    else:
+        op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount - 1, length))
+
+
+def get(op: Op, cid: ChunkId, where: str = "") -> bytes:
+    """The verified bytes of a chunk. ``where`` names the file for the error message."""
+    raw = op.get(Table.CHUNKS, cid)
+    if raw is None:
+        raise MissingChunk(f"chunk {cid.hex()} is missing{where}")
+    return verify(cid, raw, where)
+
+
+def verify(cid: ChunkId | bytes, raw: bytes, where: str = "") -> bytes:
+    if len(raw) < len(CHUNK_HEADER) or raw[0] != CHUNK_V1 or raw[1] != 0:
+        raise CorruptRecord(f"chunk {bytes(cid).hex()} has an unknown header{where}")
+    data = raw[len(CHUNK_HEADER):]
+    if chunk_id(data) != cid:
+        raise CorruptChunk(bytes(cid).hex(), where)
+    return data

@@ -1,0 +1,301 @@
+"""The LMDB environment of a node and its group-commit write batch.
+
+Design (docs/DESIGN.md, "Write path" and "Crash safety"):
+
+* One LMDB environment per node holds chunks and metadata, so a filesystem operation
+  changes both in one transaction.
+* Writes go into one long-lived write transaction, the *batch*. Each filesystem
+  operation runs in a nested transaction inside it (``Store.op``): it either merges into
+  the batch whole or is rolled back whole, so an error halfway through an operation
+  never leaves half of it behind.
+* The batch is committed, durably (LMDB's default: data pages synced, then the meta
+  page), when fsync/fsyncdir/syncfs asks, when it holds ``commit_bytes`` of new data, and
+  by the daemon's timer. A crash (kill -9, power loss) therefore loses at most the
+  operations since the last commit, never a part of one, and never anything fsync'd.
+* Low space: before an operation that adds data, the free space of the disk plus the
+  free pages inside LMDB is compared with what the batch may need. Near the limit the
+  store commits after every operation, so a write that does not fit fails alone with
+  ENOSPC; below the reserve, operations that add data are refused while deletes still
+  run, so space can always be freed.
+
+Thread rule: an LMDB write transaction belongs to the thread that opened it. Every
+method here that writes must be called from the thread that created the ``Store`` (the
+trio thread in the daemon). ``snapshot()`` opens a read-only transaction that may be
+used from any one other thread (the environment is opened with MDB_NOTLS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+
+from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64
+from cfs.store import changelog
+from cfs.errors import CorruptRecord, NoSpace
+from cfs.store.tables import SCHEMA_VERSION, Table
+from cfs.types import LOCAL_MASK, Slot
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    commit_bytes: int = 32 * MiB
+    """Commit the batch once it holds this many bytes of new chunk data."""
+    reserve_bytes: int | None = None
+    """Space kept free for deletes; None: 1% of the disk, between 8 MiB and 256 MiB."""
+    changelog_retain: int = 10_000
+    """Change-log records kept per volume beyond what replicas have checkpointed."""
+    min_map_size: int = 64 * GiB
+
+
+class Store:
+    """Owns the LMDB environment, its sub-databases and the current write batch."""
+
+    def __init__(self, path: Path, config: StoreConfig = StoreConfig()) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.env = lmdb.open(
+            str(self.path), map_size=self._wanted_map_size(), max_dbs=len(Table) + 2,
+            subdir=True, sync=True, metasync=True, readahead=False, meminit=False,
+            lock=True,
+        )
+        with self.env.begin(write=True) as txn:
+            self.dbs = {t: self.env.open_db(t.name.lower().encode(), txn=txn) for t in Table}
+        self._batch: lmdb.Transaction | None = None
+        self._in_op = False
+        self.pending_bytes = 0
+        self.low_space = False
+        self._last_space_check = 0.0
+        self._bytes_since_check = 0
+        self.commits = 0
+        self._check_schema()
+
+    # --- lifetime ----------------------------------------------------------------
+
+    def _wanted_map_size(self) -> int:
+        """The map is address space, not disk: size it to the disk so it never fills first."""
+        st = os.statvfs(self.path)
+        disk = st.f_blocks * st.f_frsize
+        return max(self.config.min_map_size, 2 * disk)
+
+    def _check_schema(self) -> None:
+        with self.op() as op:
+            raw = op.get(Table.META, b"schema")
+            if raw is None:
+                op.put(Table.META, b"schema", pack_u64(SCHEMA_VERSION))
+                op.put(Table.META, b"node_id", uuid.uuid4().bytes)
+                op.put(Table.META, b"next_slot", pack_u64(1))
+            elif int.from_bytes(raw, "big") != SCHEMA_VERSION:
+                raise CorruptRecord(
+                    f"store at {self.path} has schema {int.from_bytes(raw, 'big')}, "
+                    f"this cfs reads schema {SCHEMA_VERSION}")
+        self.commit()
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self.commit()
+        self.env.close()
+
+    # --- transactions ------------------------------------------------------------
+
+    @property
+    def batch(self) -> lmdb.Transaction:
+        """The current write batch; reads through it see every uncommitted operation."""
+        if self._batch is None:
+            self._batch = self.env.begin(write=True)
+        return self._batch
+
+    def db(self, table: Table) -> lmdb._Database:
+        return self.dbs[table]
+
+    @contextlib.contextmanager
+    def op(self, *, adds_data: bool = True) -> Iterator["Op"]:
+        """Run one filesystem operation atomically inside the batch.
+
+        ``adds_data=False`` marks operations that free space (unlink, truncate down,
+        rmdir): they run even below the reserve, so a full disk can be emptied.
+        """
+        assert not self._in_op, "operations do not nest"
+        self._admit(adds_data)
+        child = self.env.begin(write=True, parent=self.batch)
+        op = Op(self, child)
+        self._in_op = True
+        try:
+            yield op
+            op.finish()
+        except BaseException:
+            child.abort()
+            raise
+        else:
+            try:
+                child.commit()
+            except lmdb.MapFullError:
+                raise NoSpace("the store map is full") from None
+        finally:
+            self._in_op = False
+        self.pending_bytes += op.added_bytes
+        self._bytes_since_check += op.added_bytes
+        if self.low_space or self.pending_bytes >= self.config.commit_bytes:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make every operation so far durable. A failure rolls the whole batch back."""
+        if self._batch is None:
+            return
+        batch, self._batch = self._batch, None
+        self.pending_bytes = 0
+        try:
+            batch.commit()
+        except lmdb.Error as exc:
+            if _is_no_space(exc):
+                log.error("commit failed, disk full: the uncommitted operations were rolled back")
+                self.low_space = True
+                raise NoSpace("no space left on the store's disk") from None
+            raise
+        self.commits += 1
+        self._grow_map_if_needed()
+
+    def snapshot(self) -> lmdb.Transaction:
+        """A read-only view of the last commit, usable from another thread."""
+        return self.env.begin(write=False)
+
+    # --- space -------------------------------------------------------------------
+
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(self.path)
+
+    def reserve_bytes(self) -> int:
+        if self.config.reserve_bytes is not None:
+            return self.config.reserve_bytes
+        st = os.statvfs(self.path)
+        return min(256 * MiB, max(8 * MiB, st.f_blocks * st.f_frsize // 100))
+
+    def free_bytes(self) -> int:
+        """Space new data can take: free disk space plus free pages inside LMDB."""
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize + self.free_pages() * self.page_size()
+
+    def page_size(self) -> int:
+        return int(self.env.stat()["psize"])
+
+    def used_pages(self) -> int:
+        txn = self.batch
+        used = 0
+        for table in Table:
+            st = txn.stat(self.dbs[table])
+            used += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        main = self.env.stat()
+        return used + main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"] + 2
+
+    def free_pages(self) -> int:
+        return max(0, int(self.env.info()["last_pgno"]) + 1 - self.used_pages())
+
+    def _admit(self, adds_data: bool) -> None:
+        """Decide, cheaply most of the time, whether the next operation fits."""
+        now = time.monotonic()
+        if not self.low_space and self._bytes_since_check < 4 * MiB and now - self._last_space_check < 0.5:
+            return
+        self._last_space_check = now
+        self._bytes_since_check = 0
+        free = self.free_bytes() - self.pending_bytes
+        reserve = self.reserve_bytes()
+        was_low = self.low_space
+        self.low_space = free < reserve + self.config.commit_bytes + 8 * MiB
+        if self.low_space and not was_low:
+            log.warning("store disk nearly full (%d MiB free): committing every operation", free // MiB)
+            self.commit()
+        if adds_data and free < reserve:
+            raise NoSpace(f"store disk full: {max(free, 0) // MiB} MiB free, {reserve // MiB} MiB reserved for deletes")
+
+    def _grow_map_if_needed(self) -> None:
+        info = self.env.info()
+        used = (int(info["last_pgno"]) + 1) * self.page_size()
+        if used > int(info["map_size"]) * 3 // 4:
+            new = max(int(info["map_size"]) * 2, self._wanted_map_size())
+            log.info("growing the LMDB map from %d to %d GiB", info["map_size"] // GiB, new // GiB)
+            self.env.set_mapsize(new)
+
+    # --- node metadata -----------------------------------------------------------
+
+    def node_id(self) -> bytes:
+        raw = self.batch.get(b"node_id", db=self.dbs[Table.META])
+        assert raw is not None
+        return bytes(raw)
+
+
+def _is_no_space(exc: lmdb.Error) -> bool:
+    text = str(exc)
+    return isinstance(exc, lmdb.MapFullError) or os.strerror(errno.ENOSPC) in text or "ENOSPC" in text
+
+
+class Op:
+    """One filesystem operation's view of the store: reads see the batch, writes are logged.
+
+    Every put/delete on a per-volume table is recorded; when the operation finishes, the
+    rows are appended as one ``Change`` to that volume's change log, in the same
+    transaction, so the log and the tables never disagree.
+    """
+
+    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+        self.store = store
+        self.txn = txn
+        self.added_bytes = 0
+        self._rows: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
+        self.time_ns = time.time_ns()
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self.store.dbs[table])
+
+    def put(self, table: Table, key: bytes, value: bytes, *, logged: bool = True) -> None:
+        try:
+            self.txn.put(key, value, db=self.store.dbs[table])
+        except lmdb.MapFullError:
+            raise NoSpace("the store map is full") from None
+        self.added_bytes += len(value) if table is Table.CHUNKS else 64
+        if logged and table.per_volume:
+            self._log(table, ROW_PUT, key, value)
+
+    def delete(self, table: Table, key: bytes, *, logged: bool = True) -> bool:
+        """Delete one row; ``logged=False`` for node-level housekeeping such as volume removal."""
+        found = self.txn.delete(key, db=self.store.dbs[table])
+        if found and logged and table.per_volume:
+            self._log(table, ROW_DELETE, key, b"")
+        return found
+
+    def cursor(self, table: Table) -> lmdb.Cursor:
+        return self.txn.cursor(db=self.store.dbs[table])
+
+    def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
+        cursor = self.txn.cursor(db=self.store.dbs[table])
+        if not cursor.set_range(lo):
+            return
+        for key, value in cursor:
+            if key >= hi:
+                return
+            yield key, value
+
+    def _log(self, table: Table, kind: int, key: bytes, value: bytes) -> None:
+        ino = int.from_bytes(key[:8], "big")
+        slot = ino >> 40
+        local_key = (ino & LOCAL_MASK).to_bytes(8, "big") + key[8:]
+        self._rows.setdefault(slot, []).append((int(table), kind, local_key, value))
+
+    def finish(self) -> None:
+        for slot, rows in self._rows.items():
+            changelog.append(self, Slot(slot), Change(self.time_ns, rows), self.store.config.changelog_retain)
+        self._rows.clear()

@@ -1,0 +1,37 @@
+"""The sub-databases of a node's LMDB environment (see docs/DESIGN.md, "On-disk layout").
+
+Per-volume tables are keyed by a node inode number (8 bytes, big-endian) first, so one
+volume's rows are one contiguous key range (its slot) and every change to them is
+recorded in the volume's change log. Node tables are not logged.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Table(enum.IntEnum):
+    # per-volume tables: the value is the id used in change-log rows
+    INODES = 1      # ino -> Inode record
+    DIRENTS = 2     # parent ino + name -> local child ino + cookie
+    DIRORDER = 3    # parent ino + cookie -> name (readdir order)
+    BLOCKS = 4      # ino + block number -> chunk id + stored length
+    XATTRS = 5      # ino + name -> value
+    SYMLINKS = 6    # ino -> target
+    # node tables: never logged
+    META = 20       # b"schema", b"node_id", b"next_slot"
+    VOLUMES = 21    # volume name (utf-8) -> VolumeRecord
+    VOLSLOTS = 22   # slot -> volume name
+    VOLSTATE = 23   # slot -> VolumeState
+    ORPHANS = 24    # ino -> b"" : unlinked inodes still open when last committed
+    CHUNKS = 25     # chunk id -> header + bytes
+    CHUNKREFS = 26  # chunk id -> refcount + length
+    CHANGELOG = 27  # slot + sequence number -> Change
+    MOUNTS = 28     # mount point (bytes) -> volume name: what this node should have mounted
+
+    @property
+    def per_volume(self) -> bool:
+        return self.value < 20
+
+
+SCHEMA_VERSION = 1
