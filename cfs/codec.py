@@ -183,6 +183,9 @@ class VolumeRecord:
             name, options = tail["name"], tail["options"]
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptRecord(f"volume record: bad tail ({exc})") from None
+        if not isinstance(name, str) or not isinstance(options, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in options.items()):
+            raise CorruptRecord("volume record: name and options must be strings")
         return cls(name, VolumeId(vid), Slot(slot), block_size, created, dict(options))
 
 

@@ -27,12 +27,12 @@ from typing import Iterator
 
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
-    Corrupted, Exists, InvalidArgument, IsADirectory, NotADirectory, NotEmpty,
-    NotFound, NotPermitted, TooManyLinks, VolumeBusy,
+    Corrupted, CrossDevice, Exists, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
+    NotEmpty, NotFound, NotPermitted, TooManyLinks, VolumeBusy, VolumeNotFound,
 )
 from cfs.fs import data, dirs, inodes, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
-from cfs.fs.refs import LookupCounts
+from cfs.fs.refs import LookupCounts, OpenCounts
 from cfs.names import check_file_name
 from cfs.store import Op, Store, Table, catalog, chunks
 from cfs.types import (
@@ -52,6 +52,7 @@ class Filesystem:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.lookups = LookupCounts()
+        self.opens = OpenCounts()
         self._volumes: dict[Slot, VolumeRecord] = {}
 
     # --- volumes -------------------------------------------------------------------
@@ -69,11 +70,11 @@ class Filesystem:
         return record
 
     def volume(self, name: str) -> VolumeRecord:
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             return catalog.get(op, name)
 
     def volumes(self) -> list[VolumeRecord]:
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             return list(catalog.all_volumes(op))
 
     def remove_volume(self, name: str) -> None:
@@ -93,7 +94,7 @@ class Filesystem:
 
     def volume_usage(self, name: str) -> dict[str, int | float]:
         """Sizes for ``cfs volume inspect``: apparent bytes, referenced and unique chunk bytes."""
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             record = catalog.get(op, name)
             lo, hi = catalog.slot_range(record.slot)
             files = apparent = 0
@@ -118,7 +119,7 @@ class Filesystem:
     def _volume(self, slot: Slot) -> VolumeRecord:
         record = self._volumes.get(slot)
         if record is None:
-            with self.store.op() as op:
+            with self.store.op(adds_data=False) as op:
                 found = catalog.by_slot(op, slot)
             if found is None:
                 raise NotFound(f"volume slot {slot} does not exist")
@@ -135,7 +136,10 @@ class Filesystem:
             name = self._volume(slot_of(ino)).name
         except NotFound:
             name = f"slot {slot_of(ino)}"
-        path = self.path_of(ino)
+        try:
+            path = self.path_of(ino)
+        except Corrupted:  # the damage may be in the directories too
+            path = None
         return f"volume {name}, inode {local_of(ino)}" + (f" ({path})" if path else "")
 
     def path_of(self, ino: InodeId) -> str | None:
@@ -143,7 +147,7 @@ class Filesystem:
         parts: list[str] = []
         root = volume_root(slot_of(ino))
         lo, hi = catalog.slot_range(slot_of(ino))
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             while ino != root:
                 for key, value in op.range(Table.DIRENTS, lo, hi):
                     if decode_dirent(value)[0] == local_of(ino):
@@ -183,18 +187,18 @@ class Filesystem:
         return Inode(stat.S_IFDIR | 0o755, 0, 0, 2 + count)
 
     def getattr(self, ino: InodeId) -> Attr:
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             inode = self._node_root(op) if ino == NODE_ROOT else inodes.load(op, ino)
         return self._attr(ino, inode)
 
     def lookup(self, parent: InodeId, name: bytes) -> Attr:
         """Find ``name`` in ``parent`` and count a kernel lookup on what it names."""
         check_file_name(name)
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             if parent == NODE_ROOT:
                 try:
                     record = catalog.get(op, name.decode("utf-8", "surrogateescape"))
-                except Exception:
+                except VolumeNotFound:
                     raise NotFound(f"no volume {name!r}") from None
                 child = volume_root(record.slot)
             else:
@@ -214,6 +218,16 @@ class Filesystem:
     def forget(self, ino: InodeId, n: int) -> None:
         if not self.lookups.forget(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
             return
+        self._destroy_if_unused(ino)
+
+    def release(self, ino: InodeId) -> None:
+        """The kernel closed a handle from open/create; the last one may free an unlinked file."""
+        if self.opens.release(ino):
+            self._destroy_if_unused(ino)
+
+    def _destroy_if_unused(self, ino: InodeId) -> None:
+        if self.opens.held(ino) or (self.lookups.held(ino) and not self._is_file(ino)):
+            return
         with self.store.op(adds_data=False) as op:
             try:
                 inode = inodes.load(op, ino)
@@ -221,6 +235,12 @@ class Filesystem:
                 return
             if inode.nlink == 0:
                 inodes.destroy(op, ino, inode)
+
+    def _is_file(self, ino: InodeId) -> bool:
+        try:
+            return not self.getattr(ino).is_dir
+        except NotFound:
+            return True
 
     def setattr(self, ino: InodeId, change: SetAttr) -> Attr:
         self._writable(ino)
@@ -305,7 +325,10 @@ class Filesystem:
         return self._new_inode(parent, name, kind | (mode & 0o7777), caller, rdev=keep_rdev)
 
     def create(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
-        return self._new_inode(parent, name, stat.S_IFREG | (mode & 0o7777), caller)
+        """Create and open a regular file: the caller releases the handle it gets."""
+        attr = self._new_inode(parent, name, stat.S_IFREG | (mode & 0o7777), caller)
+        self.opens.open(attr.ino)
+        return attr
 
     def mkdir(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
         return self._new_inode(parent, name, stat.S_IFDIR | (mode & 0o7777), caller)
@@ -314,7 +337,7 @@ class Filesystem:
         return self._new_inode(parent, name, stat.S_IFLNK | 0o777, caller, target=target)
 
     def readlink(self, ino: InodeId) -> bytes:
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             target = op.get(Table.SYMLINKS, ino_key(ino))
             if target is None:
                 inodes.load(op, ino)
@@ -325,7 +348,7 @@ class Filesystem:
         self._writable(new_parent)
         check_file_name(new_name)
         if slot_of(ino) != slot_of(new_parent):
-            raise NotPermitted("hard links cannot cross volumes")
+            raise CrossDevice("hard links cannot cross volumes")
         with self.store.op() as op:
             inode = inodes.load(op, ino)
             if stat.S_ISDIR(inode.mode):
@@ -352,12 +375,15 @@ class Filesystem:
     # --- removing ------------------------------------------------------------------
 
     def _drop_link(self, op: Op, ino: InodeId, inode: Inode, now: int) -> None:
-        """One name fewer; destroy the inode when it has none and the kernel holds none."""
+        """One name fewer. Without names the inode goes at once unless something still
+        uses it: an open handle (files), or a kernel lookup (directories, which may be a
+        process's working directory); it then waits as an orphan for release/forget."""
         inode.nlink = 0 if stat.S_ISDIR(inode.mode) else inode.nlink - 1
         inode.ctime_ns = now
+        in_use = self.lookups.held(ino) if stat.S_ISDIR(inode.mode) else self.opens.held(ino)
         if inode.nlink > 0:
             inodes.save(op, ino, inode)
-        elif self.lookups.held(ino):
+        elif in_use:
             inodes.save(op, ino, inode)
             inodes.mark_orphan(op, ino)
         else:
@@ -412,7 +438,7 @@ class Filesystem:
         check_file_name(old_name)
         check_file_name(new_name)
         if slot_of(old_parent) != slot_of(new_parent):
-            raise NotPermitted("rename cannot cross volumes")
+            raise CrossDevice("rename cannot cross volumes")
         if noreplace and exchange:
             raise InvalidArgument("RENAME_NOREPLACE and RENAME_EXCHANGE together")
         with self.store.op() as op:
@@ -487,49 +513,65 @@ class Filesystem:
 
     def opendir(self, ino: InodeId) -> None:
         if ino != NODE_ROOT:
-            with self.store.op() as op:
+            with self.store.op(adds_data=False) as op:
                 self._dir(op, ino)
 
     def readdir(self, ino: InodeId, after_cookie: int) -> Iterator[tuple[bytes, Attr, int]]:
-        """Entries after ``after_cookie``. The caller counts a lookup per entry it hands on."""
-        with self.store.op() as op:
-            if ino == NODE_ROOT:
-                for record in catalog.all_volumes(op):
-                    if record.slot > after_cookie:
-                        root = volume_root(record.slot)
-                        yield record.name.encode(), self._attr(root, inodes.load(op, root)), record.slot
-                return
+        """Entries after ``after_cookie``, in cookie order.
+
+        The caller counts a lookup per entry it hands on. The operation stays open between
+        entries, so nothing here may open another one: the block size is looked up first.
+        """
+        if ino == NODE_ROOT:
+            yield from self._list_volumes(after_cookie)
+            return
+        block_size = self._volume(slot_of(ino)).block_size
+        with self.store.op(adds_data=False) as op:
             self._dir(op, ino)
             for name, child, cookie in dirs.entries(op, ino, after_cookie):
-                yield name, self._attr(child, inodes.load(op, child)), cookie
+                yield name, Attr(child, inodes.load(op, child), block_size), cookie
+
+    def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
+        """The node root's entries: a volume's cookie is its slot, so they go in slot order."""
+        with self.store.op(adds_data=False) as op:
+            records = sorted((r for r in catalog.all_volumes(op) if r.slot > after_cookie),
+                             key=lambda r: r.slot)
+            return [(r.name.encode(), Attr(volume_root(r.slot), inodes.load(op, volume_root(r.slot)),
+                                           r.block_size), r.slot) for r in records]
 
     # --- file content --------------------------------------------------------------
 
-    def open(self, ino: InodeId, write: bool) -> Attr:
-        with self.store.op() as op:
+    def open(self, ino: InodeId, write: bool, truncate: bool = False) -> Attr:
+        """Open for reading or writing; ``truncate`` is O_TRUNC, which the kernel passes
+        on (atomic_o_trunc) instead of sending a separate setattr."""
+        with self.store.op(adds_data=False) as op:
             inode = inodes.load(op, ino)
         if stat.S_ISDIR(inode.mode) and write:
             raise IsADirectory("cannot open a directory for writing")
-        return self._attr(ino, inode)
+        attr = self._attr(ino, inode)
+        if truncate and write and stat.S_ISREG(inode.mode):
+            attr = self.setattr(ino, SetAttr(size=0))
+        self.opens.open(ino)
+        return attr
 
     def read(self, ino: InodeId, offset: int, size: int) -> bytes:
         if offset < 0:
             raise InvalidArgument("negative offset")
         block_size = self._volume(slot_of(ino)).block_size
-        with self.store.op() as op:
-            inode = inodes.load(op, ino)
-            if stat.S_ISDIR(inode.mode):
-                raise IsADirectory("is a directory")
-            try:
+        try:
+            with self.store.op(adds_data=False) as op:
+                inode = inodes.load(op, ino)
+                if stat.S_ISDIR(inode.mode):
+                    raise IsADirectory("is a directory")
                 result = data.read(op, ino, inode, offset, size, block_size)
-            except Corrupted as exc:
-                self._report(ino, exc)
-                raise
-            now = op.time_ns
-            if (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
-                    or now - inode.atime_ns >= ATIME_REFRESH_NS):
-                inode.atime_ns = now
-                inodes.save(op, ino, inode)
+                now = op.time_ns
+                if (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
+                        or now - inode.atime_ns >= ATIME_REFRESH_NS):
+                    inode.atime_ns = now
+                    inodes.save(op, ino, inode)
+        except Corrupted as exc:
+            self._report(ino, exc)  # after the operation: reporting opens one of its own
+            raise
         return result
 
     def write(self, ino: InodeId, offset: int, buf: bytes) -> int:
@@ -538,15 +580,15 @@ class Filesystem:
         if offset + len(buf) > data.MAX_FILE_SIZE:
             raise InvalidArgument("write beyond the largest file size")
         block_size = self._volume(slot_of(ino)).block_size
-        with self.store.op() as op:
-            inode = inodes.load(op, ino)
-            try:
+        try:
+            with self.store.op() as op:
+                inode = inodes.load(op, ino)
                 written = data.write(op, ino, inode, offset, buf, block_size)
-            except Corrupted as exc:
-                self._report(ino, exc)
-                raise
-            inode.mtime_ns = inode.ctime_ns = op.time_ns
-            inodes.save(op, ino, inode)
+                inode.mtime_ns = inode.ctime_ns = op.time_ns
+                inodes.save(op, ino, inode)
+        except Corrupted as exc:
+            self._report(ino, exc)  # after the operation: reporting opens one of its own
+            raise
         return written
 
     def sync(self) -> None:
@@ -556,12 +598,16 @@ class Filesystem:
     # --- extended attributes -------------------------------------------------------
 
     def getxattr(self, ino: InodeId, name: bytes) -> bytes:
-        with self.store.op() as op:
+        if ino == NODE_ROOT:  # it has no inode record, but it exists
+            raise NoAttribute("the node root has no extended attributes")
+        with self.store.op(adds_data=False) as op:
             inodes.load(op, ino)
             return xattrs.get(op, ino, name)
 
     def listxattr(self, ino: InodeId) -> list[bytes]:
-        with self.store.op() as op:
+        if ino == NODE_ROOT:
+            return []
+        with self.store.op(adds_data=False) as op:
             inodes.load(op, ino)
             return xattrs.names(op, ino)
 
@@ -589,7 +635,7 @@ class Filesystem:
         frsize = 4096
         total = st.f_blocks * st.f_frsize // frsize
         free = min(total, self.store.free_bytes() // frsize)
-        with self.store.op() as op:
+        with self.store.op(adds_data=False) as op:
             used_inodes = int(op.txn.stat(self.store.db(Table.INODES))["entries"])
         free_inodes = free * frsize // 512
         return {

@@ -1,4 +1,4 @@
-"""Kernel lookup counts: how many references the kernel holds to each inode.
+"""Kernel lookup counts and open handles: what the kernel still uses of each inode.
 
 The kernel may use an inode number for as long as it holds a lookup on it, even after
 the last name is gone (an unlinked file that is still open). An inode is destroyed only
@@ -24,6 +24,37 @@ class LookupCounts:
     def forget(self, ino: InodeId, n: int) -> bool:
         """Drop ``n`` lookups; True when none are left."""
         left = self._counts.get(ino, 0) - n
+        if left > 0:
+            self._counts[ino] = left
+            return False
+        self._counts.pop(ino, None)
+        return True
+
+    def held(self, ino: InodeId) -> bool:
+        return ino in self._counts
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+class OpenCounts:
+    """Open file handles per inode (open/create to release).
+
+    A file whose last name goes while no handle is open is destroyed at once, so its
+    space is free when unlink returns, even though the kernel still holds a lookup on
+    the inode number (the forget that follows finds nothing to do). An open file is
+    kept until its last release.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[InodeId, int] = {}
+
+    def open(self, ino: InodeId) -> None:
+        self._counts[ino] = self._counts.get(ino, 0) + 1
+
+    def release(self, ino: InodeId) -> bool:
+        """One handle fewer; True when it was the last."""
+        left = self._counts.get(ino, 0) - 1
         if left > 0:
             self._counts[ino] = left
             return False

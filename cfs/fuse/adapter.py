@@ -169,7 +169,8 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        self.fs.open(InodeId(inode), write=bool(flags & (os.O_WRONLY | os.O_RDWR)))
+        self.fs.open(InodeId(inode), write=bool(flags & (os.O_WRONLY | os.O_RDWR)),
+                     truncate=bool(flags & os.O_TRUNC))
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @_errno_edge
@@ -190,7 +191,10 @@ class Operations(pyfuse3.Operations):
         return None
 
     async def release(self, fh: int) -> None:
-        return None
+        try:
+            self.fs.release(InodeId(fh))
+        except Exception:
+            log.exception("release(%d) failed", fh)
 
     @_errno_edge
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -41,9 +41,12 @@ def append(op: "Op", slot: Slot, change: Change, retain: int) -> int:
     # A single node has no replica to wait for: everything appended is checkpointed.
     # Replication moves the checkpoint to what every replica has acknowledged instead.
     state.checkpoint_seq = seq
-    old = seq - retain
-    if 0 < old <= state.checkpoint_seq:
-        op.delete(Table.CHANGELOG, log_key(slot, old))
+    # Everything up to ``last`` may go. Deleting a range rather than the one record that
+    # just fell out keeps the bound when ``retain`` shrinks or the checkpoint jumps ahead.
+    last = min(seq - retain, state.checkpoint_seq)
+    if last > 0:
+        for key, _value in list(op.range(Table.CHANGELOG, log_key(slot, 0), log_key(slot, last + 1))):
+            op.delete(Table.CHANGELOG, key)
     save_state(op, slot, state)
     return seq
 

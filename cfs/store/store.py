@@ -154,6 +154,8 @@ class Store:
 
     def commit(self) -> None:
         """Make every operation so far durable. A failure rolls the whole batch back."""
+        # LMDB would commit an open operation's child transaction with the batch, half done.
+        assert not self._in_op, "commit inside an operation"
         if self._batch is None:
             return
         batch, self._batch = self._batch, None
@@ -161,7 +163,8 @@ class Store:
         try:
             batch.commit()
         except lmdb.Error as exc:
-            if _is_no_space(exc):
+            # A write cut short by a full disk comes back from LMDB as EIO: judge by the disk.
+            if _is_no_space(exc) or self._disk_free() < self.reserve_bytes():
                 log.error("commit failed, disk full: the uncommitted operations were rolled back")
                 self.low_space = True
                 raise NoSpace("no space left on the store's disk") from None
@@ -186,8 +189,11 @@ class Store:
 
     def free_bytes(self) -> int:
         """Space new data can take: free disk space plus free pages inside LMDB."""
+        return self._disk_free() + self.free_pages() * self.page_size()
+
+    def _disk_free(self) -> int:
         st = os.statvfs(self.path)
-        return st.f_bavail * st.f_frsize + self.free_pages() * self.page_size()
+        return st.f_bavail * st.f_frsize
 
     def page_size(self) -> int:
         return int(self.env.stat()["psize"])
@@ -211,12 +217,16 @@ class Store:
             return
         self._last_space_check = now
         self._bytes_since_check = 0
-        free = self.free_bytes() - self.pending_bytes
+        disk_free = self._disk_free() - self.pending_bytes
+        free = disk_free + self.free_pages() * self.page_size()
         reserve = self.reserve_bytes()
         was_low = self.low_space
-        self.low_space = free < reserve + self.config.commit_bytes + 8 * MiB
+        # LMDB reuses a freed page only once no snapshot can see it, two commits later at
+        # the earliest, so a batch may have to grow the file however many pages are free:
+        # whether a whole batch fits is a question for the disk alone.
+        self.low_space = disk_free < reserve + self.config.commit_bytes + 8 * MiB
         if self.low_space and not was_low:
-            log.warning("store disk nearly full (%d MiB free): committing every operation", free // MiB)
+            log.warning("store disk nearly full (%d MiB free): committing every operation", disk_free // MiB)
             self.commit()
         if adds_data and free < reserve:
             raise NoSpace(f"store disk full: {max(free, 0) // MiB} MiB free, {reserve // MiB} MiB reserved for deletes")

@@ -1,0 +1,1 @@
+"""The cfs node daemon: hosts the node's FUSE session, its volumes' mounts and the control API."""

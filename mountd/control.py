@@ -1,0 +1,146 @@
+"""The control API: a unix socket that speaks mountd.protocol to the ``cfs`` tool.
+
+Resource handling: each connection is served by its own task in the server's nursery
+and closed when its one request is answered. Error handling: a malformed request, an
+unknown operation or a ``UserError`` gets an error reply; a bug gets an error reply and
+a traceback in the log. Nothing a client sends can stop the daemon.
+
+Only root and the daemon's own user may connect (checked with SO_PEERCRED); the socket
+file is also created mode 0600.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from cfs.errors import CfsError
+from mountd import protocol
+from mountd.service import NodeService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class ControlServer:
+    def __init__(self, path: Path, service: NodeService) -> None:
+        self.path = path
+        self.service = service
+        self.ops: dict[str, Handler] = {
+            "volume.create": service.volume_create,
+            "volume.ls": service.volume_ls,
+            "volume.inspect": service.volume_inspect,
+            "volume.rm": service.volume_rm,
+            "mount": service.mount,
+            "umount": service.umount,
+            "status": service.status,
+        }
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        if len(str(self.path).encode()) > 107:
+            raise CfsError(f"socket path {self.path} is longer than a unix socket allows (107 bytes)")
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        sock.listen(64)
+        listener = trio.SocketListener(sock)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                await trio.serve_listeners(self._connection, [listener], handler_nursery=nursery)
+        finally:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                if not _peer_allowed(stream.socket):
+                    await stream.send_all(protocol.error("permission denied: only root or the daemon's user", "PermissionError"))
+                    return
+                line = await _read_line(stream)
+                op, args = protocol.parse_request(line)
+                reply = await self._dispatch(stream, op, args)
+            except protocol.ProtocolError as exc:
+                reply = protocol.error(f"bad request: {exc}", "ProtocolError")
+            except (trio.BrokenResourceError, trio.TooSlowError):
+                return
+            try:
+                await stream.send_all(reply)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    async def _dispatch(self, stream: trio.SocketStream, op: str, args: dict[str, Any]) -> bytes:
+        try:
+            if op == "fsck":
+                return protocol.ok(await self._fsck(stream, **args))
+            handler = self.ops.get(op)
+            if handler is None:
+                return protocol.error(f"unknown operation {op!r}", "ProtocolError")
+            return protocol.ok(await handler(**args))
+        except TypeError as exc:
+            return protocol.error(f"bad arguments for {op}: {exc}", "ProtocolError")
+        except CfsError as exc:
+            return protocol.error(str(exc), type(exc).__name__)
+        except OSError as exc:
+            return protocol.error(f"{op} failed: {exc}", "OSError")
+        except Exception as exc:
+            log.exception("bug while serving %s", op)
+            return protocol.error(f"internal error in {op}: {exc!r} (see the daemon log)", "InternalError")
+
+    async def _fsck(self, stream: trio.SocketStream, volume: str | None = None, repair: bool = False) -> Any:
+        """Run fsck, streaming progress lines to the client every 0.2 s while it works."""
+        latest: list[tuple[str, int, int]] = []
+
+        def progress(phase: str, done: int, total: int) -> None:
+            latest[:] = [(phase, done, total)]
+
+        async def report_progress() -> None:
+            sent = None
+            while True:
+                await trio.sleep(0.2)
+                if latest and latest[0] != sent:
+                    sent = latest[0]
+                    try:
+                        await stream.send_all(protocol.progress(*sent))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(report_progress)
+            try:
+                return await self.service.fsck(volume, bool(repair), progress)
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    reader = protocol.LineReader()
+    with trio.fail_after(30):
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise protocol.ProtocolError("connection closed before a full request")
+            lines = reader.feed(data)
+            if lines:
+                return lines[0]
+
+
+def _peer_allowed(sock: trio.socket.SocketType) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (0, os.geteuid())

@@ -1,0 +1,159 @@
+"""The node daemon's composition root and lifecycle.
+
+Start-up: take the data directory's lock (one daemon per data directory), detach mounts
+a crashed predecessor left behind, open the store, free orphans, mount the node's FUSE
+session, then inside one trio nursery run the FUSE workers, the control socket, the
+commit timer and the signal watcher, and bind the recorded volume mounts again.
+
+Stop (SIGTERM/SIGINT): detach every volume mount, end the FUSE session, commit and
+close the store, remove the socket; exit status 0. A crash (kill -9) leaves the store
+consistent as of its last commit and leaves dead mounts that the next start detaches.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from cfs.errors import CfsError
+from cfs.fs import Filesystem
+from cfs.fuse.adapter import Operations
+from cfs.store import Store, catalog
+from mountd import mounts
+from mountd.config import DaemonConfig
+from mountd.control import ControlServer
+from mountd.service import NodeService
+
+log = logging.getLogger(__name__)
+
+
+class DaemonError(CfsError):
+    pass
+
+
+class Daemon:
+    """Owns the node's store, filesystem, FUSE session and control server for one run."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self._lock_fd: int | None = None
+
+    def run(self) -> int:
+        self._prepare_data_dir()
+        self._lock()
+        try:
+            self._clean_stale_mounts()
+            self.config.fuse_root.mkdir(exist_ok=True, mode=0o700)
+            store = Store(self.config.store_dir, self.config.store)
+            try:
+                fs = Filesystem(store)
+                fs.recover()
+                self._mount_fuse(fs)
+                try:
+                    trio.run(self._main, fs)
+                finally:
+                    pyfuse3.close(unmount=True)
+            finally:
+                store.close()
+        finally:
+            self._unlock()
+        log.info("stopped")
+        return 0
+
+    def _prepare_data_dir(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.config.data_dir, 0o700)
+
+    def _lock(self) -> None:
+        path = self.config.data_dir / "mountd.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DaemonError(f"another cfs daemon (pid {other}) is using {self.config.data_dir}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _clean_stale_mounts(self) -> None:
+        """Detach what a crashed daemon left mounted: its volume binds and its FUSE root."""
+        store = Store(self.config.store_dir, self.config.store)
+        try:
+            with store.op() as op:
+                recorded = catalog.recorded_mounts(op)
+        finally:
+            store.close()
+        for path in [*recorded, str(self.config.fuse_root)]:
+            while mounts.unmount_if_mounted(Path(path)):
+                log.warning("detached %s, left mounted by a previous run", path)
+
+    def _mount_fuse(self, fs: Filesystem) -> None:
+        options = set(pyfuse3.default_options)
+        options |= {"fsname=cfs", "subtype=cfs"}
+        if os.geteuid() == 0:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(Operations(fs), str(self.config.fuse_root), options)
+        except RuntimeError as exc:
+            raise DaemonError(f"cannot mount FUSE at {self.config.fuse_root}: {exc} "
+                              "(is /dev/fuse there, and fuse3 installed?)") from None
+
+    async def _main(self, fs: Filesystem) -> None:
+        service = NodeService(self.config, fs)
+        control = ControlServer(self.config.socket_path, service)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fuse, nursery)
+            await nursery.start(control.serve)
+            nursery.start_soon(self._commit_timer, fs)
+            await service.restore_mounts()
+            log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
+            _notify_ready()
+            await self._wait_for_signal()
+            log.info("stopping: unmounting volumes")
+            await service.unbind_all()
+            nursery.cancel_scope.cancel()
+
+    async def _fuse(self, nursery: trio.Nursery) -> None:
+        """pyfuse3's workers; if the session ends on its own (fusermount -u), stop the node."""
+        await pyfuse3.main()
+        log.warning("the FUSE session ended; stopping")
+        nursery.cancel_scope.cancel()
+
+    async def _commit_timer(self, fs: Filesystem) -> None:
+        while True:
+            await trio.sleep(self.config.commit_interval)
+            try:
+                fs.store.commit()
+            except CfsError as exc:
+                log.error("background commit failed: %s", exc)
+
+    async def _wait_for_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s", signal.Signals(signum).name)
+                return
+
+
+def _notify_ready() -> None:
+    """Tell systemd (Type=notify) we are up, when it asked."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address if not address.startswith("@") else "\0" + address[1:])
+        sock.send(b"READY=1")

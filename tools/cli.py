@@ -1,0 +1,192 @@
+"""``cfs``: the command line of a cfs node.
+
+Every command but ``node run`` talks to the node daemon over its unix socket; ``fsck``
+opens the store itself when no daemon is running. Errors are one line on stderr and a
+non-zero exit status: 1 for a failed operation, 2 for a misused command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cfs import check
+from cfs.errors import CfsError
+from cfs.names import validate_volume_name
+from cfs.store import Store
+from mountd import main as mountd_main
+from mountd.config import DaemonConfig, default_data_dir
+from tools.client import DaemonNotRunning, call
+from tools.progress import ProgressBar
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                        help=f"the node's data directory (default: $CFS_DATA_DIR or {default_data_dir()})")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON")
+    parser = argparse.ArgumentParser(prog="cfs", parents=[common],
+                                     description="cfs: container volumes that outlive their containers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    node = sub.add_parser("node", parents=[common], help="run the node daemon").add_subparsers(
+        dest="node_command", required=True, metavar="SUBCOMMAND")
+    run = node.add_parser("run", help="run the node daemon in the foreground")
+    mountd_main.add_arguments(run)
+
+    volume = sub.add_parser("volume", parents=[common], help="create, list, inspect, remove volumes")
+    vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="SUBCOMMAND")
+    create = vsub.add_parser("create", parents=[common], help="create a volume")
+    create.add_argument("name")
+    create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL")
+    vsub.add_parser("ls", parents=[common], help="list volumes")
+    inspect = vsub.add_parser("inspect", parents=[common], help="show a volume's details and usage")
+    inspect.add_argument("name")
+    rm = vsub.add_parser("rm", parents=[common], help="remove a volume (refused while mounted)")
+    rm.add_argument("name")
+
+    mount = sub.add_parser("mount", parents=[common], help="mount a volume on an empty directory")
+    mount.add_argument("name")
+    mount.add_argument("dir")
+    mount.add_argument("--read-only", action="store_true", help="mount read-only")
+    umount = sub.add_parser("umount", parents=[common], help="unmount a volume")
+    umount.add_argument("dir")
+    sub.add_parser("status", parents=[common], help="show the node's state")
+    fsck = sub.add_parser("fsck", parents=[common], help="check (and repair) the store")
+    fsck.add_argument("volume", nargs="?", default=None)
+    fsck.add_argument("--repair", action="store_true", help="fix what can be fixed without guessing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data_dir = getattr(args, "data_dir", None) or default_data_dir()
+    as_json = getattr(args, "json", False)
+    try:
+        if args.command == "node":
+            args.data_dir = data_dir
+            return mountd_main.run(args)
+        config = DaemonConfig(data_dir=Path(data_dir).absolute())
+        result = dispatch(args, config)
+    except CfsError as exc:
+        print(f"cfs: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print_human(args, result)
+    if args.command == "fsck" and not result.get("clean", False):
+        return 1
+    return 0
+
+
+def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
+    sock = config.socket_path
+    if args.command == "volume":
+        if args.volume_command == "create":
+            validate_volume_name(args.name)
+            return call(sock, "volume.create", {"name": args.name, "options": parse_options(args.opt)})
+        if args.volume_command == "ls":
+            return call(sock, "volume.ls")
+        return call(sock, f"volume.{args.volume_command}", {"name": args.name})
+    if args.command == "mount":
+        validate_volume_name(args.name)
+        return call(sock, "mount", {"name": args.name, "path": os.path.abspath(args.dir),
+                                    "read_only": args.read_only})
+    if args.command == "umount":
+        return call(sock, "umount", {"path": os.path.abspath(args.dir)})
+    if args.command == "status":
+        return call(sock, "status")
+    if args.command == "fsck":
+        return run_fsck(config, args.volume, args.repair, quiet=getattr(args, "json", False))
+    raise CfsError(f"unknown command {args.command}")
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CfsError(f"option {pair!r} is not KEY=VALUE")
+        options[key] = value
+    return options
+
+
+def run_fsck(config: DaemonConfig, volume: str | None, repair: bool, quiet: bool) -> dict[str, Any]:
+    bar = ProgressBar(sys.stderr, enabled=not quiet)
+    try:
+        try:
+            return call(config.socket_path, "fsck", {"volume": volume, "repair": repair},
+                        on_progress=lambda p: bar.update(p["phase"], p["done"], p["total"]), timeout=None)
+        except DaemonNotRunning:
+            return offline_fsck(config, volume, repair, bar)
+    finally:
+        bar.finish()
+
+
+def offline_fsck(config: DaemonConfig, volume: str | None, repair: bool, bar: ProgressBar) -> dict[str, Any]:
+    """No daemon: take its lock so none starts meanwhile, and check the store directly."""
+    if not config.store_dir.exists():
+        raise CfsError(f"no cfs store at {config.store_dir}")
+    fd = os.open(config.data_dir / "mountd.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CfsError("the daemon holds the store but its socket does not answer; try again") from None
+        store = Store(config.store_dir)
+        try:
+            report = check.check(store, volume, repair=repair, progress=bar.update)
+        finally:
+            store.close()
+        return report.to_json()
+    finally:
+        os.close(fd)
+
+
+def print_human(args: argparse.Namespace, result: Any) -> None:
+    if args.command == "volume" and args.volume_command == "ls":
+        rows = [("NAME", "BLOCK SIZE", "CREATED", "MOUNTED AT")]
+        rows += [(v["name"], str(v["block_size"]), v["created"], ",".join(v["mountpoints"]) or "-") for v in result]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    elif args.command == "volume" and args.volume_command == "inspect":
+        print_mapping(result)
+    elif args.command == "volume" and args.volume_command == "create":
+        print(result["name"])
+    elif args.command == "volume" and args.volume_command == "rm":
+        print(result["removed"])
+    elif args.command == "mount":
+        print(result["mountpoint"])
+    elif args.command == "umount":
+        print(f"unmounted {result['volume']} from {result['mountpoint']}")
+    elif args.command == "fsck":
+        for line in result.get("lines", []):
+            print(line)
+    else:
+        print_mapping(result)
+
+
+def print_mapping(mapping: dict[str, Any], indent: str = "") -> None:
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            print_mapping(value, indent + "  ")
+        elif isinstance(value, list):
+            print(f"{indent}{key}: {', '.join(map(str, value)) or '-'}")
+        else:
+            print(f"{indent}{key}: {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
