@@ -38,6 +38,6 @@ def validate_volume_name(name: str) -> str:
 
 
 def check_file_name(name: bytes) -> None:
-    """File names inside a volume: any bytes but '/' and NUL, at most 255 of them."""
+    """File names inside a volume are at most 255 bytes (the kernel never sends '/' or NUL)."""
     if len(name) > NAME_MAX:
         raise NameTooLong(f"name is longer than {NAME_MAX} bytes")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import stat
-from typing import Iterator
 
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
@@ -516,20 +515,24 @@ class Filesystem:
             with self.store.op(adds_data=False) as op:
                 self._dir(op, ino)
 
-    def readdir(self, ino: InodeId, after_cookie: int) -> Iterator[tuple[bytes, Attr, int]]:
-        """Entries after ``after_cookie``, in cookie order.
+    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 1024) -> list[tuple[bytes, Attr, int]]:
+        """Up to ``limit`` entries after ``after_cookie``, in cookie order.
 
-        The caller counts a lookup per entry it hands on. The operation stays open between
-        entries, so nothing here may open another one: the block size is looked up first.
+        A list, not a generator: the operation is closed before the caller hands entries
+        to the kernel, and the kernel asks again from the last cookie it accepted. The
+        caller counts a lookup per entry it hands on.
         """
         if ino == NODE_ROOT:
-            yield from self._list_volumes(after_cookie)
-            return
+            return self._list_volumes(after_cookie)
         block_size = self._volume(slot_of(ino)).block_size
         with self.store.op(adds_data=False) as op:
             self._dir(op, ino)
+            entries = []
             for name, child, cookie in dirs.entries(op, ino, after_cookie):
-                yield name, Attr(child, inodes.load(op, child), block_size), cookie
+                entries.append((name, Attr(child, inodes.load(op, child), block_size), cookie))
+                if len(entries) >= limit:
+                    break
+            return entries
 
     def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
         """The node root's entries: a volume's cookie is its slot, so they go in slot order."""

@@ -1,9 +1,9 @@
 """Kernel lookup counts and open handles: what the kernel still uses of each inode.
 
-The kernel may use an inode number for as long as it holds a lookup on it, even after
-the last name is gone (an unlinked file that is still open). An inode is destroyed only
-when its link count is 0 *and* the kernel holds no lookups. Every call that returns an
-entry to the kernel counts one lookup; ``forget`` gives them back.
+Every call that returns an entry to the kernel counts one lookup; ``forget`` gives them
+back. An inode without names is destroyed once nothing uses it any more: for a file,
+when no handle is open (so unlink frees space at once when the file is closed); for a
+directory, when the kernel holds no lookup (it may be a process's working directory).
 
 Owner: ``Filesystem`` (one instance per node). Not persisted: after a restart the
 kernel holds nothing, so every orphan left in the store is destroyed at start-up.

@@ -1,0 +1,64 @@
+"""Fixtures of the unit tests: a real LMDB store in tmp_path, its Filesystem, a volume.
+
+No FUSE, no mocks. The volume has 4096-byte blocks so that small data crosses block
+boundaries. Fixtures:
+
+* ``store_path``: where the store lives (a directory under tmp_path);
+* ``store``: a ``Store`` there, closed (and so committed) at teardown;
+* ``fs``: a ``Filesystem`` over ``store``;
+* ``vol``: a ``unit_support.Vol``, the volume ``vol`` (slot 1) with ``BLOCK_SIZE`` blocks;
+* ``small_disk``: a 64 MiB tmpfs mounted for the test and unmounted after it (root only).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cfs.fs import Filesystem
+from cfs.store import Store, StoreConfig
+
+from unit_support import BLOCK_SIZE, Vol
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_path: Path) -> Iterator[Store]:
+    store = Store(store_path, StoreConfig())
+    yield store
+    store.close()  # a no-op when the test closed it already
+
+
+@pytest.fixture
+def fs(store: Store) -> Filesystem:
+    return Filesystem(store)
+
+
+@pytest.fixture
+def vol(store: Store, fs: Filesystem) -> Vol:
+    return Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs, so that the disk under a store can really fill up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(mountpoint)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
