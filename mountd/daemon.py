@@ -118,9 +118,10 @@ class Daemon:
         control = ControlServer(self.config.socket_path, service)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fuse, nursery)
-            await nursery.start(control.serve)
             nursery.start_soon(self._commit_timer, fs)
+            # Mounts first, socket second: a client that can talk to us finds them in place.
             await service.restore_mounts()
+            await nursery.start(control.serve)
             log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
             _notify_ready()
             await self._wait_for_signal()
