@@ -31,7 +31,7 @@ from cfs.errors import (
 )
 from cfs.fs import data, dirs, inodes, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
-from cfs.fs.refs import LookupCounts, OpenCounts
+from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
 from cfs.store import Op, Store, Table, catalog, chunks
 from cfs.types import (
@@ -50,8 +50,10 @@ class Filesystem:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.lookups = LookupCounts()
-        self.opens = OpenCounts()
+        self.lookups = RefCounts()
+        """Kernel lookups: counted by every reply that hands the kernel an entry, dropped by forget."""
+        self.opens = RefCounts()
+        """Open file handles: counted by open and create, dropped by release."""
         self._volumes: dict[Slot, VolumeRecord] = {}
 
     # --- volumes -------------------------------------------------------------------
@@ -215,13 +217,13 @@ class Filesystem:
         self.lookups.add(ino)
 
     def forget(self, ino: InodeId, n: int) -> None:
-        if not self.lookups.forget(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
+        if not self.lookups.drop(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
             return
         self._destroy_if_unused(ino)
 
     def release(self, ino: InodeId) -> None:
         """The kernel closed a handle from open/create; the last one may free an unlinked file."""
-        if self.opens.release(ino):
+        if self.opens.drop(ino):
             self._destroy_if_unused(ino)
 
     def _destroy_if_unused(self, ino: InodeId) -> None:
@@ -326,7 +328,7 @@ class Filesystem:
     def create(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
         """Create and open a regular file: the caller releases the handle it gets."""
         attr = self._new_inode(parent, name, stat.S_IFREG | (mode & 0o7777), caller)
-        self.opens.open(attr.ino)
+        self.opens.add(attr.ino)
         return attr
 
     def mkdir(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
@@ -473,11 +475,16 @@ class Filesystem:
                 dst_dir.nlink += 1
             src_inode.ctime_ns = now
             inodes.save(op, src, src_inode)
-            src_dir.mtime_ns = src_dir.ctime_ns = now
-            dst_dir.mtime_ns = dst_dir.ctime_ns = now
-            inodes.save(op, old_parent, src_dir)
-            if new_parent != old_parent:
-                inodes.save(op, new_parent, dst_dir)
+            self._touch_parents(op, old_parent, src_dir, new_parent, dst_dir, now)
+
+    def _touch_parents(self, op: Op, old_parent: InodeId, src_dir: Inode,
+                       new_parent: InodeId, dst_dir: Inode, now: int) -> None:
+        """A rename changed both directories: new mtime and ctime, saved once each."""
+        src_dir.mtime_ns = src_dir.ctime_ns = now
+        dst_dir.mtime_ns = dst_dir.ctime_ns = now
+        inodes.save(op, old_parent, src_dir)
+        if new_parent != old_parent:
+            inodes.save(op, new_parent, dst_dir)
 
     def _check_replace(self, op: Op, src: Inode, dst: InodeId, dst_inode: Inode, name: bytes) -> None:
         if stat.S_ISDIR(src.mode) and not stat.S_ISDIR(dst_inode.mode):
@@ -502,11 +509,7 @@ class Filesystem:
         for ino, inode in ((src, src_inode), (dst, dst_inode)):
             inode.ctime_ns = now
             inodes.save(op, ino, inode)
-        src_dir.mtime_ns = src_dir.ctime_ns = now
-        dst_dir.mtime_ns = dst_dir.ctime_ns = now
-        inodes.save(op, old_parent, src_dir)
-        if new_parent != old_parent:
-            inodes.save(op, new_parent, dst_dir)
+        self._touch_parents(op, old_parent, src_dir, new_parent, dst_dir, now)
 
     # --- directories ---------------------------------------------------------------
 
@@ -554,7 +557,7 @@ class Filesystem:
         attr = self._attr(ino, inode)
         if truncate and write and stat.S_ISREG(inode.mode):
             attr = self.setattr(ino, SetAttr(size=0))
-        self.opens.open(ino)
+        self.opens.add(ino)
         return attr
 
     def read(self, ino: InodeId, offset: int, size: int) -> bytes:

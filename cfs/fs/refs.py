@@ -14,15 +14,17 @@ from __future__ import annotations
 from cfs.types import InodeId
 
 
-class LookupCounts:
+class RefCounts:
+    """A count per inode; an inode with no count is not held."""
+
     def __init__(self) -> None:
         self._counts: dict[InodeId, int] = {}
 
     def add(self, ino: InodeId, n: int = 1) -> None:
         self._counts[ino] = self._counts.get(ino, 0) + n
 
-    def forget(self, ino: InodeId, n: int) -> bool:
-        """Drop ``n`` lookups; True when none are left."""
+    def drop(self, ino: InodeId, n: int = 1) -> bool:
+        """Drop ``n``; True when none are left."""
         left = self._counts.get(ino, 0) - n
         if left > 0:
             self._counts[ino] = left
@@ -36,33 +38,3 @@ class LookupCounts:
     def __len__(self) -> int:
         return len(self._counts)
 
-
-class OpenCounts:
-    """Open file handles per inode (open/create to release).
-
-    A file whose last name goes while no handle is open is destroyed at once, so its
-    space is free when unlink returns, even though the kernel still holds a lookup on
-    the inode number (the forget that follows finds nothing to do). An open file is
-    kept until its last release.
-    """
-
-    def __init__(self) -> None:
-        self._counts: dict[InodeId, int] = {}
-
-    def open(self, ino: InodeId) -> None:
-        self._counts[ino] = self._counts.get(ino, 0) + 1
-
-    def release(self, ino: InodeId) -> bool:
-        """One handle fewer; True when it was the last."""
-        left = self._counts.get(ino, 0) - 1
-        if left > 0:
-            self._counts[ino] = left
-            return False
-        self._counts.pop(ino, None)
-        return True
-
-    def held(self, ino: InodeId) -> bool:
-        return ino in self._counts
-
-    def __len__(self) -> int:
-        return len(self._counts)
