@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -91,10 +92,16 @@ def test_second_daemon_refused(node: Node, short_tmp: Path) -> None:
     assert node.api("status")["pid"] == node.pid
 
 
-def test_sigterm_unmounts_and_restart_remounts(node: Node, short_tmp: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_unmounts_and_restart_remounts(node: Node, short_tmp: Path, signum: int) -> None:
     mnt = node.mount("v", short_tmp / "m")
     (mnt / "kept").write_bytes(b"data")
-    assert node.stop() == 0
+    held = open(mnt / "kept", "rb")  # an open file must not keep a dead mount around
+    node.proc.send_signal(signum)
+    assert node.proc.wait(30) == 0
+    with pytest.raises(OSError) as gone:
+        held.close()  # its server is gone: the kernel answers ENOTCONN, as for any FUSE mount
+    assert gone.value.errno == errno.ENOTCONN
     assert mounts_under(short_tmp) == []
     node.start()
     assert str(mnt) in mounts_under(short_tmp)
