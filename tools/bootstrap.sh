@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Install what cfs needs on a Debian/Ubuntu host and the project itself into ./.venv.
-# Idempotent: a second run installs nothing new. Usage: tools/bootstrap.sh [--test]
+# Idempotent: a second run installs nothing new. Usage: tools/bootstrap.sh [--test | --bench]
+# (--test: what the tests need too; --bench: what the benchmark suite needs, fio and bindfs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(attr)
+    packages+=(attr python3)  # tests/posix runs /usr/bin/python3 as other users (the venv is under /root)
+fi
+if [ "${1:-}" = "--bench" ]; then
+    packages+=(fio bindfs)
 fi
 missing=()
 for pkg in "${packages[@]}"; do

@@ -43,6 +43,23 @@ log = logging.getLogger(__name__)
 LINK_MAX = 65000
 DEFAULT_BLOCK_SIZE = 64 * 1024
 ATIME_REFRESH_NS = 24 * 3600 * 10**9
+TIME_RANGE_NS = (-(1 << 63), (1 << 63) - 1)
+"""Times are stored as signed 64-bit nanoseconds: years 1677 to 2262."""
+
+
+def _stored_time(ns: int) -> int:
+    """A time cfs can store: outside the range, the nearest end, as the kernel clamps
+    times for its own filesystems of narrower range (FUSE cannot tell it ours)."""
+    return min(max(ns, TIME_RANGE_NS[0]), TIME_RANGE_NS[1])
+
+
+def _mark_atime(op: Op, ino: InodeId, inode: Inode) -> None:
+    """relatime: mark an access when atime is not newer than mtime or ctime, or a day old."""
+    now = op.time_ns
+    if (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
+            or now - inode.atime_ns >= ATIME_REFRESH_NS):
+        inode.atime_ns = now
+        inodes.save(op, ino, inode)
 
 
 class Filesystem:
@@ -264,9 +281,9 @@ class Filesystem:
             if change.gid is not None:
                 inode.gid = change.gid
             if change.atime_ns is not None:
-                inode.atime_ns = change.atime_ns
+                inode.atime_ns = _stored_time(change.atime_ns)
             if change.mtime_ns is not None:
-                inode.mtime_ns = change.mtime_ns
+                inode.mtime_ns = _stored_time(change.mtime_ns)
             inode.ctime_ns = change.ctime_ns if change.ctime_ns is not None else now
             inodes.save(op, ino, inode)
         return self._attr(ino, inode)
@@ -529,7 +546,9 @@ class Filesystem:
             return self._list_volumes(after_cookie)
         block_size = self._volume(slot_of(ino)).block_size
         with self.store.op(adds_data=False) as op:
-            self._dir(op, ino)
+            directory = self._dir(op, ino)
+            if after_cookie == 0:  # a listing starts: an access, like read
+                _mark_atime(op, ino, directory)
             entries = []
             for name, child, cookie in dirs.entries(op, ino, after_cookie):
                 entries.append((name, Attr(child, inodes.load(op, child), block_size), cookie))
@@ -549,18 +568,20 @@ class Filesystem:
 
     def open(self, ino: InodeId, write: bool, truncate: bool = False) -> Attr:
         """Open for reading or writing; ``truncate`` is O_TRUNC, which the kernel passes
-        on (atomic_o_trunc) instead of sending a separate setattr."""
+        on (atomic_o_trunc) instead of sending a separate setattr. Linux truncates on
+        O_RDONLY | O_TRUNC too; the kernel has checked write permission for it."""
         with self.store.op(adds_data=False) as op:
             inode = inodes.load(op, ino)
         if stat.S_ISDIR(inode.mode) and write:
             raise IsADirectory("cannot open a directory for writing")
         attr = self._attr(ino, inode)
-        if truncate and write and stat.S_ISREG(inode.mode):
+        if truncate and stat.S_ISREG(inode.mode):
             attr = self.setattr(ino, SetAttr(size=0))
         self.opens.add(ino)
         return attr
 
-    def read(self, ino: InodeId, offset: int, size: int) -> bytes:
+    def read(self, ino: InodeId, offset: int, size: int, *, mark_atime: bool = True) -> bytes:
+        """Bytes of the file; ``mark_atime`` False for a handle opened O_NOATIME."""
         if offset < 0:
             raise InvalidArgument("negative offset")
         block_size = self._volume(slot_of(ino)).block_size
@@ -570,11 +591,8 @@ class Filesystem:
                 if stat.S_ISDIR(inode.mode):
                     raise IsADirectory("is a directory")
                 result = data.read(op, ino, inode, offset, size, block_size)
-                now = op.time_ns
-                if (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
-                        or now - inode.atime_ns >= ATIME_REFRESH_NS):
-                    inode.atime_ns = now
-                    inodes.save(op, ino, inode)
+                if mark_atime:
+                    _mark_atime(op, ino, inode)
         except Corrupted as exc:
             self._report(ino, exc)  # after the operation: reporting opens one of its own
             raise
@@ -610,12 +628,15 @@ class Filesystem:
             inodes.load(op, ino)
             return xattrs.get(op, ino, name)
 
-    def listxattr(self, ino: InodeId) -> list[bytes]:
+    def listxattr(self, ino: InodeId, *, trusted: bool = True) -> list[bytes]:
+        """Attribute names; without ``trusted``, none of the trusted.* ones, which only
+        callers with CAP_SYS_ADMIN may see (as Linux's own filesystems list them)."""
         if ino == NODE_ROOT:
             return []
         with self.store.op(adds_data=False) as op:
             inodes.load(op, ino)
-            return xattrs.names(op, ino)
+            names = xattrs.names(op, ino)
+        return names if trusted else [n for n in names if not n.startswith(xattrs.TRUSTED)]
 
     def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None:
         self._writable(ino)

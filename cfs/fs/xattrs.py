@@ -1,9 +1,11 @@
 """Extended attributes, stored per inode under ``ino + name``.
 
 The kernel enforces the namespace rules (trusted.* needs CAP_SYS_ADMIN, user.* only on
-regular files and directories); this module enforces sizes and the create/replace flags.
-POSIX ACL names are refused with EOPNOTSUPP because cfs does not implement ACLs: storing
-them would pretend to enforce permissions that nobody enforces.
+regular files and directories); this module enforces sizes, the create/replace flags and
+the namespaces themselves: FUSE passes every name on, where Linux's own filesystems know
+only user., trusted., security. and system. and answer EOPNOTSUPP to anything else.
+POSIX ACL names (system.*) are refused with EOPNOTSUPP because cfs does not implement
+ACLs: storing them would pretend to enforce permissions that nobody enforces.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import errno
 import os
 
 from cfs.codec import ino_key, ino_name_key, pack_u64
-from cfs.errors import Exists, FsError, NameTooLong, NoAttribute, NotSupported
+from cfs.errors import Exists, FsError, InvalidArgument, NameTooLong, NoAttribute, NotSupported
 from cfs.store import Op, Table
 from cfs.types import InodeId
 
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
-_UNSUPPORTED_PREFIXES = (b"system.",)
+NAMESPACES = (b"user.", b"trusted.", b"security.")
+TRUSTED = b"trusted."
 
 
 def _check_name(name: bytes) -> None:
@@ -26,8 +29,10 @@ def _check_name(name: bytes) -> None:
         raise FsError("empty attribute name", errno=errno.ERANGE)  # as Linux answers
     if len(name) > XATTR_NAME_MAX:
         raise NameTooLong("attribute name longer than 255 bytes", errno=errno.ERANGE)
-    if name.startswith(_UNSUPPORTED_PREFIXES):
+    if not name.startswith(NAMESPACES):
         raise NotSupported(f"attribute namespace of {name!r} is not supported")
+    if name in NAMESPACES:
+        raise InvalidArgument(f"attribute name {name!r} is a namespace alone")
 
 
 def get(op: Op, ino: InodeId, name: bytes) -> bytes:

@@ -9,14 +9,20 @@ on the one trio thread).
 Lookup counts (pyfuse3 developer notes): lookup, create, mkdir, mknod, symlink and link
 each give the kernel one lookup, counted by the core; readdirplus counts an entry only
 after ``readdir_reply`` has accepted it.
+
+File handles: every open and create gets a handle number of its own, naming the inode
+and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
+The core counts the opens of each inode; the handle table is the adapter's.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import pyfuse3
@@ -31,6 +37,7 @@ T = TypeVar("T")
 
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
+CAP_SYS_ADMIN = 21
 
 
 def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -65,6 +72,29 @@ def _groups(pid: int) -> list[int]:
         return []
 
 
+def _may_see_trusted(ctx: pyfuse3.RequestContext) -> bool:
+    """trusted.* attributes are for CAP_SYS_ADMIN (xattr(7)). The kernel checks that for
+    getting and setting them, but leaves listing to the filesystem. Root with the
+    capability in its effective set (not, say, root in a default container); a caller
+    that is gone already sees nothing privileged."""
+    if ctx.uid != 0:
+        return False
+    try:
+        with open(f"/proc/{ctx.pid}/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    ino: InodeId
+    noatime: bool
+
+
 def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     inode = attr.inode
     out = pyfuse3.EntryAttributes()
@@ -96,6 +126,16 @@ class Operations(pyfuse3.Operations):
     def __init__(self, fs: Filesystem) -> None:
         super().__init__()
         self.fs = fs
+        self._handles: dict[int, _Handle] = {}
+        self._next_fh = itertools.count(1)
+
+    def _handle(self, ino: InodeId, flags: int) -> pyfuse3.FileInfo:
+        fh = next(self._next_fh)
+        self._handles[fh] = _Handle(ino, bool(flags & os.O_NOATIME))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    def _ino(self, fh: int) -> InodeId:
+        return self._handles[fh].ino
 
     @_errno_edge
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -171,28 +211,29 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         self.fs.open(InodeId(inode), write=bool(flags & (os.O_WRONLY | os.O_RDWR)),
                      truncate=bool(flags & os.O_TRUNC))
-        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
+        return self._handle(InodeId(inode), flags)
 
     @_errno_edge
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         attr = self.fs.create(InodeId(parent_inode), name, mode, _caller(ctx))
-        return pyfuse3.FileInfo(fh=attr.ino, keep_cache=True), entry(attr)
+        return self._handle(attr.ino, flags), entry(attr)
 
     @_errno_edge
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.fs.read(InodeId(fh), off, size)
+        handle = self._handles[fh]
+        return self.fs.read(handle.ino, off, size, mark_atime=not handle.noatime)
 
     @_errno_edge
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return self.fs.write(InodeId(fh), off, buf)
+        return self.fs.write(self._ino(fh), off, buf)
 
     async def flush(self, fh: int) -> None:
         return None
 
     async def release(self, fh: int) -> None:
         try:
-            self.fs.release(InodeId(fh))
+            self.fs.release(self._handles.pop(fh).ino)
         except Exception:
             log.exception("release(%d) failed", fh)
 
@@ -245,7 +286,7 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return self.fs.listxattr(InodeId(inode))
+        return self.fs.listxattr(InodeId(inode), trusted=_may_see_trusted(ctx))
 
     @_errno_edge
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:

@@ -1,0 +1,152 @@
+"""What the POSIX tests need beyond ``os``: errno assertions, raw system calls through
+ctypes (renameat2, utimensat with UTIME_OMIT, fallocate), and running calls as another
+user.
+
+Calls as another user run in a child ``/usr/bin/python3`` (the test venv lives under
+/root, which other users cannot enter) that has dropped to the given uid, gid and
+supplementary groups; each statement's outcome comes back as an errno (0 for success).
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytest
+
+USER, GROUP = 1000, 1000
+"""The unprivileged user the permission tests run as."""
+OTHER_USER, OTHER_GROUP = 1001, 1001
+"""A second user, who owns nothing the first one does."""
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
+
+def name(code: int) -> str:
+    return errno.errorcode.get(code, str(code)) if code else "success"
+
+
+def fails(code: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> OSError:
+    """Call ``fn`` and assert it fails with exactly ``code``."""
+    try:
+        result = fn(*args, **kwargs)
+    except OSError as exc:
+        assert exc.errno == code, f"{fn.__name__}: {name(exc.errno or 0)} ({exc}), expected {name(code)}"
+        return exc
+    if fn is os.open:
+        os.close(result)
+    pytest.fail(f"{fn.__name__} succeeded ({result!r}), expected {name(code)}")
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+
+def renameat2(old: Path | str, new: Path | str, flags: int) -> None:
+    """rename(2) with flags (RENAME_NOREPLACE, RENAME_EXCHANGE), which ``os`` does not offer."""
+    _check(_libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), ctypes.c_uint(flags)))
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def utimensat(path: Path | str, atime: tuple[int, int], mtime: tuple[int, int], *, follow: bool = True) -> None:
+    """utimensat(2) with (seconds, nanoseconds) pairs; nanoseconds may be UTIME_NOW or UTIME_OMIT."""
+    times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    _check(_libc.utimensat(AT_FDCWD, os.fsencode(path), times, 0 if follow else AT_SYMLINK_NOFOLLOW))
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """The fallocate(2) system call itself: glibc's posix_fallocate would emulate it by writing."""
+    _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _check(_libc.fallocate(fd, mode, offset, length))
+
+
+
+# --- as another user --------------------------------------------------------------
+
+_CHILD = r"""
+import errno, json, os, socket, stat, sys
+names = json.loads(sys.argv[1])
+globals().update(names)
+results = []
+for statement in json.loads(sys.argv[2]):
+    try:
+        value = eval(compile(statement, "<as-user>", "eval"))
+        results.append([0, repr(value)])
+    except OSError as exc:
+        results.append([exc.errno, None])
+print(json.dumps(results))
+"""
+
+
+def run_as(statements: Sequence[str], *, uid: int = USER, gid: int = GROUP, groups: Sequence[int] = (),
+           **names: Any) -> list[tuple[int, Any]]:
+    """Evaluate each expression in a child running as ``uid``/``gid``; ``names`` (str, int,
+    bytes as latin-1 str, ...) are its globals. Returns (errno, value) per expression:
+    errno 0 and the value (through repr/literal_eval) on success, the errno and None on
+    OSError."""
+    def demote() -> None:
+        os.setgroups(list(groups))
+        os.setgid(gid)
+        os.setuid(uid)
+        os.umask(0o022)
+
+    plain = {k: str(v) if isinstance(v, Path) else v for k, v in names.items()}
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", _CHILD, json.dumps(plain), json.dumps(list(statements))],
+                          capture_output=True, text=True, timeout=60, cwd="/", preexec_fn=demote,
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    assert proc.returncode == 0, f"child failed: {proc.stderr}"
+    out = []
+    for code, value in json.loads(proc.stdout):
+        try:
+            out.append((code, ast.literal_eval(value) if value is not None else None))
+        except (ValueError, SyntaxError):
+            out.append((code, value))
+    return out
+
+
+def errnos_as(statements: Sequence[str], **kwargs: Any) -> list[str]:
+    """Like ``run_as``, but only each expression's outcome as an errno name or "success"."""
+    return [name(code) for code, _value in run_as(statements, **kwargs)]
+
+
+# --- time -------------------------------------------------------------------------
+
+OLD_NS = 1_000_000_000 * 10**9 + 123_456_789
+"""A time long past (2001) with nanoseconds, set on inodes so a test sees what an operation moves."""
+
+
+def age(*paths: Path) -> None:
+    """Set atime and mtime of ``paths`` (not following symlinks) to OLD_NS, and let the
+    clock move on so a later ctime is strictly greater than the one they have now."""
+    for path in paths:
+        os.utime(path, ns=(OLD_NS, OLD_NS), follow_symlinks=False)
+    time.sleep(0.01)
+
+
+def times(path: Path) -> tuple[int, int, int]:
+    """(atime, mtime, ctime) in nanoseconds, not following symlinks."""
+    st = os.lstat(path)
+    return st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
