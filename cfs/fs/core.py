@@ -26,11 +26,12 @@ import stat
 
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
-    Corrupted, CrossDevice, Exists, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
+    Corrupted, CrossDevice, Exists, FsError, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
     NotEmpty, NotFound, NotPermitted, TooManyLinks, VolumeBusy, VolumeNotFound,
 )
 from cfs.fs import data, dirs, inodes, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
+from cfs.fs.cache import DirtyBlocks
 from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
 from cfs.store import Op, Store, Table, catalog, chunks
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 LINK_MAX = 65000
 DEFAULT_BLOCK_SIZE = 64 * 1024
 ATIME_REFRESH_NS = 24 * 3600 * 10**9
+DIRTY_LIMIT = 64 << 20
+"""The daemon's write-back cache: bytes of written blocks held before they are stored."""
 TIME_RANGE_NS = (-(1 << 63), (1 << 63) - 1)
 """Times are stored as signed 64-bit nanoseconds: years 1677 to 2262."""
 
@@ -65,8 +68,12 @@ def _mark_atime(op: Op, ino: InodeId, inode: Inode) -> None:
 class Filesystem:
     """The node's filesystem: every volume of one store, addressed by node inode numbers."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, dirty_limit: int = 0) -> None:
+        """``dirty_limit``: bytes of written blocks to keep in memory before storing them;
+        0 stores every write at once (the daemon passes ``DIRTY_LIMIT``)."""
         self.store = store
+        self.dirty = DirtyBlocks(dirty_limit)
+        """Written blocks not yet stored as chunks (see cfs.fs.cache)."""
         self.lookups = RefCounts()
         """Kernel lookups: counted by every reply that hands the kernel an entry, dropped by forget."""
         self.opens = RefCounts()
@@ -107,6 +114,9 @@ class Filesystem:
             for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS):
                 catalog.delete_rows(op, table, lo, hi)
             catalog.remove_record(op, record)
+        for ino in self.dirty.files():
+            if slot_of(ino) == record.slot:
+                self.dirty.take(ino)
         self._volumes.pop(record.slot, None)
         self.store.commit()
 
@@ -205,6 +215,13 @@ class Filesystem:
         return Inode(stat.S_IFDIR | 0o755, 0, 0, 2 + count)
 
     def getattr(self, ino: InodeId) -> Attr:
+        """stat(2). A file with cached blocks is flushed first, so st_blocks is exact:
+        the hashing and storing is work the flush would do anyway."""
+        if self.dirty.has(ino):
+            try:
+                self.flush(ino)
+            except FsError as exc:
+                log.warning("stat of %s shows st_blocks before its cached blocks: %s", self.where(ino), exc)
         with self.store.op(adds_data=False) as op:
             inode = self._node_root(op) if ino == NODE_ROOT else inodes.load(op, ino)
         return self._attr(ino, inode)
@@ -252,7 +269,12 @@ class Filesystem:
             except NotFound:
                 return
             if inode.nlink == 0:
-                inodes.destroy(op, ino, inode)
+                self._destroy(op, ino, inode)
+
+    def _destroy(self, op: Op, ino: InodeId, inode: Inode) -> None:
+        """Delete an inode with everything hanging off it, its unstored blocks included."""
+        self.dirty.take(ino)
+        inodes.destroy(op, ino, inode)
 
     def _is_file(self, ino: InodeId) -> bool:
         try:
@@ -272,7 +294,9 @@ class Filesystem:
                     raise InvalidArgument("cannot truncate a special file")
                 if change.size > data.MAX_FILE_SIZE:
                     raise InvalidArgument("size too large")
-                data.truncate(op, ino, inode, change.size, self._volume(slot_of(ino)).block_size)
+                block_size = self._volume(slot_of(ino)).block_size
+                self.dirty.truncate(ino, change.size, block_size)
+                data.truncate(op, ino, inode, change.size, block_size)
                 inode.mtime_ns = now
             if change.mode is not None:
                 inode.mode = stat.S_IFMT(inode.mode) | (change.mode & 0o7777)
@@ -405,7 +429,7 @@ class Filesystem:
             inodes.save(op, ino, inode)
             inodes.mark_orphan(op, ino)
         else:
-            inodes.destroy(op, ino, inode)
+            self._destroy(op, ino, inode)
 
     def unlink(self, parent: InodeId, name: bytes) -> None:
         self._writable(parent)
@@ -590,7 +614,7 @@ class Filesystem:
                 inode = inodes.load(op, ino)
                 if stat.S_ISDIR(inode.mode):
                     raise IsADirectory("is a directory")
-                result = data.read(op, ino, inode, offset, size, block_size)
+                result = data.read(op, ino, inode, offset, size, block_size, self.dirty.blocks(ino))
                 if mark_atime:
                     _mark_atime(op, ino, inode)
         except Corrupted as exc:
@@ -599,24 +623,109 @@ class Filesystem:
         return result
 
     def write(self, ino: InodeId, offset: int, buf: bytes) -> int:
+        """Write into the file's cached blocks; they are stored as chunks when flushed.
+
+        Without a cache (``dirty_limit`` 0), and near a full disk, where the store commits
+        every operation, writes go straight to chunks, so ENOSPC reaches the writer
+        instead of a later close.
+        """
         if offset < 0:
             raise InvalidArgument("negative offset")
         if offset + len(buf) > data.MAX_FILE_SIZE:
             raise InvalidArgument("write beyond the largest file size")
         block_size = self._volume(slot_of(ino)).block_size
+        through = self.store.low_space or not self.dirty.limit_bytes
+        if through:
+            self.flush(ino)  # the store must hold the newest blocks before writing through
         try:
-            with self.store.op() as op:
+            with self.store.op(expect_bytes=self.dirty.bytes + len(buf)) as op:
                 inode = inodes.load(op, ino)
-                written = data.write(op, ino, inode, offset, buf, block_size)
+                if through:
+                    data.write(op, ino, inode, offset, buf, block_size)
+                else:
+                    self._write_cached(op, ino, offset, buf, block_size)
+                    inode.size = max(inode.size, offset + len(buf))
                 inode.mtime_ns = inode.ctime_ns = op.time_ns
                 inodes.save(op, ino, inode)
         except Corrupted as exc:
             self._report(ino, exc)  # after the operation: reporting opens one of its own
             raise
-        return written
+        if self.dirty.over_limit or (self.store.low_space and self.dirty.bytes):
+            self.flush_all()
+        return len(buf)
+
+    def _write_cached(self, op: Op, ino: InodeId, offset: int, buf: bytes, block_size: int) -> None:
+        """Patch the cached blocks. The partial first and last blocks are loaded before
+        anything changes, so a damaged chunk fails the write whole."""
+        end = offset + len(buf)
+        loaded: dict[int, bytearray] = {}
+        for n, edge in ((offset // block_size, offset % block_size),
+                        ((end - 1) // block_size, end % block_size)):
+            if edge and n not in loaded and self.dirty.get(ino, n) is None:
+                loaded[n] = data.load_block(op, ino, n, block_size)
+        view = memoryview(buf)
+        pos = offset
+        while pos < end:
+            n = pos // block_size
+            start = n * block_size
+            lo, hi = pos - start, min(block_size, end - start)
+            block = self.dirty.get(ino, n)
+            if block is None:
+                block = loaded.get(n) or bytearray(block_size)
+                self.dirty.put(ino, n, block)
+            block[lo:hi] = view[pos - offset:pos - offset + hi - lo]
+            pos = start + hi
+
+    def _store_dirty(self, op: Op, ino: InodeId, inode: Inode, blocks: dict[int, bytearray],
+                     block_size: int) -> None:
+        for n in sorted(blocks):
+            if n * block_size < inode.size:
+                data.store_block(op, ino, inode, n, blocks[n])
+
+    def flush(self, ino: InodeId) -> None:
+        """Store the file's cached blocks as chunks (close, fsync, timer, memory pressure).
+
+        On failure (ENOSPC, damage) the blocks stay cached and the error goes to the
+        caller: close(2) reports it.
+        """
+        blocks = self.dirty.take(ino)
+        if not blocks:
+            return
+        block_size = self._volume(slot_of(ino)).block_size
+        try:
+            with self.store.op() as op:
+                try:
+                    inode = inodes.load(op, ino)
+                except NotFound:
+                    return
+                self._store_dirty(op, ino, inode, blocks, block_size)
+                inodes.save(op, ino, inode)
+        except FsError as exc:
+            self.dirty.give_back(ino, blocks)
+            if isinstance(exc, Corrupted):
+                self._report(ino, exc)
+            raise
+
+    def flush_all(self) -> None:
+        """Flush every file; the first error is raised after all were tried."""
+        failure: FsError | None = None
+        for ino in self.dirty.files():
+            try:
+                self.flush(ino)
+            except FsError as exc:
+                log.error("could not store written blocks of %s: %s", self.where(ino), exc)
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def fsync(self, ino: InodeId) -> None:
+        """fsync, fdatasync: the file's data and all metadata so far are durable on return."""
+        self.flush(ino)
+        self.store.commit()
 
     def sync(self) -> None:
-        """fsync, fdatasync, fsyncdir, syncfs: everything so far is durable when this returns."""
+        """fsyncdir, syncfs, the commit timer: everything so far is durable on return."""
+        self.flush_all()
         self.store.commit()
 
     # --- extended attributes -------------------------------------------------------

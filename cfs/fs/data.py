@@ -12,6 +12,8 @@ Writes replace whole blocks: a partial block is read, patched and stored as a ne
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from cfs.codec import Inode, decode_block, encode_block, ino_u64_key, pack_u64
 from cfs.hashing import chunk_id
 from cfs.store import Op, Table, chunks
@@ -29,27 +31,43 @@ def _block(op: Op, ino: InodeId, n: int) -> tuple[ChunkId, int] | None:
     return decode_block(raw) if raw is not None else None
 
 
-def read(op: Op, ino: InodeId, inode: Inode, offset: int, size: int, block_size: int) -> bytes:
-    """Up to ``size`` bytes at ``offset``, zeros for holes; short at end of file."""
+def read(op: Op, ino: InodeId, inode: Inode, offset: int, size: int, block_size: int,
+         dirty: Mapping[int, bytearray] | None = None) -> bytes:
+    """Up to ``size`` bytes at ``offset``, zeros for holes; short at end of file.
+
+    ``dirty`` holds blocks newer than the store (the write-back cache): they are read
+    from there, and their stored chunks are not touched.
+    """
     end = min(offset + size, inode.size)
     if offset >= end:
         return b""
     out = bytearray(end - offset)
     first, last = offset // block_size, (end - 1) // block_size
+    dirty = dirty or {}
     rows = op.range(Table.BLOCKS, ino_u64_key(ino, first), ino_u64_key(ino, last + 1))
     for key, value in rows:
         n = int.from_bytes(key[8:16], "big")
-        chunk, _length = decode_block(value)
-        data = chunks.get(op, chunk, f" at block {n}")
-        block_start = n * block_size
-        lo = max(offset, block_start)
-        hi = min(end, block_start + len(data))
-        if hi > lo:
-            out[lo - offset:hi - offset] = data[lo - block_start:hi - block_start]
+        if n not in dirty:
+            chunk, _length = decode_block(value)
+            _copy(out, offset, end, n * block_size, chunks.get(op, chunk, f" at block {n}"))
+    if dirty:
+        for n in range(first, last + 1):
+            block = dirty.get(n)
+            if block is not None:
+                _copy(out, offset, end, n * block_size, block)
     return bytes(out)
 
 
-def _load_block(op: Op, ino: InodeId, n: int, block_size: int) -> bytearray:
+def _copy(out: bytearray, offset: int, end: int, block_start: int, data: bytes | bytearray) -> None:
+    """Copy the part of a block (starting at file offset ``block_start``) that falls in [offset, end)."""
+    lo = max(offset, block_start)
+    hi = min(end, block_start + len(data))
+    if hi > lo:
+        out[lo - offset:hi - offset] = data[lo - block_start:hi - block_start]
+
+
+def load_block(op: Op, ino: InodeId, n: int, block_size: int) -> bytearray:
+    """The current content of block n, whole (zeros past the stored bytes)."""
     current = _block(op, ino, n)
     buf = bytearray(block_size)
     if current is not None:
@@ -93,7 +111,7 @@ def write(op: Op, ino: InodeId, inode: Inode, offset: int, data: bytes, block_si
         if lo == 0 and hi == block_size:
             content: bytes | bytearray = piece.tobytes()
         else:
-            content = _load_block(op, ino, n, block_size)
+            content = load_block(op, ino, n, block_size)
             content[lo:hi] = piece
         store_block(op, ino, inode, n, content)
         pos = block_start + hi
@@ -115,7 +133,7 @@ def truncate(op: Op, ino: InodeId, inode: Inode, new_size: int, block_size: int)
         if tail:
             n = new_size // block_size
             if _block(op, ino, n) is not None:
-                content = _load_block(op, ino, n, block_size)
+                content = load_block(op, ino, n, block_size)
                 content[tail:] = bytes(block_size - tail)
                 store_block(op, ino, inode, n, content)
     inode.size = new_size

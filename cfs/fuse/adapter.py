@@ -228,8 +228,11 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return self.fs.write(self._ino(fh), off, buf)
 
+    @_errno_edge
     async def flush(self, fh: int) -> None:
-        return None
+        # Every close(2) of a descriptor: store the written blocks, so errors such as
+        # ENOSPC reach the program that closes (release's cannot).
+        self.fs.flush(self._ino(fh))
 
     async def release(self, fh: int) -> None:
         try:
@@ -239,7 +242,7 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def fsync(self, fh: int, datasync: bool) -> None:
-        self.fs.sync()
+        self.fs.fsync(self._ino(fh))
 
     @_errno_edge
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:

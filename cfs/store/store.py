@@ -81,6 +81,7 @@ class Store:
         self.low_space = False
         self._last_space_check = 0.0
         self._bytes_since_check = 0
+        self._headroom = 0
         self.commits = 0
         self._check_schema()
 
@@ -123,14 +124,16 @@ class Store:
         return self.dbs[table]
 
     @contextlib.contextmanager
-    def op(self, *, adds_data: bool = True) -> Iterator["Op"]:
+    def op(self, *, adds_data: bool = True, expect_bytes: int = 0) -> Iterator["Op"]:
         """Run one filesystem operation atomically inside the batch.
 
         ``adds_data=False`` marks operations that free space (unlink, truncate down,
         rmdir): they run even below the reserve, so a full disk can be emptied.
+        ``expect_bytes`` is data the caller holds that will reach the store soon (the
+        write-back cache): it counts toward the low-space decision.
         """
         assert not self._in_op, "operations do not nest"
-        self._admit(adds_data)
+        self._admit(adds_data, expect_bytes)
         child = self.env.begin(write=True, parent=self.batch)
         op = Op(self, child)
         self._in_op = True
@@ -210,16 +213,23 @@ class Store:
     def free_pages(self) -> int:
         return max(0, int(self.env.info()["last_pgno"]) + 1 - self.used_pages())
 
-    def _admit(self, adds_data: bool) -> None:
-        """Decide, cheaply most of the time, whether the next operation fits."""
+    def _admit(self, adds_data: bool, expect_bytes: int = 0) -> None:
+        """Decide, cheaply most of the time, whether the next operation fits.
+
+        The disk is asked again after 4 MiB of new data, after half a second, whenever
+        space is low, and whenever data expected from a cache could use up half of the
+        headroom seen last time.
+        """
         now = time.monotonic()
-        if not self.low_space and self._bytes_since_check < 4 * MiB and now - self._last_space_check < 0.5:
+        if (not self.low_space and self._bytes_since_check < 4 * MiB and now - self._last_space_check < 0.5
+                and 2 * (self.pending_bytes + expect_bytes) < self._headroom):
             return
         self._last_space_check = now
         self._bytes_since_check = 0
-        disk_free = self._disk_free() - self.pending_bytes
+        disk_free = self._disk_free() - self.pending_bytes - expect_bytes
         free = disk_free + self.free_pages() * self.page_size()
         reserve = self.reserve_bytes()
+        self._headroom = disk_free + expect_bytes - reserve - self.config.commit_bytes
         was_low = self.low_space
         # LMDB reuses a freed page only once no snapshot can see it, two commits later at
         # the earliest, so a batch may have to grow the file however many pages are free:
@@ -228,7 +238,7 @@ class Store:
         if self.low_space and not was_low:
             log.warning("store disk nearly full (%d MiB free): committing every operation", disk_free // MiB)
             self.commit()
-        if adds_data and free < reserve:
+        if adds_data and free + expect_bytes < reserve:
             raise NoSpace(f"store disk full: {max(free, 0) // MiB} MiB free, {reserve // MiB} MiB reserved for deletes")
 
     def _grow_map_if_needed(self) -> None:

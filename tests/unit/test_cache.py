@@ -1,0 +1,117 @@
+"""The write-back cache of dirty blocks (cfs.fs.cache), through the filesystem core."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cfs.check import check
+from cfs.errors import Corrupted
+from cfs.fs import Filesystem, SetAttr
+from cfs.store import Store, Table
+
+from unit_support import BLOCK_SIZE, Vol, assert_chunks_consistent, chunk_refs, rows
+
+LIMIT = 16 * BLOCK_SIZE
+
+
+@pytest.fixture
+def cached(store: Store) -> Iterator[Vol]:
+    fs = Filesystem(store, dirty_limit=LIMIT)
+    yield Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE))
+
+
+def block_rows(vol: Vol) -> int:
+    return len(rows(vol.store, Table.BLOCKS))
+
+
+def test_small_writes_stay_in_memory_until_flushed(cached: Vol) -> None:
+    ino = cached.create(b"f", keep_open=True)
+    rng = random.Random(1)
+    model = bytearray(3 * BLOCK_SIZE)
+    cached.fs.write(ino, len(model) - 1, b"\xff")
+    model[-1] = 0xFF
+    for _ in range(200):
+        offset = rng.randrange(len(model) - 100)
+        piece = rng.randbytes(rng.randint(1, 100))
+        cached.fs.write(ino, offset, piece)
+        model[offset:offset + len(piece)] = piece
+    assert block_rows(cached) == 0                       # nothing hashed or stored yet
+    assert cached.fs.read(ino, 0, len(model)) == bytes(model)
+    cached.fs.flush(ino)
+    assert block_rows(cached) == 3
+    assert cached.fs.read(ino, 0, len(model)) == bytes(model)
+    assert cached.inode(ino).stored_units == 3 * BLOCK_SIZE // 512
+    assert_chunks_consistent(cached.store)
+    assert check(cached.store).clean
+
+
+def test_cached_blocks_overlay_stored_ones(cached: Vol) -> None:
+    base = random.Random(2).randbytes(2 * BLOCK_SIZE)
+    ino = cached.create(b"f", base)                     # closed: stored
+    cached.fs.flush(ino)
+    cached.fs.write(ino, BLOCK_SIZE - 3, b"XYZWV")        # straddles blocks 0 and 1
+    expected = base[:BLOCK_SIZE - 3] + b"XYZWV" + base[BLOCK_SIZE + 2:]
+    assert cached.fs.read(ino, 0, 2 * BLOCK_SIZE) == expected
+    cached.fs.sync()
+    assert cached.fs.read(ino, 0, 2 * BLOCK_SIZE) == expected
+    assert check(cached.store).clean
+
+
+def test_truncate_drops_and_zeros_cached_blocks(cached: Vol) -> None:
+    ino = cached.create(b"f", keep_open=True)
+    cached.fs.write(ino, 0, b"A" * (3 * BLOCK_SIZE))
+    cached.fs.setattr(ino, SetAttr(size=BLOCK_SIZE + 10))
+    cached.fs.setattr(ino, SetAttr(size=3 * BLOCK_SIZE))   # grow again: zeros, not old bytes
+    assert cached.fs.read(ino, 0, 3 * BLOCK_SIZE) == b"A" * (BLOCK_SIZE + 10) + bytes(2 * BLOCK_SIZE - 10)
+    cached.fs.flush(ino)
+    assert cached.fs.read(ino, 0, 3 * BLOCK_SIZE) == b"A" * (BLOCK_SIZE + 10) + bytes(2 * BLOCK_SIZE - 10)
+    assert check(cached.store).clean
+
+
+def test_unlinked_file_takes_its_cached_blocks_along(cached: Vol) -> None:
+    ino = cached.create(b"f", keep_open=True)
+    cached.fs.write(ino, 0, random.Random(3).randbytes(4 * BLOCK_SIZE))
+    cached.fs.unlink(cached.root, b"f")
+    cached.fs.release(ino)
+    assert cached.fs.dirty.bytes == 0
+    cached.fs.sync()
+    assert chunk_refs(cached.store) == {}
+    assert check(cached.store).clean
+
+
+def test_memory_limit_stores_blocks(cached: Vol) -> None:
+    ino = cached.create(b"f", keep_open=True)
+    for n in range(LIMIT // BLOCK_SIZE + 4):
+        cached.fs.write(ino, n * BLOCK_SIZE, bytes([n + 1]) * BLOCK_SIZE)
+    assert cached.fs.dirty.bytes <= LIMIT
+    assert block_rows(cached) > 0
+
+
+def test_a_damaged_block_fails_the_write_whole(cached: Vol) -> None:
+    data = random.Random(4).randbytes(2 * BLOCK_SIZE)
+    ino = cached.create(b"f", data)
+    cached.fs.flush(ino)
+    (key, value), = [r for r in rows(cached.store, Table.BLOCKS) if r[0].endswith((1).to_bytes(8, "big"))]
+    cid = bytes(value[:16])
+    cached.store.batch.put(cid, b"\x01\x00junk", db=cached.store.db(Table.CHUNKS))
+    with pytest.raises(Corrupted):
+        cached.fs.write(ino, 0, b"N" * (BLOCK_SIZE + 10))  # block 0 whole, a piece of block 1
+    assert cached.fs.dirty.bytes == 0
+    assert cached.fs.read(ino, 0, BLOCK_SIZE) == data[:BLOCK_SIZE]
+
+
+def test_sync_makes_cached_writes_durable(store_path: Path, cached: Vol) -> None:
+    ino = cached.create(b"f", keep_open=True)
+    cached.fs.write(ino, 5, b"durable")
+    cached.fs.fsync(ino)
+    cached.store.close()
+    reopened = Store(store_path)
+    try:
+        fs = Filesystem(reopened)
+        assert fs.read(ino, 0, 100) == bytes(5) + b"durable"
+    finally:
+        reopened.close()
