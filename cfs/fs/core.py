@@ -261,26 +261,21 @@ class Filesystem:
             self._destroy_if_unused(ino)
 
     def _destroy_if_unused(self, ino: InodeId) -> None:
-        if self.opens.held(ino) or (self.lookups.held(ino) and not self._is_file(ino)):
+        """After a forget or release: destroy a nameless inode nothing uses any more."""
+        if self.opens.held(ino):
             return
         with self.store.op(adds_data=False) as op:
             try:
                 inode = inodes.load(op, ino)
             except NotFound:
                 return
-            if inode.nlink == 0:
+            if inode.nlink == 0 and not (stat.S_ISDIR(inode.mode) and self.lookups.held(ino)):
                 self._destroy(op, ino, inode)
 
     def _destroy(self, op: Op, ino: InodeId, inode: Inode) -> None:
         """Delete an inode with everything hanging off it, its unstored blocks included."""
         self.dirty.take(ino)
         inodes.destroy(op, ino, inode)
-
-    def _is_file(self, ino: InodeId) -> bool:
-        try:
-            return not self.getattr(ino).is_dir
-        except NotFound:
-            return True
 
     def setattr(self, ino: InodeId, change: SetAttr) -> Attr:
         self._writable(ino)
@@ -559,11 +554,13 @@ class Filesystem:
             with self.store.op(adds_data=False) as op:
                 self._dir(op, ino)
 
-    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 1024) -> list[tuple[bytes, Attr, int]]:
+    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384) -> list[tuple[bytes, Attr, int]]:
         """Up to ``limit`` entries after ``after_cookie``, in cookie order.
 
         A list, not a generator: the operation is closed before the caller hands entries
-        to the kernel, and the kernel asks again from the last cookie it accepted. The
+        to the kernel, and the kernel asks again from the last cookie it accepted. One
+        reply of the kernel holds about 390 entries with short names: loading many more
+        would be work thrown away. The
         caller counts a lookup per entry it hands on.
         """
         if ino == NODE_ROOT:

@@ -3,7 +3,9 @@
 Design (docs/DESIGN.md, "Write path" and "Crash safety"):
 
 * One LMDB environment per node holds chunks and metadata, so a filesystem operation
-  changes both in one transaction.
+  changes both in one transaction. The map is read with the kernel's read-ahead on: a
+  chunk is a run of contiguous pages, and without read-ahead a cold read faults them
+  in one 4 KiB page at a time.
 * Writes go into one long-lived write transaction, the *batch*. Each filesystem
   operation runs in a nested transaction inside it (``Store.op``): it either merges into
   the batch whole or is rolled back whole, so an error halfway through an operation
@@ -70,7 +72,7 @@ class Store:
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.env = lmdb.open(
             str(self.path), map_size=self._wanted_map_size(), max_dbs=len(Table) + 2,
-            subdir=True, sync=True, metasync=True, readahead=False, meminit=False,
+            subdir=True, sync=True, metasync=True, readahead=True, meminit=False,
             lock=True,
         )
         with self.env.begin(write=True) as txn:
