@@ -1,5 +1,5 @@
-# The two entry points the README names. Both install what they need first.
-.PHONY: demo test unit
+# The entry points the README names. Each installs what it needs first.
+.PHONY: demo test unit bench
 
 demo:
 	tools/demo.sh
@@ -10,3 +10,9 @@ test:
 
 unit:
 	.venv/bin/python -m pytest -q tests/unit
+
+# The benchmark suite (docs/PERFORMANCE.md), as root; not part of the tests.
+# Arguments through BENCH_ARGS, e.g. make bench BENCH_ARGS="--quick --only fio".
+bench:
+	tools/bootstrap.sh --bench
+	.venv/bin/cfs bench $(BENCH_ARGS)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(attr python3)  # tests/posix runs /usr/bin/python3 as other users (the venv is under /root)
+    packages+=(attr python3 fio)  # tests/posix runs /usr/bin/python3 as other users; fio: the bench smoke test
 fi
 if [ "${1:-}" = "--bench" ]; then
     packages+=(fio bindfs)

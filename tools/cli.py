@@ -21,6 +21,7 @@ from cfs.names import validate_volume_name
 from cfs.store import Store
 from mountd import main as mountd_main
 from mountd.config import DaemonConfig, default_data_dir
+from tools.bench import runner as bench
 from tools.client import DaemonNotRunning, call
 from tools.progress import ProgressBar
 
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = vsub.add_parser("create", parents=[common], help="create a volume")
     create.add_argument("name")
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
-                        help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL")
+                        help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
+                             "size=10G (recorded, not enforced yet)")
     vsub.add_parser("ls", parents=[common], help="list volumes")
     inspect = vsub.add_parser("inspect", parents=[common], help="show a volume's details and usage")
     inspect.add_argument("name")
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = sub.add_parser("fsck", parents=[common], help="check (and repair) the store")
     fsck.add_argument("volume", nargs="?", default=None)
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed without guessing")
+    bench.add_arguments(sub.add_parser("bench", help="run the benchmark suite on the disk, C FUSE and cfs"))
     return parser
 
 
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = getattr(args, "data_dir", None) or default_data_dir()
     as_json = getattr(args, "json", False)
     try:
+        if args.command == "bench":
+            return bench.run(args)
         if args.command == "node":
             args.data_dir = data_dir
             return mountd_main.run(args)
