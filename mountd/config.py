@@ -6,9 +6,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cfs.fs.core import DIRTY_LIMIT
 from cfs.store import StoreConfig
 
 SOCKET_NAME = "mountd.sock"
+SYSTEM_DATA_DIR = Path("/var/lib/cfs")
+DOCKER_PLUGIN_SOCKET = Path("/run/docker/plugins/cfs.sock")
+"""Where Docker looks for a plugin named ``cfs``; only the system data directory's daemon takes it."""
 
 
 def default_data_dir() -> Path:
@@ -25,10 +29,15 @@ def default_data_dir() -> Path:
 @dataclass(frozen=True)
 class DaemonConfig:
     data_dir: Path = field(default_factory=default_data_dir)
+    write_cache_bytes: int = DIRTY_LIMIT
+    """Written blocks kept in memory before they are hashed and stored (see cfs.fs.cache)."""
     commit_interval: float = 1.0
     """Seconds between background commits: the most a crash can lose of what was not fsync'd."""
     store: StoreConfig = field(default_factory=StoreConfig)
     foreground_log_level: str = "INFO"
+    plugin_socket_path: Path | None = None
+    """The Docker volume plugin's socket; None: the default (see ``plugin_socket``)."""
+    plugin_enabled: bool = True
 
     @property
     def store_dir(self) -> Path:
@@ -42,6 +51,21 @@ class DaemonConfig:
     @property
     def socket_path(self) -> Path:
         return self.data_dir / SOCKET_NAME
+
+    @property
+    def plugin_socket(self) -> Path | None:
+        """Docker's ``cfs`` socket for the system data directory, ``DATA_DIR/plugin.sock`` for any
+        other (so test and side daemons never take each other's), None with the plugin off."""
+        if not self.plugin_enabled:
+            return None
+        if self.plugin_socket_path is not None:
+            return self.plugin_socket_path
+        return DOCKER_PLUGIN_SOCKET if self.data_dir == SYSTEM_DATA_DIR else self.data_dir / "plugin.sock"
+
+    @property
+    def plugin_mount_root(self) -> Path:
+        """Where the plugin binds each volume Docker mounts: ``<root>/<volume>``."""
+        return self.data_dir / "plugin-mounts"
 
     @property
     def pid_file(self) -> Path:

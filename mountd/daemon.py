@@ -29,6 +29,7 @@ from cfs.store import Store, catalog
 from mountd import mounts
 from mountd.config import DaemonConfig
 from mountd.control import ControlServer
+from mountd.plugin import PluginServer, VolumeDriver
 from mountd.service import NodeService
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Daemon:
             self.config.fuse_root.mkdir(exist_ok=True, mode=0o700)
             store = Store(self.config.store_dir, self.config.store)
             try:
-                fs = Filesystem(store)
+                fs = Filesystem(store, dirty_limit=self.config.write_cache_bytes)
                 fs.recover()
                 self._mount_fuse(fs)
                 try:
@@ -121,12 +122,19 @@ class Daemon:
             nursery.start_soon(self._commit_timer, fs)
             # Mounts first, socket second: a client that can talk to us finds them in place.
             await service.restore_mounts()
+            if self.config.plugin_socket is not None:
+                driver = VolumeDriver(service, self.config.plugin_mount_root)
+                await nursery.start(PluginServer(self.config.plugin_socket, driver).serve)
             await nursery.start(control.serve)
             log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
             _notify_ready()
             await self._wait_for_signal()
             log.info("stopping: unmounting volumes")
             await service.unbind_all()
+            try:
+                fs.sync()  # written blocks of files still open at the signal
+            except CfsError as exc:
+                log.error("could not store everything written before stopping: %s", exc)
             nursery.cancel_scope.cancel()
 
     async def _fuse(self, nursery: trio.Nursery) -> None:
@@ -139,7 +147,7 @@ class Daemon:
         while True:
             await trio.sleep(self.config.commit_interval)
             try:
-                fs.store.commit()
+                fs.sync()
             except CfsError as exc:
                 log.error("background commit failed: %s", exc)
 

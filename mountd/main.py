@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between background commits; fsync always commits at once (default: 1)")
     parser.add_argument("--reserve", type=int, default=None, metavar="BYTES",
                         help="disk space kept free for deletes (default: 1%% of the disk, 8 MiB to 256 MiB)")
+    parser.add_argument("--plugin-socket", type=Path, default=None, metavar="PATH",
+                        help="serve the Docker volume plugin here (default: /run/docker/plugins/cfs.sock "
+                             "for the data directory /var/lib/cfs, DATA_DIR/plugin.sock for any other)")
+    parser.add_argument("--no-plugin", action="store_true", help="do not serve the Docker volume plugin")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -28,7 +32,9 @@ def config_from(args: argparse.Namespace) -> DaemonConfig:
         raise CfsError("--commit-interval must be positive")
     data_dir = (args.data_dir or default_data_dir()).absolute()
     return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval,
-                        store=StoreConfig(reserve_bytes=args.reserve))
+                        store=StoreConfig(reserve_bytes=args.reserve),
+                        plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
+                        plugin_enabled=not args.no_plugin)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,8 @@ from mountd.config import DaemonConfig
 
 log = logging.getLogger(__name__)
 
-CREATE_OPTIONS = {"block_size", "uid", "gid", "mode"}
+CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size"}
+"""``size`` is a limit recorded with the volume (bytes, or 10G, 512M, ...); nothing enforces it yet."""
 
 
 class NodeService:
@@ -49,6 +51,8 @@ class NodeService:
         mode = int(str(opts.get("mode", "755")), 8) if _octal(opts.get("mode", "755")) else None
         if mode is None:
             raise UserError(f"option mode={opts['mode']!r} is not an octal permission like 755")
+        if "size" in opts:
+            opts["size"] = str(parse_size(opts["size"]))
         record = self.fs.create_volume(name, block_size=block_size, uid=uid, gid=gid, mode=mode,
                                        options={k: str(v) for k, v in opts.items()})
         log.info("created volume %s (block size %d)", name, record.block_size)
@@ -61,6 +65,10 @@ class NodeService:
         info = self._describe(name)
         info["usage"] = self.fs.volume_usage(name)
         return info
+
+    async def volume_info(self, name: str) -> dict[str, Any]:
+        """What ``volume_inspect`` says without the usage scan (cheap enough for every Docker ``Get``)."""
+        return self._describe(name)
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
         self.fs.volume(name)
@@ -99,7 +107,8 @@ class NodeService:
         log.info("mounted volume %s at %s%s", name, target, " (read-only)" if read_only else "")
         return {"volume": name, "mountpoint": str(target), "read_only": read_only}
 
-    async def umount(self, path: str) -> dict[str, Any]:
+    async def umount(self, path: str, lazy: bool = False) -> dict[str, Any]:
+        """Unmount and forget a mount; ``lazy`` detaches it even while a process still uses it."""
         async with self._mount_lock:
             target = Path(os.path.abspath(path))
             recorded = self._recorded()
@@ -109,7 +118,7 @@ class NodeService:
             name = recorded[key][0]
             if await trio.to_thread.run_sync(mounts.is_mount_point, Path(key)):
                 try:
-                    await trio.to_thread.run_sync(mounts.unmount, Path(key))
+                    await trio.to_thread.run_sync(mounts.unmount, Path(key), bool(lazy))
                 except OSError as exc:
                     raise UserError(f"cannot unmount {key}: {exc.strerror} (is a process using it?)") from None
             with self.store.op() as op:
@@ -159,7 +168,7 @@ class NodeService:
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:
         if volume is not None:
             self.fs.volume(volume)
-        self.store.commit()
+        self.fs.sync()
         if repair:
             if volume is not None and self._mounted_at(volume):
                 raise VolumeBusy(f"volume {volume!r} is mounted; unmount it before --repair")
@@ -176,6 +185,17 @@ def _int_option(opts: dict[str, Any], key: str, default: int) -> int:
         return int(raw)
     except (TypeError, ValueError):
         raise UserError(f"option {key}={raw!r} is not a whole number") from None
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?", re.IGNORECASE)
+
+
+def parse_size(raw: Any) -> int:
+    """Bytes from ``10G``, ``512m``, ``1.5GiB`` or ``4096`` (binary units, as Docker reads sizes)."""
+    match = _SIZE.fullmatch(str(raw).strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise UserError(f"option size={raw!r} is not a size like 10G, 512M or 1073741824")
+    return int(float(match.group(1)) * 1024 ** " kmgtp".index(match.group(2).lower() or " "))
 
 
 def _octal(raw: Any) -> bool:

@@ -103,3 +103,44 @@ def recorded_mounts(op: Op) -> dict[str, tuple[str, bool]]:
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptRecord(f"mount record for {bytes(key)!r}: {exc}") from None
     return mounts
+
+
+# --- the Docker plugin: which container mount IDs hold which volume ----------------
+
+HOLDS_VERSION = 1
+
+
+def plugin_holders(op: Op, name: str) -> set[str]:
+    """The Docker mount IDs that hold volume ``name`` mounted (empty: none)."""
+    raw = op.get(Table.PLUGIN_HOLDS, name.encode("utf-8", "surrogateescape"))
+    return set() if raw is None else _decode_holders(name, raw)
+
+
+def set_plugin_holders(op: Op, name: str, ids: set[str]) -> None:
+    """Record who holds ``name``; an empty set forgets the volume's entry."""
+    key = name.encode("utf-8", "surrogateescape")
+    if ids:
+        op.put(Table.PLUGIN_HOLDS, key, json.dumps({"v": HOLDS_VERSION, "ids": sorted(ids)}).encode())
+    else:
+        op.delete(Table.PLUGIN_HOLDS, key)
+
+
+def all_plugin_holders(op: Op) -> dict[str, set[str]]:
+    holders = {}
+    for key, raw in op.cursor(Table.PLUGIN_HOLDS):
+        name = bytes(key).decode("utf-8", "surrogateescape")
+        holders[name] = _decode_holders(name, raw)
+    return holders
+
+
+def _decode_holders(name: str, raw: bytes) -> set[str]:
+    try:
+        data = json.loads(bytes(raw))
+        if data["v"] != HOLDS_VERSION:
+            raise ValueError(f"version {data['v']}, this cfs reads {HOLDS_VERSION}")
+        ids = data["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("ids is not a list of strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptRecord(f"plugin record of volume {name!r}: {exc}") from None
+    return set(ids)

@@ -28,6 +28,7 @@ class Table(enum.IntEnum):
     CHUNKREFS = 26  # chunk id -> refcount + length
     CHANGELOG = 27  # slot + sequence number -> Change
     MOUNTS = 28     # mount point (bytes) -> volume name: what this node should have mounted
+    PLUGIN_HOLDS = 29  # volume name -> the Docker mount IDs holding it (the plugin's reference counts)
 
     @property
     def per_volume(self) -> bool:
