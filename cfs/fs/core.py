@@ -269,8 +269,15 @@ class Filesystem:
                 inode = inodes.load(op, ino)
             except NotFound:
                 return
-            if inode.nlink == 0 and not (stat.S_ISDIR(inode.mode) and self.lookups.held(ino)):
+            if inode.nlink == 0 and not self._in_use(ino, inode.mode):
                 self._destroy(op, ino, inode)
+
+    def _in_use(self, ino: InodeId, mode: int) -> bool:
+        """Whether the kernel still uses an inode: a regular file while a handle is open,
+        anything else while the kernel holds a lookup. A directory may be a working
+        directory; FIFOs and device nodes are opened by the kernel alone (no open or
+        release reaches us), and fstat on such a descriptor must still work."""
+        return self.opens.held(ino) if stat.S_ISREG(mode) else self.lookups.held(ino)
 
     def _destroy(self, op: Op, ino: InodeId, inode: Inode) -> None:
         """Delete an inode with everything hanging off it, its unstored blocks included."""
@@ -412,15 +419,13 @@ class Filesystem:
     # --- removing ------------------------------------------------------------------
 
     def _drop_link(self, op: Op, ino: InodeId, inode: Inode, now: int) -> None:
-        """One name fewer. Without names the inode goes at once unless something still
-        uses it: an open handle (files), or a kernel lookup (directories, which may be a
-        process's working directory); it then waits as an orphan for release/forget."""
+        """One name fewer. Without names the inode goes at once unless the kernel still
+        uses it (see ``_in_use``); it then waits as an orphan for release/forget."""
         inode.nlink = 0 if stat.S_ISDIR(inode.mode) else inode.nlink - 1
         inode.ctime_ns = now
-        in_use = self.lookups.held(ino) if stat.S_ISDIR(inode.mode) else self.opens.held(ino)
         if inode.nlink > 0:
             inodes.save(op, ino, inode)
-        elif in_use:
+        elif self._in_use(ino, inode.mode):
             inodes.save(op, ino, inode)
             inodes.mark_orphan(op, ino)
         else:

@@ -1,9 +1,10 @@
 """Kernel lookup counts and open handles: what the kernel still uses of each inode.
 
 Every call that returns an entry to the kernel counts one lookup; ``forget`` gives them
-back. An inode without names is destroyed once nothing uses it any more: for a file,
-when no handle is open (so unlink frees space at once when the file is closed); for a
-directory, when the kernel holds no lookup (it may be a process's working directory).
+back. An inode without names is destroyed once nothing uses it any more: for a regular
+file, when no handle is open (so unlink frees space at once when the file is closed);
+for anything else, when the kernel holds no lookup (a directory may be a process's
+working directory; FIFOs and device nodes are opened without an open reaching us).
 
 Owner: ``Filesystem`` (one instance per node). Not persisted: after a restart the
 kernel holds nothing, so every orphan left in the store is destroyed at start-up.

@@ -315,6 +315,16 @@ def test_removed_directory_held_by_the_kernel_is_an_orphan_until_forgotten(vol: 
     assert not has_inode(vol.store, d)
 
 
+def test_unlinked_fifo_held_by_the_kernel_is_an_orphan_until_forgotten(vol: Vol) -> None:
+    """The kernel opens a FIFO without an open reaching us; fstat on it must still work."""
+    fifo = vol.fs.mknod(vol.root, b"p", stat.S_IFIFO | 0o644, 0, ROOT).ino
+    vol.fs.unlink(vol.root, b"p")
+    assert is_orphan(vol.store, fifo)
+    assert vol.fs.getattr(fifo).inode.nlink == 0
+    vol.fs.forget(fifo, 1)
+    assert not has_inode(vol.store, fifo)
+
+
 def test_forget_never_destroys_a_linked_file(vol: Vol) -> None:
     ino = vol.create(b"f", b"data")
     vol.fs.forget(ino, 1)
