@@ -31,7 +31,7 @@ from tests.node import Node
 from tests.posix._model_fixtures import assert_fsck_clean, env_int, remount, restart
 
 SEED = env_int("CFS_FSX_SEED", 20261122)
-OPS = env_int("CFS_FSX_OPS", 2500)
+OPS = env_int("CFS_FSX_OPS", 4000)
 MAX_SIZE = 256 * 1024
 MAX_IO = 64 * 1024
 PAGE = mmap.PAGESIZE

@@ -40,7 +40,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings, strategies 
 from tests.node import Node
 from tests.posix._model_fixtures import assert_fsck_clean, env_int, remount, restart, tmpfs
 
-EXAMPLES = env_int("CFS_MODEL_EXAMPLES", 60)
+EXAMPLES = env_int("CFS_MODEL_EXAMPLES", 150)
 STEPS = env_int("CFS_MODEL_STEPS", 50)
 LONG_RUN = "CFS_MODEL_EXAMPLES" in os.environ
 BLOCK_SIZE = 512
