@@ -49,6 +49,7 @@ from cfs.fs import data as filedata
 from cfs.fs import dirs, inodes
 from cfs.store import Op, Store, Table, catalog, chunks
 from cfs.store.changelog import log_key
+from cfs.store.store import key_range
 from cfs.types import (
     LOCAL_BITS, LOCAL_MASK, VOLUME_ROOT_LOCAL, ChunkId, InodeId, LocalIno, Slot, make_ino,
     volume_root,
@@ -97,13 +98,7 @@ class StoreView:
         return self._txn.get(key, db=self._dbs[table])
 
     def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
-        cursor = self._txn.cursor(db=self._dbs[table])
-        if not cursor.set_range(lo):
-            return
-        for key, value in cursor:
-            if key >= hi:
-                return
-            yield key, value
+        return key_range(self._txn.cursor(db=self._dbs[table]), lo, hi)
 
     def keys(self, table: Table, lo: bytes, hi: bytes) -> Iterator[bytes]:
         """Keys only: a sweep over CHUNKS then never touches the chunks' data pages."""

@@ -12,16 +12,13 @@ file is also created mode 0600.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import struct
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import trio
 
 from cfs.errors import CfsError
-from mountd import protocol
+from mountd import protocol, unixsock
 from mountd.service import NodeService
 
 log = logging.getLogger(__name__)
@@ -44,32 +41,13 @@ class ControlServer:
         }
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if len(str(self.path).encode()) > 107:
-            raise CfsError(f"socket path {self.path} is longer than a unix socket allows (107 bytes)")
-        if self.path.exists() or self.path.is_symlink():
-            self.path.unlink()
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            await sock.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        sock.listen(64)
-        listener = trio.SocketListener(sock)
-        try:
-            async with trio.open_nursery() as nursery:
-                task_status.started()
-                await trio.serve_listeners(self._connection, [listener], handler_nursery=nursery)
-        finally:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+        sock = await unixsock.listen(self.path, "control")
+        await unixsock.serve(self.path, sock, self._connection, task_status)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                if not _peer_allowed(stream.socket):
+                if not unixsock.peer_allowed(stream.socket):
                     await stream.send_all(protocol.error("permission denied: only root or the daemon's user", "PermissionError"))
                     return
                 line = await _read_line(stream)
@@ -139,8 +117,3 @@ async def _read_line(stream: trio.SocketStream) -> bytes:
             if lines:
                 return lines[0]
 
-
-def _peer_allowed(sock: trio.socket.SocketType) -> bool:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid in (0, os.geteuid())

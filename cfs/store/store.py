@@ -259,6 +259,16 @@ class Store:
         return bytes(raw)
 
 
+def key_range(cursor: lmdb.Cursor, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The rows of ``cursor``'s table with lo <= key < hi, in key order."""
+    if not cursor.set_range(lo):
+        return
+    for key, value in cursor:
+        if key >= hi:
+            return
+        yield key, value
+
+
 def _is_no_space(exc: lmdb.Error) -> bool:
     text = str(exc)
     return isinstance(exc, lmdb.MapFullError) or os.strerror(errno.ENOSPC) in text or "ENOSPC" in text
@@ -303,13 +313,7 @@ class Op:
 
     def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
-        cursor = self.txn.cursor(db=self.store.dbs[table])
-        if not cursor.set_range(lo):
-            return
-        for key, value in cursor:
-            if key >= hi:
-                return
-            yield key, value
+        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi)
 
     def _log(self, table: Table, kind: int, key: bytes, value: bytes) -> None:
         ino = int.from_bytes(key[:8], "big")

@@ -22,9 +22,6 @@ from __future__ import annotations
 import http
 import json
 import logging
-import os
-import socket
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ import h11
 import trio
 
 from cfs.errors import CfsError
+from mountd import unixsock
 from mountd.plugin.driver import MEDIA_TYPE, VolumeDriver
 
 log = logging.getLogger(__name__)
@@ -59,22 +57,18 @@ class PluginServer:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Restore the driver's binds, then answer Docker until cancelled."""
         await self.driver.restore()
-        listener = trio.SocketListener(await _listen(self.path))
         try:
-            async with trio.open_nursery() as nursery:
-                task_status.started()
-                log.info("serving the Docker volume plugin on %s", self.path)
-                await trio.serve_listeners(self._connection, [listener], handler_nursery=nursery)
-        finally:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+            sock = await unixsock.listen(self.path, "plugin")
+        except CfsError as exc:
+            raise CfsError(f"{exc}; give this daemon its own with --plugin-socket PATH, "
+                           "or run it with --no-plugin") from None
+        log.info("serving the Docker volume plugin on %s", self.path)
+        await unixsock.serve(self.path, sock, self._connection, task_status)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                await self._serve(stream, _peer_allowed(stream.socket))
+                await self._serve(stream, unixsock.peer_allowed(stream.socket))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away; its requests were answered or never complete
 
@@ -162,38 +156,3 @@ def _reason(status: int) -> bytes:
         return http.HTTPStatus(status).phrase.encode()
     except ValueError:
         return b""
-
-
-async def _listen(path: Path) -> trio.socket.SocketType:
-    """A listening socket at ``path``, mode 0600; refuses to take over one that is still served."""
-    if len(str(path).encode()) > 107:
-        raise CfsError(f"plugin socket path {path} is longer than a unix socket allows (107 bytes)")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    if path.exists() or path.is_symlink():
-        if await _answers(path):
-            raise CfsError(f"another process serves the plugin socket {path}; give this daemon "
-                           "its own with --plugin-socket PATH, or run it with --no-plugin")
-        path.unlink()
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        await sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    sock.listen(64)
-    return sock
-
-
-async def _answers(path: Path) -> bool:
-    with trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            await probe.connect(str(path))
-        except OSError:
-            return False
-    return True
-
-
-def _peer_allowed(sock: trio.socket.SocketType) -> bool:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid in (0, os.geteuid())
