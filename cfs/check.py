@@ -61,6 +61,7 @@ _ALL_HI = b"\xff" * 512
 LOST_FOUND = b"lost+found"
 _MISSING = -1
 _CORRUPT = -2
+_REMOTE = -3  # not stored here, held by replicas (cfs.store.chunks.reference)
 _TICK = 4096
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,10 @@ class Report:
     blocks: int = 0
     chunks: int = 0
     bytes_verified: int = 0
+    remote_chunks: int = 0
+    """Referenced chunks whose bytes are held by replicas only (fetched when read)."""
+    staged_chunks: int = 0
+    """Chunks a writer pushed ahead of the log record that will reference them."""
 
     @property
     def clean(self) -> bool:
@@ -174,7 +179,8 @@ class Report:
     def counts(self) -> dict[str, int]:
         return {"volumes": self.volumes, "inodes": self.inodes, "directories": self.directories,
                 "files": self.files, "blocks": self.blocks, "chunks": self.chunks,
-                "bytes_verified": self.bytes_verified}
+                "bytes_verified": self.bytes_verified, "remote_chunks": self.remote_chunks,
+                "staged_chunks": self.staged_chunks}
 
     def lines(self) -> list[str]:
         """One line per problem, then a summary: what ``cfs fsck`` prints."""
@@ -183,6 +189,8 @@ class Report:
                    f"({_n(self.directories, 'directory', 'directories')}, {_n(self.files, 'file')}), "
                    f"{_n(self.blocks, 'block')}, {_n(self.chunks, 'chunk')} "
                    f"({self.bytes_verified} bytes hashed): " + self._verdict())
+        if self.remote_chunks:
+            out.append(f"{_n(self.remote_chunks, 'chunk')} held by replicas only (fetched when read)")
         return out
 
     def _verdict(self) -> str:
@@ -448,14 +456,14 @@ class _Scan:
         state = self.state.get(cid)
         if state is None:
             state = self.state[cid] = self._hash(cid)
-            if state == _MISSING:
+            if state in (_MISSING, _REMOTE):
                 self.block_len[cid] = recorded
         return state
 
     def _hash(self, cid: bytes) -> int:
         raw = self.view.get(Table.CHUNKS, cid)
         if raw is None:
-            return _MISSING
+            return _REMOTE if self.view.get(Table.REMOTE, cid) is not None else _MISSING
         self.report.chunks += 1
         try:
             payload = chunks.verify(cid, raw)
@@ -484,7 +492,9 @@ class _Scan:
         if expected == 0:
             self._unreferenced(cid, row, stored)
             return
-        if not stored and cid not in self.state:
+        if not stored and self.view.get(Table.REMOTE, cid) is not None:
+            self.report.remote_chunks += 1  # held by replicas; a read fetches it
+        elif not stored and cid not in self.state:
             self.found.add("missing-chunk", f"chunk {cid.hex()} is named by "
                            f"{_n(expected, 'block-map entry', 'block-map entries')} but is not stored")
         length = self._true_length(cid, row, stored)
@@ -522,6 +532,9 @@ class _Scan:
 
     def _unreferenced(self, cid: bytes, row: tuple[int, int] | None, stored: bool) -> None:
         counted = "" if row is None else f" (reference count {row[0]})"
+        if stored and row is None and self.view.get(Table.STAGED, cid) is not None:
+            self.report.staged_chunks += 1  # pushed by a writer ahead of its log record
+            return
         if stored:
             self.found.add("leaked-chunk", f"chunk {cid.hex()} is stored{counted} but no block "
                            "map names it", fix=partial(_drop_chunk, cid), stage=_Stage.CHUNKS)
@@ -918,7 +931,7 @@ class _FileBlocks:
             self.missing.append((n, cid))
         elif state == _CORRUPT:
             self.corrupt.append((n, cid))
-        else:
+        elif state != _REMOTE:
             self.check_length(n, cid, length, state)
 
     def check_length(self, n: int, cid: bytes, recorded: int, actual: int) -> None:

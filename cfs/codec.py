@@ -262,3 +262,33 @@ class Change:
         if pos != len(view):
             raise CorruptRecord("change record: trailing bytes")
         return cls(time_ns, rows)
+
+
+# --- replication --------------------------------------------------------------------
+
+REPL_V1 = 1
+_REPLSTATE = struct.Struct(">BQB")
+
+
+@dataclass(slots=True)
+class ReplState:
+    """A volume's replication state on this node.
+
+    ``epoch`` is the highest lease epoch this node has seen for the volume: log records
+    carrying a lower one come from a writer that lost its lease and are refused (fencing).
+    ``replicated``: peers hold copies, so the change-log checkpoint follows their
+    acknowledgements instead of advancing with every record.
+    """
+
+    epoch: int = 0
+    replicated: bool = False
+
+    def encode(self) -> bytes:
+        return _REPLSTATE.pack(REPL_V1, self.epoch, int(self.replicated))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "ReplState":
+        if len(raw) != _REPLSTATE.size or raw[0] != REPL_V1 or raw[-1] > 1:
+            raise CorruptRecord("replication state: bad length or version")
+        _v, epoch, replicated = _REPLSTATE.unpack(raw)
+        return cls(epoch, bool(replicated))

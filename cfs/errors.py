@@ -141,3 +141,88 @@ class VolumeBusy(UserError):
 
 class InvalidName(UserError):
     pass
+
+
+# --- replication ----------------------------------------------------------------------
+
+class ReplicationError(CfsError):
+    """A replication step failed; the message says which volume and why."""
+
+
+class StaleEpoch(ReplicationError):
+    """A write carried a lease epoch older than one this node has seen: its writer was fenced."""
+
+    def __init__(self, message: str, current: int) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class LogGap(ReplicationError):
+    """Log records arrived out of order: the receiver needs them from ``expected`` on."""
+
+    def __init__(self, message: str, expected: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
+class LogTrimmed(ReplicationError):
+    """The records asked for were trimmed from the log: the volume must be copied whole."""
+
+
+class RemoteChunk(MissingChunk):
+    """The chunk's bytes are on replicas, not here: fetch them, then retry the operation."""
+
+    def __init__(self, chunk_id: bytes, where: str = "") -> None:
+        super().__init__(f"chunk {chunk_id.hex()} is held by replicas only{where}")
+        self.chunk_id = chunk_id
+
+
+# --- cluster coordination (cfs.coord) -------------------------------------------------
+
+class NodeNotFound(UserError):
+    pass
+
+
+class LeaseHeld(VolumeBusy):
+    """Another live node holds the volume's read-write lease (``cfs.coord``)."""
+
+    def __init__(self, volume: str, node_id: bytes, address: str, epoch: int) -> None:
+        super().__init__(f"volume {volume!r} is in use on node {node_id.hex()} at {address} "
+                         f"(lease epoch {epoch})")
+        self.volume = volume
+        self.node_id = node_id
+        self.address = address
+        self.epoch = epoch
+
+
+class Unavailable(CfsError):
+    """Transient: a service cfs depends on did not answer. Raised once retries with
+    backoff have run out their deadline; the caller may try again later."""
+
+
+class EtcdUnavailable(Unavailable):
+    pass
+
+
+class CoordError(CfsError):
+    """The coordination store answered something unusable (an etcd error reply, a
+    damaged record), or was used against its rules (a second node on the embedded one)."""
+
+
+class RegistrationLost(CoordError):
+    """This node's cluster registration expired or was revoked: the volume leases it
+    held are gone and it must stop writing."""
+
+
+# --- peer protocol (cfs.repl) ---------------------------------------------------------
+
+class ProtocolError(CfsError):
+    """A peer broke the peer protocol (bad frame, bad MAC, bad message, wrong state).
+
+    The connection is dropped: nothing of the offending frame, and nothing after it, is
+    used. Not transient: reconnecting to a peer that does this again fails again.
+    """
+
+
+class AuthFailed(ProtocolError):
+    """The peer could not prove it knows the cluster secret, or is not who it should be."""

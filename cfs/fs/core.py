@@ -27,7 +27,7 @@ import stat
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
     Corrupted, CrossDevice, Exists, FsError, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
-    NotEmpty, NotFound, NotPermitted, TooManyLinks, VolumeBusy, VolumeNotFound,
+    NotEmpty, NotFound, NotPermitted, RemoteChunk, TooManyLinks, VolumeBusy, VolumeNotFound,
 )
 from cfs.fs import data, dirs, inodes, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
@@ -156,6 +156,8 @@ class Filesystem:
 
     def _report(self, ino: InodeId, exc: Exception) -> None:
         """One log line naming the damaged chunk and the file it belongs to."""
+        if isinstance(exc, RemoteChunk):
+            return  # not damage: the caller fetches the chunk from a replica and retries
         log.error("I/O error: %s, in %s", exc, self.where(ino))
 
     def where(self, ino: InodeId) -> str:

@@ -3,11 +3,11 @@
 ``Store`` owns the LMDB environment and its write batch; ``Op`` is one filesystem
 operation's unit of work inside it; ``chunks`` keeps content-addressed chunks with
 reference counts; ``catalog`` keeps the volume records; ``changelog`` the per-volume
-change logs.
+change logs; ``replica`` replays change logs received from peers.
 """
 
 from cfs.store.store import Op, Store, StoreConfig
 from cfs.store.tables import Table
-from cfs.store import catalog, changelog, chunks  # noqa: E402  (they import Op from above)
+from cfs.store import catalog, changelog, chunks, replica  # noqa: E402  (they import Op from above)
 
-__all__ = ["Op", "Store", "StoreConfig", "Table", "catalog", "changelog", "chunks"]
+__all__ = ["Op", "Store", "StoreConfig", "Table", "catalog", "changelog", "chunks", "replica"]

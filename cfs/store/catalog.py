@@ -26,7 +26,13 @@ def check_block_size(block_size: int) -> int:
     return block_size
 
 
-def create(op: Op, name: str, block_size: int, options: dict[str, str]) -> VolumeRecord:
+def create(op: Op, name: str, block_size: int, options: dict[str, str], *,
+           volume_id: VolumeId | None = None, created_ns: int | None = None) -> VolumeRecord:
+    """Add a volume to the node's catalog in a new slot.
+
+    ``volume_id`` and ``created_ns`` are given when the volume already exists elsewhere
+    in the cluster and this node becomes a replica of it or mounts it.
+    """
     validate_volume_name(name)
     check_block_size(block_size)
     if op.get(Table.VOLUMES, name.encode()) is not None:
@@ -35,8 +41,12 @@ def create(op: Op, name: str, block_size: int, options: dict[str, str]) -> Volum
     if slot > MAX_SLOT:
         raise VolumeExists("this node has used up its volume slots")
     op.put(Table.META, b"next_slot", pack_u64(slot + 1))
-    record = VolumeRecord(name, VolumeId(os.urandom(16)), slot, block_size, time.time_ns(), dict(options))
+    if volume_id is not None and by_id(op, volume_id) is not None:
+        raise VolumeExists(f"volume id {volume_id.hex()} is already on this node")
+    record = VolumeRecord(name, volume_id or VolumeId(os.urandom(16)), slot, block_size,
+                          time.time_ns() if created_ns is None else created_ns, dict(options))
     op.put(Table.VOLUMES, name.encode(), record.encode())
+    op.put(Table.VOLIDS, record.volume_id, name.encode())
     op.put(Table.VOLSLOTS, pack_u64(slot), name.encode())
     op.put(Table.VOLSTATE, pack_u64(slot), VolumeState().encode())
     return record
@@ -54,6 +64,15 @@ def by_slot(op: Op, slot: Slot) -> VolumeRecord | None:
     if name is None:
         return None
     return get(op, bytes(name).decode())
+
+
+def by_id(op: Op, volume_id: VolumeId) -> VolumeRecord | None:
+    """The volume with cluster identity ``volume_id``, None if this node has none."""
+    name = op.get(Table.VOLIDS, volume_id)
+    if name is not None:
+        return get(op, bytes(name).decode())
+    # Stores made before the index existed: look through the (small) catalog.
+    return next((r for r in all_volumes(op) if r.volume_id == volume_id), None)
 
 
 def all_volumes(op: Op) -> Iterator[VolumeRecord]:
@@ -79,6 +98,8 @@ def remove_record(op: Op, record: VolumeRecord) -> None:
     op.delete(Table.VOLUMES, record.name.encode())
     op.delete(Table.VOLSLOTS, pack_u64(record.slot))
     op.delete(Table.VOLSTATE, pack_u64(record.slot))
+    op.delete(Table.VOLIDS, record.volume_id)
+    op.delete(Table.VOLREPL, pack_u64(record.slot))
     delete_rows(op, Table.CHANGELOG, log_key(record.slot, 0), log_key(Slot(record.slot + 1), 0))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from cfs.codec import U64X2, Change, VolumeState
+from cfs.codec import U64X2, Change, ReplState, VolumeState
 from cfs.store.tables import Table
 from cfs.types import Slot
 
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 def log_key(slot: Slot, seq: int) -> bytes:
     return U64X2.pack(slot, seq)
+
+
+def split_key(key: bytes) -> tuple[Slot, int]:
+    slot, seq = U64X2.unpack(key)
+    return Slot(slot), seq
 
 
 def load_state(op: "Op", slot: Slot) -> VolumeState:
@@ -38,17 +43,29 @@ def append(op: "Op", slot: Slot, change: Change, retain: int) -> int:
     seq = state.next_seq
     op.put(Table.CHANGELOG, log_key(slot, seq), change.encode())
     state.next_seq = seq + 1
-    # A single node has no replica to wait for: everything appended is checkpointed.
-    # Replication moves the checkpoint to what every replica has acknowledged instead.
-    state.checkpoint_seq = seq
-    # Everything up to ``last`` may go. Deleting a range rather than the one record that
-    # just fell out keeps the bound when ``retain`` shrinks or the checkpoint jumps ahead.
-    last = min(seq - retain, state.checkpoint_seq)
+    if not _replicated(op, slot):
+        # A single copy has no replica to wait for: everything appended is checkpointed.
+        # Replicated volumes move the checkpoint when every replica has acknowledged
+        # (cfs.store.replica.acknowledge).
+        state.checkpoint_seq = seq
+    trim(op, slot, state, retain)
+    save_state(op, slot, state)
+    return seq
+
+
+def trim(op: "Op", slot: Slot, state: VolumeState, retain: int) -> None:
+    """Drop records that are both checkpointed and more than ``retain`` behind the head."""
+    # Deleting a range rather than the one record that just fell out keeps the bound
+    # when ``retain`` shrinks or the checkpoint jumps ahead.
+    last = min(state.next_seq - 1 - retain, state.checkpoint_seq)
     if last > 0:
         for key, _value in list(op.range(Table.CHANGELOG, log_key(slot, 0), log_key(slot, last + 1))):
             op.delete(Table.CHANGELOG, key)
-    save_state(op, slot, state)
-    return seq
+
+
+def _replicated(op: "Op", slot: Slot) -> bool:
+    raw = op.get(Table.VOLREPL, slot.to_bytes(8, "big"))
+    return raw is not None and ReplState.decode(raw).replicated
 
 
 def read(op: "Op", slot: Slot, after: int = 0) -> Iterator[tuple[int, Change]]:

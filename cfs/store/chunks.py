@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from cfs.codec import CHUNK_HEADER, CHUNK_V1, decode_chunkref, encode_chunkref
-from cfs.errors import CorruptChunk, CorruptRecord, MissingChunk
+from cfs.errors import CorruptChunk, CorruptRecord, MissingChunk, RemoteChunk
 from cfs.hashing import chunk_id
 from cfs.store.store import Op
 from cfs.store.tables import Table
@@ -35,6 +35,7 @@ def put(op: Op, data: bytes, cid: ChunkId | None = None) -> ChunkId:
     if raw is None:
         op.put(Table.CHUNKS, cid, CHUNK_HEADER + data)
         op.put(Table.CHUNKREFS, cid, encode_chunkref(1, len(data)))
+        op.delete(Table.STAGED, cid)
     else:
         refcount, length = decode_chunkref(raw)
         op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount + 1, length))
@@ -45,6 +46,9 @@ def put(op: Op, data: bytes, cid: ChunkId | None = None) -> ChunkId:
 def _heal_if_damaged(op: Op, cid: ChunkId, good: bytes) -> None:
     """A dedup hit must not tie new data to a damaged copy: check it, and rewrite it from ``good``."""
     stored = op.get(Table.CHUNKS, cid)
+    if stored is None and op.delete(Table.REMOTE, cid):
+        op.put(Table.CHUNKS, cid, CHUNK_HEADER + good)  # was on replicas only; now here too
+        return
     try:
         if stored is None:
             raise MissingChunk(cid.hex())
@@ -76,6 +80,7 @@ def decref(op: Op, cid: ChunkId) -> None:
     if refcount <= 1:
         op.delete(Table.CHUNKREFS, cid)
         op.delete(Table.CHUNKS, cid)
+        op.delete(Table.REMOTE, cid)
     else:
         op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount - 1, length))
 
@@ -84,6 +89,8 @@ def get(op: Op, cid: ChunkId, where: str = "") -> bytes:
     """The verified bytes of a chunk. ``where`` names the file for the error message."""
     raw = op.get(Table.CHUNKS, cid)
     if raw is None:
+        if op.get(Table.REMOTE, cid) is not None:
+            raise RemoteChunk(cid, where)
         raise MissingChunk(f"chunk {cid.hex()} is missing{where}")
     return verify(cid, raw, where)
 
@@ -95,3 +102,64 @@ def verify(cid: ChunkId | bytes, raw: bytes, where: str = "") -> bytes:
     if chunk_id(data) != cid:
         raise CorruptChunk(bytes(cid).hex(), where)
     return data
+
+
+# --- replication: chunks that arrive before, or live apart from, their references ----
+#
+# A replica replays a writer's block-map rows (``reference``) without needing the bytes:
+# a chunk it does not hold is counted as usual and marked REMOTE, and a read of it
+# fetches the bytes from a replica (``fill``). Chunks pushed by the writer ahead of the
+# records that will name them are STAGED: stored with no reference yet, and swept away
+# if no record names them within a grace period (their writer died before shipping it).
+
+
+def reference(op: Op, cid: ChunkId, length: int) -> None:
+    """Add a reference from a replayed block row, whether or not the bytes are here."""
+    raw = op.get(Table.CHUNKREFS, cid)
+    if raw is not None:
+        refcount, known = decode_chunkref(raw)
+        op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount + 1, known))
+        return
+    op.put(Table.CHUNKREFS, cid, encode_chunkref(1, length))
+    if not op.delete(Table.STAGED, cid):
+        if op.get(Table.CHUNKS, cid) is None:
+            op.put(Table.REMOTE, cid, b"")
+
+
+def stage(op: Op, cid: ChunkId, data: bytes, now_ns: int) -> bool:
+    """Keep a chunk a peer pushed (already verified against ``cid``); False if it was here."""
+    if op.get(Table.CHUNKREFS, cid) is not None:
+        if op.get(Table.REMOTE, cid) is not None:
+            fill(op, cid, data)
+            return True
+        return False
+    if op.get(Table.CHUNKS, cid) is not None:
+        return False
+    op.put(Table.CHUNKS, cid, CHUNK_HEADER + data)
+    op.put(Table.STAGED, cid, now_ns.to_bytes(8, "big"))
+    return True
+
+
+def fill(op: Op, cid: ChunkId, data: bytes) -> None:
+    """Store the verified bytes of a chunk that was referenced but held only by replicas."""
+    op.put(Table.CHUNKS, cid, CHUNK_HEADER + data)
+    op.delete(Table.REMOTE, cid)
+
+
+def is_remote(op: Op, cid: ChunkId) -> bool:
+    return op.get(Table.REMOTE, cid) is not None
+
+
+def has_bytes(op: Op, cid: ChunkId) -> bool:
+    """Whether this node holds the chunk's bytes (referenced or staged)."""
+    return op.get(Table.CHUNKS, cid) is not None
+
+
+def sweep_staged(op: Op, older_than_ns: int) -> int:
+    """Drop staged chunks no record named before ``older_than_ns``; how many went."""
+    doomed = [bytes(k) for k, v in op.cursor(Table.STAGED) if int.from_bytes(v, "big") < older_than_ns]
+    for cid in doomed:
+        op.delete(Table.STAGED, cid)
+        if op.get(Table.CHUNKREFS, cid) is None:
+            op.delete(Table.CHUNKS, cid)
+    return len(doomed)

@@ -29,6 +29,10 @@ class Table(enum.IntEnum):
     CHANGELOG = 27  # slot + sequence number -> Change
     MOUNTS = 28     # mount point (bytes) -> volume name: what this node should have mounted
     PLUGIN_HOLDS = 29  # volume name -> the Docker mount IDs holding it (the plugin's reference counts)
+    VOLIDS = 30     # volume id (16 bytes) -> volume name: find a peer's volume by its cluster identity
+    VOLREPL = 31    # slot -> ReplState: fencing epoch, whether replicas hold the checkpoint back
+    REMOTE = 32     # chunk id -> b"": referenced here but its bytes live on replicas (fetch on read)
+    STAGED = 33     # chunk id -> time_ns: pushed by a peer ahead of the log record that references it
 
     @property
     def per_volume(self) -> bool:

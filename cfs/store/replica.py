@@ -1,0 +1,172 @@
+"""A volume's replication state on this node, and replay of another node's change log.
+
+The node holding a volume's lease (the *writer*) appends a record per operation to the
+volume's change log (cfs.store.changelog). Replica nodes replay those records in
+sequence order: each row is written under the replica's own slot for the volume, block
+rows move chunk reference counts exactly as the writer's operation did, and the record
+is appended to the replica's log under the same sequence number. The replica's log is
+therefore a copy of the writer's, so any replica can become the writer, or bring
+another node up to date, after a move.
+
+Fencing: every record carries the writer's lease epoch. A node remembers the highest
+epoch it has seen per volume and refuses records with a lower one, so a writer that
+lost its lease (frozen, partitioned, or replaced with ``--takeover``) cannot change a
+replica any more.
+
+Checkpoint: on a replicated volume the writer's checkpoint is the lowest sequence every
+replica acknowledged (``acknowledge``); records after it are kept however many there are,
+so a replica that falls behind can catch up from the log.
+"""
+
+from __future__ import annotations
+
+from cfs.codec import (
+    ROW_DELETE, ROW_PUT, Change, Inode, ReplState, VolumeRecord, decode_block, decode_dirent, pack_u64,
+)
+from cfs.errors import CorruptRecord, LogGap, LogTrimmed, StaleEpoch
+from cfs.store import changelog, chunks
+from cfs.store.store import Op
+from cfs.store.tables import Table
+from cfs.types import LOCAL_MASK, Slot, make_ino, LocalIno
+
+
+def state(op: Op, slot: Slot) -> ReplState:
+    raw = op.get(Table.VOLREPL, pack_u64(slot))
+    return ReplState.decode(raw) if raw is not None else ReplState()
+
+
+def save(op: Op, slot: Slot, repl: ReplState) -> None:
+    op.put(Table.VOLREPL, pack_u64(slot), repl.encode())
+
+
+def admit_epoch(op: Op, record: VolumeRecord, epoch: int) -> None:
+    """Refuse ``epoch`` if a newer one was seen for the volume; remember it if it is the newest."""
+    repl = state(op, record.slot)
+    if epoch < repl.epoch:
+        raise StaleEpoch(
+            f"volume {record.name!r}: epoch {epoch} is stale, this node has seen epoch {repl.epoch}",
+            repl.epoch)
+    if epoch > repl.epoch:
+        repl.epoch = epoch
+        save(op, record.slot, repl)
+
+
+def set_replicated(op: Op, slot: Slot, replicated: bool) -> None:
+    repl = state(op, slot)
+    if repl.replicated != replicated:
+        repl.replicated = replicated
+        save(op, slot, repl)
+
+
+def applied_seq(op: Op, slot: Slot) -> int:
+    """The sequence number of the last record this node holds for the volume (0: none)."""
+    return changelog.load_state(op, slot).next_seq - 1
+
+
+def apply(op: Op, record: VolumeRecord, epoch: int, seq: int, raw_change: bytes, retain: int) -> bool:
+    """Replay record ``seq``; False if it was applied before (a resend), True if now.
+
+    Raises StaleEpoch (fenced writer), LogGap (a record is missing before this one) or
+    CorruptRecord (the record does not decode or names rows outside the volume); the
+    caller's operation is then rolled back whole.
+    """
+    admit_epoch(op, record, epoch)
+    vstate = changelog.load_state(op, record.slot)
+    if seq < vstate.next_seq:
+        return False
+    if seq > vstate.next_seq:
+        raise LogGap(f"volume {record.name!r}: got record {seq}, expected {vstate.next_seq}", vstate.next_seq)
+    change = Change.decode(raw_change)
+    for table, kind, key, value in change.rows:
+        local = _apply_row(op, record.slot, table, kind, key, value)
+        if table == Table.INODES and kind == ROW_PUT:
+            vstate.next_local = max(vstate.next_local, local + 1)
+    op.put(Table.CHANGELOG, changelog.log_key(record.slot, seq), raw_change)
+    vstate.next_seq = seq + 1
+    # Everything a replica holds is checkpointed for it: it only keeps ``retain`` records
+    # so that it can bring another node up to date after a move.
+    vstate.checkpoint_seq = seq
+    changelog.trim(op, record.slot, vstate, retain)
+    changelog.save_state(op, record.slot, vstate)
+    return True
+
+
+def _apply_row(op: Op, slot: Slot, table_id: int, kind: int, key: bytes, value: bytes) -> int:
+    """Write one replayed row under this node's slot; returns its volume-local inode."""
+    try:
+        table = Table(table_id)
+    except ValueError:
+        raise CorruptRecord(f"change record names unknown table {table_id}") from None
+    if not table.per_volume or len(key) < 8 or kind not in (ROW_PUT, ROW_DELETE):
+        raise CorruptRecord(f"change record row for {table.name} is malformed")
+    local = int.from_bytes(key[:8], "big")
+    if local == 0 or local > LOCAL_MASK:
+        raise CorruptRecord(f"change record row names inode {local}, outside any volume")
+    node_key = pack_u64(make_ino(slot, LocalIno(local))) + key[8:]
+    if kind == ROW_PUT:
+        _validate(table, value)
+    if table is Table.BLOCKS:
+        _move_chunk_refs(op, node_key, value if kind == ROW_PUT else None)
+    if kind == ROW_PUT:
+        op.put(table, node_key, value, logged=False)
+    else:
+        op.delete(table, node_key, logged=False)
+    return local
+
+
+def _validate(table: Table, value: bytes) -> None:
+    if table is Table.INODES:
+        Inode.decode(value)
+    elif table is Table.DIRENTS:
+        decode_dirent(value)
+    elif table is Table.BLOCKS:
+        decode_block(value)
+
+
+def _move_chunk_refs(op: Op, node_key: bytes, new_value: bytes | None) -> None:
+    """Block row replaced: the new chunk gains a reference before the old one loses it."""
+    old = op.get(Table.BLOCKS, node_key)
+    if new_value is not None:
+        cid, length = decode_block(new_value)
+        chunks.reference(op, cid, length)
+    if old is not None:
+        chunks.decref(op, decode_block(old)[0])
+
+
+# --- the writer's side --------------------------------------------------------------
+
+def acknowledge(op: Op, slot: Slot, seq: int, retain: int) -> None:
+    """Every replica holds the records up to ``seq``: move the checkpoint and trim."""
+    vstate = changelog.load_state(op, slot)
+    seq = min(seq, vstate.next_seq - 1)
+    if seq <= vstate.checkpoint_seq:
+        return
+    vstate.checkpoint_seq = seq
+    changelog.trim(op, slot, vstate, retain)
+    changelog.save_state(op, slot, vstate)
+
+
+def records_after(op: Op, slot: Slot, after: int, max_bytes: int) -> list[tuple[int, bytes]]:
+    """Encoded records after sequence ``after``, in order, up to about ``max_bytes``.
+
+    At least one record is returned when there is one, however large. Raises LogTrimmed
+    when the next record needed is no longer in the log.
+    """
+    out: list[tuple[int, bytes]] = []
+    size = 0
+    cursor = op.cursor(Table.CHANGELOG)
+    if not cursor.set_range(changelog.log_key(slot, after + 1)):
+        return out
+    for key, value in cursor:
+        key_slot, seq = changelog.split_key(key)
+        if key_slot != slot:
+            break
+        if not out and seq != after + 1:
+            raise LogTrimmed(f"records after {after} were trimmed (the log starts at {seq})")
+        if out and size + len(value) > max_bytes:
+            break
+        out.append((seq, bytes(value)))
+        size += len(value)
+    if not out and after + 1 < changelog.load_state(op, slot).next_seq:
+        raise LogTrimmed(f"records after {after} were trimmed")
+    return out
