@@ -27,6 +27,9 @@ VolumeId = NewType("VolumeId", bytes)
 
 FileHandle = NewType("FileHandle", int)
 
+NodeId = NewType("NodeId", bytes)
+"""Cluster-wide identity of a node (16 random bytes, the store's ``node_id``)."""
+
 LOCAL_BITS = 40
 LOCAL_MASK = (1 << LOCAL_BITS) - 1
 MAX_SLOT = (1 << (64 - LOCAL_BITS)) - 1
