@@ -16,7 +16,7 @@ from typing import Mapping
 
 from cfs.codec import Inode, decode_block, encode_block, ino_u64_key, pack_u64
 from cfs.hashing import chunk_id
-from cfs.store import Op, Table, chunks
+from cfs.store import Op, Table, View, chunks
 from cfs.types import ChunkId, InodeId
 
 MAX_FILE_SIZE = (1 << 63) - 1
@@ -26,59 +26,105 @@ def _units(length: int) -> int:
     return (length + 511) // 512
 
 
-def _block(op: Op, ino: InodeId, n: int) -> tuple[ChunkId, int] | None:
-    raw = op.get(Table.BLOCKS, ino_u64_key(ino, n))
+def _block(view: View, ino: InodeId, n: int) -> tuple[ChunkId, int] | None:
+    raw = view.get(Table.BLOCKS, ino_u64_key(ino, n))
     return decode_block(raw) if raw is not None else None
 
 
-def read(op: Op, ino: InodeId, inode: Inode, offset: int, size: int, block_size: int,
+def read(view: View, ino: InodeId, inode: Inode, offset: int, size: int, block_size: int,
          dirty: Mapping[int, bytearray] | None = None) -> bytes:
     """Up to ``size`` bytes at ``offset``, zeros for holes; short at end of file.
 
     ``dirty`` holds blocks newer than the store (the write-back cache): they are read
-    from there, and their stored chunks are not touched.
+    from there, and their stored chunks are not touched. The reply is joined once from
+    views of the blocks' bytes; a read of exactly one whole chunk returns the chunk's
+    (immutable, cached) bytes object itself.
     """
     end = min(offset + size, inode.size)
     if offset >= end:
         return b""
-    out = bytearray(end - offset)
     first, last = offset // block_size, (end - 1) // block_size
+    found: dict[int, bytes | bytearray] = {}
     dirty = dirty or {}
-    rows = op.range(Table.BLOCKS, ino_u64_key(ino, first), ino_u64_key(ino, last + 1))
-    for key, value in rows:
+    for key, value in view.range(Table.BLOCKS, ino_u64_key(ino, first), ino_u64_key(ino, last + 1)):
         n = int.from_bytes(key[8:16], "big")
         if n not in dirty:
-            chunk, _length = decode_block(value)
-            _copy(out, offset, end, n * block_size, chunks.get(op, chunk, f" at block {n}"))
-    if dirty:
+            found[n] = chunks.get(view, decode_block(value)[0], f" at block {n}")
+    if last - first < len(dirty):
         for n in range(first, last + 1):
             block = dirty.get(n)
             if block is not None:
-                _copy(out, offset, end, n * block_size, block)
-    return bytes(out)
+                found[n] = block
+    else:
+        for n, block in dirty.items():
+            if first <= n <= last:
+                found[n] = block
+    pieces: list[bytes | bytearray | memoryview] = []
+    pos = offset  # the file offset the next piece starts at
+    for n in sorted(found):
+        data = found[n]
+        start = n * block_size
+        if start > pos:
+            pieces.append(bytes(start - pos))  # a hole, or the trimmed tail of the block before
+            pos = start
+        hi = min(end, start + len(data))
+        if hi > pos:
+            whole = pos == start and hi == start + len(data)
+            pieces.append(data if whole else memoryview(data)[pos - start:hi - start])
+            pos = hi
+    if end > pos:
+        pieces.append(bytes(end - pos))
+    return b"".join(pieces)
 
 
-def _copy(out: bytearray, offset: int, end: int, block_start: int, data: bytes | bytearray) -> None:
-    """Copy the part of a block (starting at file offset ``block_start``) that falls in [offset, end)."""
-    lo = max(offset, block_start)
-    hi = min(end, block_start + len(data))
-    if hi > lo:
-        out[lo - offset:hi - offset] = data[lo - block_start:hi - block_start]
-
-
-def load_block(op: Op, ino: InodeId, n: int, block_size: int) -> bytearray:
+def load_block(view: View, ino: InodeId, n: int, block_size: int) -> bytearray:
     """The current content of block n, whole (zeros past the stored bytes)."""
-    current = _block(op, ino, n)
+    current = _block(view, ino, n)
     buf = bytearray(block_size)
     if current is not None:
-        data = chunks.get(op, current[0], f" at block {n}")
+        data = chunks.get(view, current[0], f" at block {n}")
         buf[:len(data)] = data
     return buf
 
 
+_ZEROS = memoryview(bytes(1 << 20))
+"""Compared against, never changed: as long as the largest block."""
+
+
+def trim_zeros(content: bytes | bytearray) -> bytes:
+    """``content`` without its trailing zeros, as bytes (one copy at most).
+
+    ``bytes.rstrip(b"\\0")`` tests one byte at a time: ~270 us for the 64 KiB block of a
+    1 KiB file. Here runs of zeros are compared in place (``startswith`` at an offset,
+    memcmp): doubling runs back from the end, then halving the run that holds the last
+    non-zero byte; ~15 us for the same block, ~3 us for a full one.
+    """
+    n = len(content)
+    if not n or content[-1]:
+        return content if isinstance(content, bytes) else bytes(content)
+    zeros = 1  # content ends with this many zeros
+    step = 64
+    while True:  # are the ``step`` bytes before them zeros as well?
+        step = min(step, n - zeros)
+        if not step:
+            return b""
+        if not content.startswith(_ZEROS[:step], n - zeros - step):
+            break
+        zeros += step
+        step *= 2
+    while step > 1:  # the last non-zero byte is among those ``step`` bytes: halve
+        half = step // 2
+        if content.startswith(_ZEROS[:half], n - zeros - half):
+            zeros += half
+            step -= half
+        else:
+            step = half
+    return bytes(memoryview(content)[:n - zeros])
+
+
 def store_block(op: Op, ino: InodeId, inode: Inode, n: int, content: bytes | bytearray) -> None:
     """Make block n hold ``content`` (a hole when it is all zeros), releasing the old chunk."""
-    trimmed = bytes(content).rstrip(b"\0")
+    trimmed = trim_zeros(content)
     old = _block(op, ino, n)
     cid = chunk_id(trimmed) if trimmed else None
     if old is not None and old[0] == cid:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Iterator
 
 from cfs.codec import Inode, decode_dirent, encode_dirent, ino_name_key, ino_u64_key, pack_u64
-from cfs.store import Op, Table
+from cfs.store import Op, Table, View
 from cfs.types import InodeId, LocalIno, local_of, make_ino, slot_of
 
 
-def lookup(op: Op, parent: InodeId, name: bytes) -> InodeId | None:
-    raw = op.get(Table.DIRENTS, ino_name_key(parent, name))
+def lookup(view: View, parent: InodeId, name: bytes) -> InodeId | None:
+    raw = view.get(Table.DIRENTS, ino_name_key(parent, name))
     if raw is None:
         return None
     child, _cookie = decode_dirent(raw)
@@ -47,24 +47,24 @@ def replace_child(op: Op, parent: InodeId, name: bytes, child: InodeId) -> None:
     op.put(Table.DIRENTS, ino_name_key(parent, name), encode_dirent(local_of(child), cookie))
 
 
-def is_empty(op: Op, directory: InodeId) -> bool:
-    for _ in op.range(Table.DIRENTS, pack_u64(directory), pack_u64(directory + 1)):
+def is_empty(view: View, directory: InodeId) -> bool:
+    for _ in view.range(Table.DIRENTS, pack_u64(directory), pack_u64(directory + 1)):
         return False
     return True
 
 
-def entries(op: Op, directory: InodeId, after_cookie: int = 0) -> Iterator[tuple[bytes, InodeId, int]]:
+def entries(view: View, directory: InodeId, after_cookie: int = 0) -> Iterator[tuple[bytes, InodeId, int]]:
     """(name, child, cookie) of the entries with a cookie above ``after_cookie``, in order."""
-    rows = op.range(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1), pack_u64(directory + 1))
+    rows = view.range(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1), pack_u64(directory + 1))
     for key, name in rows:
         cookie = int.from_bytes(key[8:16], "big")
-        child = lookup(op, directory, bytes(name))
+        child = lookup(view, directory, bytes(name))
         if child is not None:
             yield bytes(name), child, cookie
 
 
-def all_entries(op: Op, directory: InodeId) -> Iterator[tuple[bytes, LocalIno]]:
+def all_entries(view: View, directory: InodeId) -> Iterator[tuple[bytes, LocalIno]]:
     """Every (name, local child) of a directory straight from DIRENTS, for fsck."""
-    for key, value in op.range(Table.DIRENTS, pack_u64(directory), pack_u64(directory + 1)):
+    for key, value in view.range(Table.DIRENTS, pack_u64(directory), pack_u64(directory + 1)):
         child, _cookie = decode_dirent(value)
         yield bytes(key[8:]), child

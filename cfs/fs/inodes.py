@@ -6,20 +6,20 @@ import stat
 
 from cfs.codec import Inode, decode_block, ino_key, ino_u64_key, pack_u64
 from cfs.errors import NotFound
-from cfs.store import Op, Table, chunks
+from cfs.store import Op, Table, View, chunks
 from cfs.store.changelog import load_state, save_state
 from cfs.types import InodeId, LocalIno, make_ino, slot_of
 
 
-def load(op: Op, ino: InodeId) -> Inode:
-    raw = op.get(Table.INODES, ino_key(ino))
+def load(view: View, ino: InodeId) -> Inode:
+    raw = view.get(Table.INODES, ino_key(ino))
     if raw is None:
         raise NotFound(f"inode {ino} does not exist")
     return Inode.decode(raw)
 
 
-def exists(op: Op, ino: InodeId) -> bool:
-    return op.get(Table.INODES, ino_key(ino)) is not None
+def exists(view: View, ino: InodeId) -> bool:
+    return view.get(Table.INODES, ino_key(ino)) is not None
 
 
 def save(op: Op, ino: InodeId, inode: Inode) -> None:
@@ -36,8 +36,8 @@ def allocate(op: Op, parent: InodeId) -> InodeId:
     return make_ino(slot, local)
 
 
-def is_orphan(op: Op, ino: InodeId) -> bool:
-    return op.get(Table.ORPHANS, ino_key(ino)) is not None
+def is_orphan(view: View, ino: InodeId) -> bool:
+    return view.get(Table.ORPHANS, ino_key(ino)) is not None
 
 
 def mark_orphan(op: Op, ino: InodeId) -> None:

@@ -15,7 +15,7 @@ import os
 
 from cfs.codec import ino_key, ino_name_key, pack_u64
 from cfs.errors import Exists, FsError, InvalidArgument, NameTooLong, NoAttribute, NotSupported
-from cfs.store import Op, Table
+from cfs.store import Op, Table, View
 from cfs.types import InodeId
 
 XATTR_NAME_MAX = 255
@@ -35,9 +35,9 @@ def _check_name(name: bytes) -> None:
         raise InvalidArgument(f"attribute name {name!r} is a namespace alone")
 
 
-def get(op: Op, ino: InodeId, name: bytes) -> bytes:
+def get(view: View, ino: InodeId, name: bytes) -> bytes:
     _check_name(name)
-    value = op.get(Table.XATTRS, ino_name_key(ino, name))
+    value = view.get(Table.XATTRS, ino_name_key(ino, name))
     if value is None:
         raise NoAttribute(f"no attribute {name!r}")
     return bytes(value)
@@ -62,5 +62,5 @@ def remove(op: Op, ino: InodeId, name: bytes) -> None:
         raise NoAttribute(f"no attribute {name!r}")
 
 
-def names(op: Op, ino: InodeId) -> list[bytes]:
-    return [bytes(key[8:]) for key, _ in op.range(Table.XATTRS, ino_key(ino), pack_u64(ino + 1))]
+def names(view: View, ino: InodeId) -> list[bytes]:
+    return [bytes(key[8:]) for key, _ in view.range(Table.XATTRS, ino_key(ino), pack_u64(ino + 1))]
