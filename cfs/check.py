@@ -5,7 +5,9 @@ directory entries name existing inodes and agree with the readdir-order table; l
 counts (files: their names; directories: 2 + subdirectories); inodes reachable from the
 root, unless they are open unlinked files (``ORPHANS``); ``stored_units`` against the
 block map; no block at or beyond the end of a file, and no stored bytes past it in the
-last block; every referenced chunk stored and hashing to its key. Per node: reference
+last block; every referenced chunk stored and hashing to its key; the volume's counters
+(next inode, change-log position, and bytes in use, which size limits are held to, as
+the sum of its inodes' st_blocks * 512). Per node: reference
 counts recomputed from the block maps of *all* volumes (chunks are shared), chunks that
 nothing references, count rows without data, rows of slots that hold no volume.
 
@@ -47,7 +49,7 @@ from cfs.codec import (
 from cfs.errors import Corrupted, CorruptRecord, VolumeNotFound
 from cfs.fs import data as filedata
 from cfs.fs import dirs, inodes
-from cfs.store import Op, Store, Table, catalog, chunks
+from cfs.store import Op, Store, Table, catalog, changelog, chunks
 from cfs.store.changelog import log_key
 from cfs.store.store import key_range
 from cfs.types import (
@@ -878,8 +880,11 @@ class _VolumeCheck:
                          "would destroy it", local, fix=partial(_drop_orphan, self.ino(local)))
 
     def _check_state(self) -> None:
-        """The volume's counters must lie above what is used, or new rows overwrite old ones."""
+        """The volume's counters must lie above what is used, or new rows overwrite old
+        ones; its bytes in use, which size limits are held to, must be the sum of its
+        inodes' st_blocks * 512 (a version 1 record has none: it is counted when used)."""
         top_ino = max(self.inodes, default=1)
+        used = 512 * sum(info.units for info in self.inodes.values())
         last_seq = 0
         for key in self.view.keys(Table.CHANGELOG, log_key(self.slot, 0), log_key(Slot(self.slot + 1), 0)):
             last_seq = int.from_bytes(key[8:16], "big")
@@ -888,11 +893,13 @@ class _VolumeCheck:
             state = None if raw is None else VolumeState.decode(raw)
         except CorruptRecord:
             state = None
-        if state is None or state.next_local <= top_ino or state.next_seq <= last_seq:
+        if (state is None or state.next_local <= top_ino or state.next_seq <= last_seq
+                or state.used_bytes not in (None, used)):
             have = "missing or damaged" if state is None else \
-                f"next inode {state.next_local}, next change {state.next_seq}"
+                f"next inode {state.next_local}, next change {state.next_seq}, {state.used_bytes} bytes in use"
             self.add("volume-state", f"volume counters are {have}; in use: inode {top_ino}, "
-                     f"change {last_seq}", fix=partial(_rebuild_state, self.slot, top_ino + 1, last_seq + 1))
+                     f"change {last_seq}, {used} bytes",
+                     fix=partial(_rebuild_state, self.slot, top_ino + 1, last_seq + 1))
 
 
 class _FileBlocks:
@@ -1125,7 +1132,9 @@ def _drop_orphan(ino: InodeId, op: Op) -> bool:
 
 
 def _rebuild_state(slot: Slot, next_local: int, next_seq: int, op: Op) -> bool:
-    """Counters from what is in use; never lowered, so nothing handed out is handed out again."""
+    """Counters from what is in use; never lowered, so nothing handed out is handed out again.
+    Bytes in use are counted again, as they stand before the repair's own inode changes
+    (which the op adds when it finishes)."""
     raw = op.get(Table.VOLSTATE, pack_u64(slot))
     try:
         state = VolumeState() if raw is None else VolumeState.decode(raw)
@@ -1134,6 +1143,7 @@ def _rebuild_state(slot: Slot, next_local: int, next_seq: int, op: Op) -> bool:
     state.next_local = max(state.next_local, next_local)
     state.next_seq = max(state.next_seq, next_seq)
     state.checkpoint_seq = min(state.checkpoint_seq, state.next_seq - 1)
+    state.used_bytes = changelog.count_used(op, slot) - op.usage_change(slot)
     op.put(Table.VOLSTATE, pack_u64(slot), state.encode())
     return True
 

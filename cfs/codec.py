@@ -71,6 +71,29 @@ class Inode:
         return cls(mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, units, cookie)
 
 
+_UNITS_AT = _INODE.size - 16
+"""Offset of ``stored_units`` in an inode record (the next readdir cookie follows it)."""
+
+
+def stored_bytes(raw: bytes | None) -> int:
+    """The bytes an ``inodes`` value counts toward its volume's usage: st_blocks * 512.
+
+    ``None`` (no record) counts nothing, and so does a damaged record (fsck counts it
+    so too), so that writing a good record over a damaged one counts it from zero.
+    """
+    if raw is None or len(raw) != _INODE.size or raw[0] != INODE_V1:
+        return 0
+    return U64.unpack_from(raw, _UNITS_AT)[0] * 512
+
+
+def usage_delta(old: bytes | None, new: bytes | None) -> int:
+    """How much a volume's bytes in use change when an ``inodes`` row goes from ``old`` to
+    ``new`` (``None``: no row). Summed over every inode row change of a volume, in any
+    order, it keeps ``VolumeState.used_bytes`` right: this is how a replica replaying
+    change-log rows maintains the counter (``Op`` does it for every logged row)."""
+    return stored_bytes(new) - stored_bytes(old)
+
+
 # --- keys -------------------------------------------------------------------------
 
 def ino_key(ino: InodeId) -> bytes:
@@ -189,26 +212,41 @@ class VolumeRecord:
         return cls(name, VolumeId(vid), Slot(slot), block_size, created, dict(options))
 
 
-_VOLSTATE = struct.Struct(">BQQQ")
+_VOLSTATE_V1 = struct.Struct(">BQQQ")
+_VOLSTATE_V2 = struct.Struct(">BQQQQ")
 
 
 @dataclass(slots=True)
 class VolumeState:
-    """Counters of a volume that change with its content: next inode, change-log positions."""
+    """Counters of a volume that change with its content: next inode, change-log
+    positions, and the bytes in use.
+
+    ``used_bytes`` is the sum of ``stored_units * 512`` over the volume's inodes, kept in
+    step with every logged ``inodes`` row (see ``usage_delta``); it is what a size limit
+    is held against. Version 1 records have no such field: they decode with
+    ``used_bytes`` None, "count again" (``changelog.load_state`` does), and are
+    written back as version 2.
+    """
 
     next_local: int = 2
     next_seq: int = 1
     checkpoint_seq: int = 0
+    used_bytes: int | None = 0
 
     def encode(self) -> bytes:
-        return _VOLSTATE.pack(1, self.next_local, self.next_seq, self.checkpoint_seq)
+        if self.used_bytes is None:
+            raise ValueError("volume state: count used_bytes before storing the state")
+        return _VOLSTATE_V2.pack(2, self.next_local, self.next_seq, self.checkpoint_seq, self.used_bytes)
 
     @classmethod
     def decode(cls, raw: bytes) -> "VolumeState":
-        if len(raw) != _VOLSTATE.size or raw[0] != 1:
-            raise CorruptRecord("volume state: bad length or version")
-        _v, next_local, next_seq, checkpoint = _VOLSTATE.unpack(raw)
-        return cls(next_local, next_seq, checkpoint)
+        if len(raw) == _VOLSTATE_V2.size and raw[0] == 2:
+            _v, next_local, next_seq, checkpoint, used = _VOLSTATE_V2.unpack(raw)
+            return cls(next_local, next_seq, checkpoint, used)
+        if len(raw) == _VOLSTATE_V1.size and raw[0] == 1:
+            _v, next_local, next_seq, checkpoint = _VOLSTATE_V1.unpack(raw)
+            return cls(next_local, next_seq, checkpoint, None)
+        raise CorruptRecord("volume state: bad length or version")
 
 
 # --- change log ---------------------------------------------------------------------

@@ -122,6 +122,10 @@ class CorruptChunk(Corrupted):
 class MissingChunk(Corrupted):
     """A block map names a chunk the store does not hold."""
 
+    def __init__(self, message: str, chunk_id: bytes | None = None) -> None:
+        super().__init__(message)
+        self.chunk_id = chunk_id
+
 
 class UserError(CfsError):
     """Bad input from a person or a script; the message is shown as is."""
@@ -173,8 +177,7 @@ class RemoteChunk(MissingChunk):
     """The chunk's bytes are on replicas, not here: fetch them, then retry the operation."""
 
     def __init__(self, chunk_id: bytes, where: str = "") -> None:
-        super().__init__(f"chunk {chunk_id.hex()} is held by replicas only{where}")
-        self.chunk_id = chunk_id
+        super().__init__(f"chunk {chunk_id.hex()} is held by replicas only{where}", chunk_id)
 
 
 # --- cluster coordination (cfs.coord) -------------------------------------------------

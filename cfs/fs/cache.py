@@ -10,12 +10,16 @@ Owner: ``Filesystem``. Invariants: a cached block holds the block's full current
 content (bytes past end of file are zero), and it is newer than whatever the store holds
 for that block. Nothing here touches the store; the core decides when to flush.
 
+The bytes held are counted per volume too (``volume_bytes``): storing a cached block can
+add at most its length to the volume's bytes in use, so that is what the core holds in
+reserve against a volume's size limit (cfs.fs.quota).
+
 Concurrency: used only from the trio thread, between awaits, like the rest of the core.
 """
 
 from __future__ import annotations
 
-from cfs.types import InodeId
+from cfs.types import InodeId, Slot, slot_of
 
 
 class DirtyBlocks:
@@ -23,6 +27,20 @@ class DirtyBlocks:
         self.limit_bytes = limit_bytes
         self.bytes = 0
         self._files: dict[InodeId, dict[int, bytearray]] = {}
+        self._volume_bytes: dict[Slot, int] = {}
+
+    def volume_bytes(self, slot: Slot) -> int:
+        """Bytes of cached blocks of the volume in ``slot``."""
+        return self._volume_bytes.get(slot, 0)
+
+    def _count(self, ino: InodeId, delta: int) -> None:
+        self.bytes += delta
+        slot = slot_of(ino)
+        left = self._volume_bytes.get(slot, 0) + delta
+        if left:
+            self._volume_bytes[slot] = left
+        else:
+            self._volume_bytes.pop(slot, None)
 
     def get(self, ino: InodeId, n: int) -> bytearray | None:
         blocks = self._files.get(ino)
@@ -31,10 +49,8 @@ class DirtyBlocks:
     def put(self, ino: InodeId, n: int, block: bytearray) -> None:
         blocks = self._files.setdefault(ino, {})
         old = blocks.get(n)
-        if old is not None:
-            self.bytes -= len(old)
         blocks[n] = block
-        self.bytes += len(block)
+        self._count(ino, len(block) - (0 if old is None else len(old)))
 
     def blocks(self, ino: InodeId) -> dict[int, bytearray]:
         """The file's dirty blocks by number (a live view: do not change it)."""
@@ -46,7 +62,8 @@ class DirtyBlocks:
     def take(self, ino: InodeId) -> dict[int, bytearray]:
         """Remove and return the file's dirty blocks (to store them, or to drop them)."""
         blocks = self._files.pop(ino, {})
-        self.bytes -= sum(len(b) for b in blocks.values())
+        if blocks:
+            self._count(ino, -sum(len(b) for b in blocks.values()))
         return blocks
 
     def give_back(self, ino: InodeId, blocks: dict[int, bytearray]) -> None:
@@ -62,7 +79,7 @@ class DirtyBlocks:
             return
         keep = (size + block_size - 1) // block_size
         for n in [n for n in blocks if n >= keep]:
-            self.bytes -= len(blocks.pop(n))
+            self._count(ino, -len(blocks.pop(n)))
         tail = size % block_size
         if tail and (size // block_size) in blocks:
             block = blocks[size // block_size]

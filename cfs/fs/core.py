@@ -16,27 +16,32 @@ inheritance.
 
 Concurrency: every public method runs to completion without awaiting (it is called on
 the trio thread), and each one that changes state runs in exactly one ``Store.op``: it
-is atomic on disk and between calls.
+is atomic on disk and between calls. Calls that only read (lookup, getattr, read,
+readdir, getxattr, ...) read the batch through ``Store.view()`` instead: no nested
+transaction, no change-log record. When such a call must write after all (an atime
+that relatime says is due), it opens one ``Store.op`` for that write alone, trusting
+what it read: nothing else runs on the thread in between.
 """
 
 from __future__ import annotations
 
 import logging
 import stat
+import time
 
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
     Corrupted, CrossDevice, Exists, FsError, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
-    NotEmpty, NotFound, NotPermitted, RemoteChunk, TooManyLinks, VolumeBusy, VolumeNotFound,
+    NoSpace, NotEmpty, NotFound, NotPermitted, RemoteChunk, TooManyLinks, VolumeBusy, VolumeNotFound,
 )
-from cfs.fs import data, dirs, inodes, xattrs
+from cfs.fs import data, dirs, inodes, quota, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
 from cfs.fs.cache import DirtyBlocks
 from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
-from cfs.store import Op, Store, Table, catalog, chunks
+from cfs.store import Op, Store, Table, View, catalog, changelog, chunks
 from cfs.types import (
-    NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, local_of, slot_of, volume_root,
+    NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, VolumeId, local_of, slot_of, volume_root,
 )
 
 log = logging.getLogger(__name__)
@@ -56,13 +61,10 @@ def _stored_time(ns: int) -> int:
     return min(max(ns, TIME_RANGE_NS[0]), TIME_RANGE_NS[1])
 
 
-def _mark_atime(op: Op, ino: InodeId, inode: Inode) -> None:
+def _atime_due(inode: Inode, now_ns: int) -> bool:
     """relatime: mark an access when atime is not newer than mtime or ctime, or a day old."""
-    now = op.time_ns
-    if (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
-            or now - inode.atime_ns >= ATIME_REFRESH_NS):
-        inode.atime_ns = now
-        inodes.save(op, ino, inode)
+    return (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
+            or now_ns - inode.atime_ns >= ATIME_REFRESH_NS)
 
 
 class Filesystem:
@@ -84,9 +86,15 @@ class Filesystem:
 
     def create_volume(self, name: str, *, block_size: int = DEFAULT_BLOCK_SIZE,
                       options: dict[str, str] | None = None, uid: int = 0, gid: int = 0,
-                      mode: int = 0o755) -> VolumeRecord:
+                      mode: int = 0o755, volume_id: VolumeId | None = None,
+                      created_ns: int | None = None) -> VolumeRecord:
+        """A new, empty volume; ``volume_id`` when the cluster catalog named it already."""
+        options = dict(options or {})
+        if "size" in options:  # a size limit, in bytes (cfs.fs.quota)
+            options["size"] = str(quota.parse_size(options["size"]))
         with self.store.op() as op:
-            record = catalog.create(op, name, block_size, options or {})
+            record = catalog.create(op, name, block_size, options, volume_id=volume_id,
+                                    created_ns=created_ns)
             now = op.time_ns
             root = Inode(stat.S_IFDIR | (mode & 0o7777), uid, gid, 2,
                          atime_ns=now, mtime_ns=now, ctime_ns=now)
@@ -95,20 +103,25 @@ class Filesystem:
         return record
 
     def volume(self, name: str) -> VolumeRecord:
-        with self.store.op(adds_data=False) as op:
-            return catalog.get(op, name)
+        return catalog.get(self.store.view(), name)
 
     def volumes(self) -> list[VolumeRecord]:
-        with self.store.op(adds_data=False) as op:
-            return list(catalog.all_volumes(op))
+        return list(catalog.all_volumes(self.store.view()))
 
-    def remove_volume(self, name: str) -> None:
-        """Delete a volume and release its chunks. The caller makes sure it is not mounted."""
+    def remove_volume(self, name: str, *, force: bool = False) -> None:
+        """Delete a volume and release its chunks. The caller makes sure it is not mounted.
+
+        ``force`` removes it even while files of it are open (a fenced copy being
+        discarded): their handles fail from then on.
+        """
         with self.store.op(adds_data=False) as op:
             record = catalog.get(op, name)
             lo, hi = catalog.slot_range(record.slot)
-            if any(True for _ in op.range(Table.ORPHANS, lo, hi)):
+            orphans = [key for key, _v in op.range(Table.ORPHANS, lo, hi)]
+            if orphans and not force:
                 raise VolumeBusy(f"volume {name!r} has files that are still open")
+            for key in orphans:
+                op.delete(Table.ORPHANS, key)
             for _key, value in catalog.delete_rows(op, Table.BLOCKS, lo, hi):
                 chunks.decref(op, decode_block(value)[0])
             for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS):
@@ -118,25 +131,26 @@ class Filesystem:
             if slot_of(ino) == record.slot:
                 self.dirty.take(ino)
         self._volumes.pop(record.slot, None)
+        self.store.frozen_slots.discard(record.slot)
         self.store.commit()
 
     def volume_usage(self, name: str) -> dict[str, int | float]:
         """Sizes for ``cfs volume inspect``: apparent bytes, referenced and unique chunk bytes."""
-        with self.store.op(adds_data=False) as op:
-            record = catalog.get(op, name)
-            lo, hi = catalog.slot_range(record.slot)
-            files = apparent = 0
-            for _key, raw in op.range(Table.INODES, lo, hi):
-                inode = Inode.decode(raw)
-                files += 1
-                if stat.S_ISREG(inode.mode):
-                    apparent += inode.size
-            referenced = 0
-            unique: dict[bytes, int] = {}
-            for _key, raw in op.range(Table.BLOCKS, lo, hi):
-                cid, length = decode_block(raw)
-                referenced += length
-                unique[cid] = length
+        view = self.store.view()
+        record = catalog.get(view, name)
+        lo, hi = catalog.slot_range(record.slot)
+        files = apparent = 0
+        for _key, raw in view.range(Table.INODES, lo, hi):
+            inode = Inode.decode(raw)
+            files += 1
+            if stat.S_ISREG(inode.mode):
+                apparent += inode.size
+        referenced = 0
+        unique: dict[bytes, int] = {}
+        for _key, raw in view.range(Table.BLOCKS, lo, hi):
+            cid, length = decode_block(raw)
+            referenced += length
+            unique[cid] = length
         stored = sum(unique.values())
         return {
             "inodes": files, "apparent_bytes": apparent, "referenced_bytes": referenced,
@@ -144,11 +158,17 @@ class Filesystem:
             "dedup_ratio": round(referenced / stored, 3) if stored else 1.0,
         }
 
+    def volume_space(self, name: str) -> dict[str, int]:
+        """The volume's stored bytes (its counter: st_blocks * 512 over its files; cached
+        writes count once stored) and its size limit, 0 for none. Cheap: two reads."""
+        view = self.store.view()
+        record = catalog.get(view, name)
+        return {"used_bytes": changelog.used_bytes(view, record.slot), "size_bytes": quota.size_limit(record)}
+
     def _volume(self, slot: Slot) -> VolumeRecord:
         record = self._volumes.get(slot)
         if record is None:
-            with self.store.op(adds_data=False) as op:
-                found = catalog.by_slot(op, slot)
+            found = catalog.by_slot(self.store.view(), slot)
             if found is None:
                 raise NotFound(f"volume slot {slot} does not exist")
             self._volumes[slot] = record = found
@@ -177,17 +197,17 @@ class Filesystem:
         parts: list[str] = []
         root = volume_root(slot_of(ino))
         lo, hi = catalog.slot_range(slot_of(ino))
-        with self.store.op(adds_data=False) as op:
-            while ino != root:
-                for key, value in op.range(Table.DIRENTS, lo, hi):
-                    if decode_dirent(value)[0] == local_of(ino):
-                        ino = InodeId(int.from_bytes(key[:8], "big"))
-                        parts.append(bytes(key[8:]).decode("utf-8", "replace"))
-                        break
-                else:
-                    return None
-                if len(parts) > 4096:
-                    return None
+        view = self.store.view()
+        while ino != root:
+            for key, value in view.range(Table.DIRENTS, lo, hi):
+                if decode_dirent(value)[0] == local_of(ino):
+                    ino = InodeId(int.from_bytes(key[:8], "big"))
+                    parts.append(bytes(key[8:]).decode("utf-8", "replace"))
+                    break
+            else:
+                return None
+            if len(parts) > 4096:
+                return None
         return "/" + "/".join(reversed(parts))
 
     # --- start-up ------------------------------------------------------------------
@@ -212,8 +232,8 @@ class Filesystem:
         block = self._volume(slot_of(ino)).block_size if ino != NODE_ROOT else 4096
         return Attr(ino, inode, block)
 
-    def _node_root(self, op: Op) -> Inode:
-        count = sum(1 for _ in catalog.all_volumes(op))
+    def _node_root(self, view: View) -> Inode:
+        count = sum(1 for _ in catalog.all_volumes(view))
         return Inode(stat.S_IFDIR | 0o755, 0, 0, 2 + count)
 
     def getattr(self, ino: InodeId) -> Attr:
@@ -224,27 +244,27 @@ class Filesystem:
                 self.flush(ino)
             except FsError as exc:
                 log.warning("stat of %s shows st_blocks before its cached blocks: %s", self.where(ino), exc)
-        with self.store.op(adds_data=False) as op:
-            inode = self._node_root(op) if ino == NODE_ROOT else inodes.load(op, ino)
+        view = self.store.view()
+        inode = self._node_root(view) if ino == NODE_ROOT else inodes.load(view, ino)
         return self._attr(ino, inode)
 
     def lookup(self, parent: InodeId, name: bytes) -> Attr:
         """Find ``name`` in ``parent`` and count a kernel lookup on what it names."""
         check_file_name(name)
-        with self.store.op(adds_data=False) as op:
-            if parent == NODE_ROOT:
-                try:
-                    record = catalog.get(op, name.decode("utf-8", "surrogateescape"))
-                except VolumeNotFound:
-                    raise NotFound(f"no volume {name!r}") from None
-                child = volume_root(record.slot)
-            else:
-                self._dir(op, parent)
-                found = dirs.lookup(op, parent, name)
-                if found is None:
-                    raise NotFound(f"{name!r} not found")
-                child = found
-            inode = inodes.load(op, child)
+        view = self.store.view()
+        if parent == NODE_ROOT:
+            try:
+                record = catalog.get(view, name.decode("utf-8", "surrogateescape"))
+            except VolumeNotFound:
+                raise NotFound(f"no volume {name!r}") from None
+            child = volume_root(record.slot)
+        else:
+            found = dirs.lookup(view, parent, name)
+            if found is None:
+                self._dir(view, parent)  # ENOTDIR before ENOENT, as before
+                raise NotFound(f"{name!r} not found")
+            child = found
+        inode = inodes.load(view, child)
         self.lookups.add(child)
         return self._attr(child, inode)
 
@@ -266,12 +286,12 @@ class Filesystem:
         """After a forget or release: destroy a nameless inode nothing uses any more."""
         if self.opens.held(ino):
             return
-        with self.store.op(adds_data=False) as op:
-            try:
-                inode = inodes.load(op, ino)
-            except NotFound:
-                return
-            if inode.nlink == 0 and not self._in_use(ino, inode.mode):
+        try:
+            inode = inodes.load(self.store.view(), ino)
+        except NotFound:
+            return
+        if inode.nlink == 0 and not self._in_use(ino, inode.mode):
+            with self.store.op(adds_data=False) as op:
                 self._destroy(op, ino, inode)
 
     def _in_use(self, ino: InodeId, mode: int) -> bool:
@@ -322,8 +342,8 @@ class Filesystem:
         if ino == NODE_ROOT:
             raise NotPermitted("the node root lists volumes; create files inside a volume")
 
-    def _dir(self, op: Op, ino: InodeId) -> Inode:
-        inode = inodes.load(op, ino)
+    def _dir(self, view: View, ino: InodeId) -> Inode:
+        inode = inodes.load(view, ino)
         if not stat.S_ISDIR(inode.mode):
             raise NotADirectory(f"inode {ino} is not a directory")
         return inode
@@ -383,12 +403,12 @@ class Filesystem:
         return self._new_inode(parent, name, stat.S_IFLNK | 0o777, caller, target=target)
 
     def readlink(self, ino: InodeId) -> bytes:
-        with self.store.op(adds_data=False) as op:
-            target = op.get(Table.SYMLINKS, ino_key(ino))
-            if target is None:
-                inodes.load(op, ino)
-                raise InvalidArgument("not a symbolic link")
-            return bytes(target)
+        view = self.store.view()
+        target = view.get(Table.SYMLINKS, ino_key(ino))
+        if target is None:
+            inodes.load(view, ino)
+            raise InvalidArgument("not a symbolic link")
+        return bytes(target)
 
     def link(self, ino: InodeId, new_parent: InodeId, new_name: bytes) -> Attr:
         self._writable(new_parent)
@@ -558,8 +578,7 @@ class Filesystem:
 
     def opendir(self, ino: InodeId) -> None:
         if ino != NODE_ROOT:
-            with self.store.op(adds_data=False) as op:
-                self._dir(op, ino)
+            self._dir(self.store.view(), ino)
 
     def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384) -> list[tuple[bytes, Attr, int]]:
         """Up to ``limit`` entries after ``after_cookie``, in cookie order.
@@ -573,24 +592,24 @@ class Filesystem:
         if ino == NODE_ROOT:
             return self._list_volumes(after_cookie)
         block_size = self._volume(slot_of(ino)).block_size
-        with self.store.op(adds_data=False) as op:
-            directory = self._dir(op, ino)
-            if after_cookie == 0:  # a listing starts: an access, like read
-                _mark_atime(op, ino, directory)
-            entries = []
-            for name, child, cookie in dirs.entries(op, ino, after_cookie):
-                entries.append((name, Attr(child, inodes.load(op, child), block_size), cookie))
-                if len(entries) >= limit:
-                    break
-            return entries
+        view = self.store.view()
+        directory = self._dir(view, ino)
+        entries = []
+        for name, child, cookie in dirs.entries(view, ino, after_cookie):
+            entries.append((name, Attr(child, inodes.load(view, child), block_size), cookie))
+            if len(entries) >= limit:
+                break
+        if after_cookie == 0:  # a listing starts: an access, like read
+            self._mark_atime(ino, directory)
+        return entries
 
     def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
         """The node root's entries: a volume's cookie is its slot, so they go in slot order."""
-        with self.store.op(adds_data=False) as op:
-            records = sorted((r for r in catalog.all_volumes(op) if r.slot > after_cookie),
-                             key=lambda r: r.slot)
-            return [(r.name.encode(), Attr(volume_root(r.slot), inodes.load(op, volume_root(r.slot)),
-                                           r.block_size), r.slot) for r in records]
+        view = self.store.view()
+        records = sorted((r for r in catalog.all_volumes(view) if r.slot > after_cookie),
+                         key=lambda r: r.slot)
+        return [(r.name.encode(), Attr(volume_root(r.slot), inodes.load(view, volume_root(r.slot)),
+                                       r.block_size), r.slot) for r in records]
 
     # --- file content --------------------------------------------------------------
 
@@ -598,8 +617,7 @@ class Filesystem:
         """Open for reading or writing; ``truncate`` is O_TRUNC, which the kernel passes
         on (atomic_o_trunc) instead of sending a separate setattr. Linux truncates on
         O_RDONLY | O_TRUNC too; the kernel has checked write permission for it."""
-        with self.store.op(adds_data=False) as op:
-            inode = inodes.load(op, ino)
+        inode = inodes.load(self.store.view(), ino)
         if stat.S_ISDIR(inode.mode) and write:
             raise IsADirectory("cannot open a directory for writing")
         attr = self._attr(ino, inode)
@@ -613,32 +631,45 @@ class Filesystem:
         if offset < 0:
             raise InvalidArgument("negative offset")
         block_size = self._volume(slot_of(ino)).block_size
+        view = self.store.view()
         try:
-            with self.store.op(adds_data=False) as op:
-                inode = inodes.load(op, ino)
-                if stat.S_ISDIR(inode.mode):
-                    raise IsADirectory("is a directory")
-                result = data.read(op, ino, inode, offset, size, block_size, self.dirty.blocks(ino))
-                if mark_atime:
-                    _mark_atime(op, ino, inode)
+            inode = inodes.load(view, ino)
+            if stat.S_ISDIR(inode.mode):
+                raise IsADirectory("is a directory")
+            result = data.read(view, ino, inode, offset, size, block_size, self.dirty.blocks(ino))
         except Corrupted as exc:
-            self._report(ino, exc)  # after the operation: reporting opens one of its own
+            self._report(ino, exc)
             raise
+        if mark_atime:
+            self._mark_atime(ino, inode)
         return result
+
+    def _mark_atime(self, ino: InodeId, inode: Inode) -> None:
+        """Record an access (read, the start of a listing) when relatime says it is due:
+        the one write a reading call may make, in an operation of its own. ``inode`` is
+        the record the caller just read; nothing can have changed it since."""
+        if _atime_due(inode, time.time_ns()) and slot_of(ino) not in self.store.frozen_slots:
+            with self.store.op(adds_data=False) as op:
+                inode.atime_ns = op.time_ns
+                inodes.save(op, ino, inode)
 
     def write(self, ino: InodeId, offset: int, buf: bytes) -> int:
         """Write into the file's cached blocks; they are stored as chunks when flushed.
 
-        Without a cache (``dirty_limit`` 0), and near a full disk, where the store commits
-        every operation, writes go straight to chunks, so ENOSPC reaches the writer
-        instead of a later close.
+        Without a cache (``dirty_limit`` 0), near a full disk, where the store commits
+        every operation, and near the volume's size limit, writes go straight to chunks,
+        so ENOSPC reaches the writer instead of a later close.
         """
         if offset < 0:
             raise InvalidArgument("negative offset")
         if offset + len(buf) > data.MAX_FILE_SIZE:
             raise InvalidArgument("write beyond the largest file size")
-        block_size = self._volume(slot_of(ino)).block_size
+        record = self._volume(slot_of(ino))
+        block_size = record.block_size
         through = self.store.low_space or not self.dirty.limit_bytes
+        if not through and self._near_limit(ino, record, offset, len(buf)):
+            through = True
+            self.flush_all(record.slot)  # measure the volume exactly: nothing held in reserve
         if through:
             self.flush(ino)  # the store must hold the newest blocks before writing through
         try:
@@ -651,6 +682,7 @@ class Filesystem:
                     inode.size = max(inode.size, offset + len(buf))
                 inode.mtime_ns = inode.ctime_ns = op.time_ns
                 inodes.save(op, ino, inode)
+                self._check_limit(op, record)
         except Corrupted as exc:
             self._report(ino, exc)  # after the operation: reporting opens one of its own
             raise
@@ -704,16 +736,19 @@ class Filesystem:
                     return
                 self._store_dirty(op, ino, inode, blocks, block_size)
                 inodes.save(op, ino, inode)
+                self._check_limit(op, self._volume(slot_of(ino)))
         except FsError as exc:
             self.dirty.give_back(ino, blocks)
             if isinstance(exc, Corrupted):
                 self._report(ino, exc)
             raise
 
-    def flush_all(self) -> None:
-        """Flush every file; the first error is raised after all were tried."""
+    def flush_all(self, slot: Slot | None = None) -> None:
+        """Flush every file (of the volume in ``slot``); the first error is raised after all were tried."""
         failure: FsError | None = None
         for ino in self.dirty.files():
+            if slot is not None and slot_of(ino) != slot:
+                continue
             try:
                 self.flush(ino)
             except FsError as exc:
@@ -721,6 +756,33 @@ class Filesystem:
                 failure = failure or exc
         if failure is not None:
             raise failure
+
+    def _near_limit(self, ino: InodeId, record: VolumeRecord, offset: int, length: int) -> bool:
+        """Whether caching this write could let the volume outgrow its size limit later.
+
+        Storing a cached block adds at most its length to the volume, so the cached
+        blocks of a volume are held in reserve against its limit: a write is cached only
+        if the bytes in use, every cached block of the volume and the blocks this write
+        caches anew all fit. Otherwise it goes straight to the store, where it is
+        measured exactly (``_check_limit``), and ENOSPC reaches write(), not close().
+        """
+        limit = quota.size_limit(record)
+        if not limit or not length:
+            return False
+        bs = record.block_size
+        held = self.dirty.blocks(ino)
+        fresh = sum(bs for n in range(offset // bs, (offset + length - 1) // bs + 1) if n not in held)
+        used = changelog.used_bytes(self.store.view(), record.slot)
+        return used + self.dirty.volume_bytes(record.slot) + fresh > limit
+
+    def _check_limit(self, op: Op, record: VolumeRecord) -> None:
+        """ENOSPC for an operation that grew the volume beyond its size limit, counting the
+        volume's cached blocks as stored; it is rolled back whole. Shrinking always runs."""
+        limit = quota.size_limit(record)
+        if limit and op.usage_change(record.slot) > 0:
+            used = changelog.used_bytes(op, record.slot) + self.dirty.volume_bytes(record.slot)
+            if used > limit:
+                raise NoSpace(f"volume {record.name} is full: {limit} bytes, {used} would be in use")
 
     def fsync(self, ino: InodeId) -> None:
         """fsync, fdatasync: the file's data and all metadata so far are durable on return."""
@@ -737,18 +799,18 @@ class Filesystem:
     def getxattr(self, ino: InodeId, name: bytes) -> bytes:
         if ino == NODE_ROOT:  # it has no inode record, but it exists
             raise NoAttribute("the node root has no extended attributes")
-        with self.store.op(adds_data=False) as op:
-            inodes.load(op, ino)
-            return xattrs.get(op, ino, name)
+        view = self.store.view()
+        inodes.load(view, ino)
+        return xattrs.get(view, ino, name)
 
     def listxattr(self, ino: InodeId, *, trusted: bool = True) -> list[bytes]:
         """Attribute names; without ``trusted``, none of the trusted.* ones, which only
         callers with CAP_SYS_ADMIN may see (as Linux's own filesystems list them)."""
         if ino == NODE_ROOT:
             return []
-        with self.store.op(adds_data=False) as op:
-            inodes.load(op, ino)
-            names = xattrs.names(op, ino)
+        view = self.store.view()
+        inodes.load(view, ino)
+        names = xattrs.names(view, ino)
         return names if trusted else [n for n in names if not n.startswith(xattrs.TRUSTED)]
 
     def setxattr(self, ino: InodeId, name: bytes, value: bytes, flags: int) -> None:
@@ -775,8 +837,8 @@ class Filesystem:
         frsize = 4096
         total = st.f_blocks * st.f_frsize // frsize
         free = min(total, self.store.free_bytes() // frsize)
-        with self.store.op(adds_data=False) as op:
-            used_inodes = int(op.txn.stat(self.store.db(Table.INODES))["entries"])
+        view = self.store.view()
+        used_inodes = int(view.txn.stat(self.store.db(Table.INODES))["entries"])
         free_inodes = free * frsize // 512
         return {
             "bsize": DEFAULT_BLOCK_SIZE, "frsize": frsize, "blocks": total, "bfree": free,

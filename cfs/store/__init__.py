@@ -6,8 +6,8 @@ reference counts; ``catalog`` keeps the volume records; ``changelog`` the per-vo
 change logs; ``replica`` replays change logs received from peers.
 """
 
-from cfs.store.store import Op, Store, StoreConfig
+from cfs.store.store import Op, Store, StoreConfig, View
 from cfs.store.tables import Table
 from cfs.store import catalog, changelog, chunks, replica  # noqa: E402  (they import Op from above)
 
-__all__ = ["Op", "Store", "StoreConfig", "Table", "catalog", "changelog", "chunks", "replica"]
+__all__ = ["Op", "Store", "StoreConfig", "Table", "View", "catalog", "changelog", "chunks", "replica"]

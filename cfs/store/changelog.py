@@ -5,18 +5,22 @@ deletes, with volume-local keys) under ``slot + sequence``. Sequence numbers sta
 and have no gaps. The log is bounded: records at or below the volume's checkpoint (what
 every replica has applied; on a single node, everything) are trimmed once more than
 ``retain`` records are kept.
+
+The volume's counters live beside its log (``VolumeState``): the next inode number, the
+log positions, and the bytes in use, which ``Op`` moves with every inode row it writes
+and adds here when the operation finishes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator
 
-from cfs.codec import U64X2, Change, ReplState, VolumeState
+from cfs.codec import U64X2, Change, ReplState, VolumeState, pack_u64, stored_bytes
 from cfs.store.tables import Table
-from cfs.types import Slot
+from cfs.types import LocalIno, Slot, make_ino
 
 if TYPE_CHECKING:
-    from cfs.store.store import Op
+    from cfs.store.store import Op, View
 
 
 def log_key(slot: Slot, seq: int) -> bytes:
@@ -28,9 +32,42 @@ def split_key(key: bytes) -> tuple[Slot, int]:
     return Slot(slot), seq
 
 
-def load_state(op: "Op", slot: Slot) -> VolumeState:
+def load_state(op: "View", slot: Slot) -> VolumeState:
+    """The volume's counters, without the usage change of ``op`` (added when it finishes).
+
+    A record without a count of bytes in use (version 1, or none at all) gets one
+    counted from the volume's inodes.
+    """
     raw = op.get(Table.VOLSTATE, slot.to_bytes(8, "big"))
-    return VolumeState.decode(raw) if raw is not None else VolumeState()
+    state = VolumeState.decode(raw) if raw is not None else VolumeState(used_bytes=None)
+    if state.used_bytes is None:
+        state.used_bytes = count_used(op, slot) - op.usage_change(slot)
+    return state
+
+
+def used_bytes(op: "View", slot: Slot) -> int:
+    """The volume's bytes in use as they stand in ``op``, its own changes included."""
+    return _count_change(op, slot, load_state(op, slot)).used_bytes or 0
+
+
+def _count_change(op: "View", slot: Slot, state: VolumeState) -> VolumeState:
+    assert state.used_bytes is not None, "load_state counts what a record lacks"
+    state.used_bytes += op.usage_change(slot)
+    return state
+
+
+def count_used(op: "View", slot: Slot) -> int:
+    """Bytes in use counted the slow way: ``stored_units * 512`` over the volume's inodes."""
+    lo, hi = pack_u64(make_ino(slot, LocalIno(0))), pack_u64(make_ino(Slot(slot + 1), LocalIno(0)))
+    return sum(stored_bytes(raw) for _key, raw in op.range(Table.INODES, lo, hi))
+
+
+def add_usage(op: "Op", slot: Slot) -> None:
+    """Add ``op``'s change of bytes in use to the counter of a volume it wrote no log
+    record for (unlogged inode rows); a slot without state (a volume being removed)
+    keeps none."""
+    if op.get(Table.VOLSTATE, slot.to_bytes(8, "big")) is not None:
+        save_state(op, slot, _count_change(op, slot, load_state(op, slot)))
 
 
 def save_state(op: "Op", slot: Slot, state: VolumeState) -> None:
@@ -39,7 +76,7 @@ def save_state(op: "Op", slot: Slot, state: VolumeState) -> None:
 
 def append(op: "Op", slot: Slot, change: Change, retain: int) -> int:
     """Append ``change`` to the volume's log, trim what is checkpointed, return its sequence."""
-    state = load_state(op, slot)
+    state = _count_change(op, slot, load_state(op, slot))
     seq = state.next_seq
     op.put(Table.CHANGELOG, log_key(slot, seq), change.encode())
     state.next_seq = seq + 1

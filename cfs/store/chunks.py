@@ -17,7 +17,7 @@ import logging
 from cfs.codec import CHUNK_HEADER, CHUNK_V1, decode_chunkref, encode_chunkref
 from cfs.errors import CorruptChunk, CorruptRecord, MissingChunk, RemoteChunk
 from cfs.hashing import chunk_id
-from cfs.store.store import Op
+from cfs.store.store import Op, View
 from cfs.store.tables import Table
 from cfs.types import ChunkId
 
@@ -85,14 +85,25 @@ def decref(op: Op, cid: ChunkId) -> None:
         op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount - 1, length))
 
 
-def get(op: Op, cid: ChunkId, where: str = "") -> bytes:
-    """The verified bytes of a chunk. ``where`` names the file for the error message."""
-    raw = op.get(Table.CHUNKS, cid)
+def get(view: View, cid: ChunkId, where: str = "") -> bytes:
+    """The verified bytes of a chunk. ``where`` names the file for the error message.
+
+    Served from the store's cache of verified chunks when it has them (an id names one
+    content forever, so a cached copy cannot be stale); otherwise read, verified, and
+    cached.
+    """
+    cache = view.store.chunk_cache
+    data = cache.get(cid)
+    if data is not None:
+        return data
+    raw = view.get(Table.CHUNKS, cid)
     if raw is None:
-        if op.get(Table.REMOTE, cid) is not None:
+        if view.get(Table.REMOTE, cid) is not None:
             raise RemoteChunk(cid, where)
-        raise MissingChunk(f"chunk {cid.hex()} is missing{where}")
-    return verify(cid, raw, where)
+        raise MissingChunk(f"chunk {cid.hex()} is missing{where}", cid)
+    data = verify(cid, raw, where)
+    cache.put(cid, data)
+    return data
 
 
 def verify(cid: ChunkId | bytes, raw: bytes, where: str = "") -> bytes:
@@ -144,6 +155,10 @@ def fill(op: Op, cid: ChunkId, data: bytes) -> None:
     """Store the verified bytes of a chunk that was referenced but held only by replicas."""
     op.put(Table.CHUNKS, cid, CHUNK_HEADER + data)
     op.delete(Table.REMOTE, cid)
+
+
+def is_referenced(op: Op, cid: ChunkId) -> bool:
+    return op.get(Table.CHUNKREFS, cid) is not None
 
 
 def is_remote(op: Op, cid: ChunkId) -> bool:

@@ -27,7 +27,7 @@ from cfs.errors import CorruptRecord, LogGap, LogTrimmed, StaleEpoch
 from cfs.store import changelog, chunks
 from cfs.store.store import Op
 from cfs.store.tables import Table
-from cfs.types import LOCAL_MASK, Slot, make_ino, LocalIno
+from cfs.types import LOCAL_MASK, LocalIno, Slot, VolumeId, make_ino
 
 
 def state(op: Op, slot: Slot) -> ReplState:
@@ -39,9 +39,22 @@ def save(op: Op, slot: Slot, repl: ReplState) -> None:
     op.put(Table.VOLREPL, pack_u64(slot), repl.encode())
 
 
+def remember_fence(op: Op, volume_id: VolumeId, epoch: int) -> None:
+    """A fence for a volume this node has no copy of: kept for when a copy arrives, so a
+    stale writer cannot make this node its replica after a newer writer fenced it."""
+    if epoch > fence_of(op, volume_id):
+        op.put(Table.FENCES, volume_id, pack_u64(epoch))
+
+
+def fence_of(op: Op, volume_id: VolumeId) -> int:
+    raw = op.get(Table.FENCES, volume_id)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
 def admit_epoch(op: Op, record: VolumeRecord, epoch: int) -> None:
     """Refuse ``epoch`` if a newer one was seen for the volume; remember it if it is the newest."""
     repl = state(op, record.slot)
+    repl.epoch = max(repl.epoch, fence_of(op, record.volume_id))
     if epoch < repl.epoch:
         raise StaleEpoch(
             f"volume {record.name!r}: epoch {epoch} is stale, this node has seen epoch {repl.epoch}",

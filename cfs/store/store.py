@@ -20,10 +20,17 @@ Design (docs/DESIGN.md, "Write path" and "Crash safety"):
   ENOSPC; below the reserve, operations that add data are refused while deletes still
   run, so space can always be freed.
 
+* Reads that change nothing (lookup, getattr, read, readdir, getxattr, ...) use ``view()``:
+  the batch itself, read directly, so they see every uncommitted operation but pay for
+  no nested transaction and no change-log record.
+* Chunk bytes that were read and verified are kept in a bounded cache (``chunk_cache``,
+  cfs.store.chunkcache): chunks are content-addressed, so an entry is never stale.
+
 Thread rule: an LMDB write transaction belongs to the thread that opened it. Every
-method here that writes must be called from the thread that created the ``Store`` (the
-trio thread in the daemon). ``snapshot()`` opens a read-only transaction that may be
-used from any one other thread (the environment is opened with MDB_NOTLS).
+method here that writes, and ``view()``, must be called from the thread that created
+the ``Store`` (the trio thread in the daemon). ``snapshot()`` opens a read-only
+transaction that may be used from any one other thread (the environment is opened with
+MDB_NOTLS).
 """
 
 from __future__ import annotations
@@ -40,9 +47,10 @@ from typing import Iterator
 
 import lmdb
 
-from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64
+from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64, usage_delta
 from cfs.store import changelog
-from cfs.errors import CorruptRecord, NoSpace
+from cfs.store.chunkcache import ChunkCache
+from cfs.errors import CorruptRecord, NoSpace, ReadOnly
 from cfs.store.tables import SCHEMA_VERSION, Table
 from cfs.types import LOCAL_MASK, Slot
 
@@ -61,6 +69,8 @@ class StoreConfig:
     changelog_retain: int = 10_000
     """Change-log records kept per volume beyond what replicas have checkpointed."""
     min_map_size: int = 64 * GiB
+    chunk_cache_bytes: int = 64 * MiB
+    """Verified chunk bytes kept in memory for reads (0: none)."""
 
 
 class Store:
@@ -85,6 +95,11 @@ class Store:
         self._bytes_since_check = 0
         self._headroom = 0
         self.commits = 0
+        self.frozen_slots: set[Slot] = set()
+        """Volumes this node must not change: replicas of another node's writer, and
+        volumes whose lease was lost. Any logged write to them raises ReadOnly (EROFS),
+        so nothing but replayed records (cfs.store.replica) changes them."""
+        self.chunk_cache = ChunkCache(config.chunk_cache_bytes)
         self._check_schema()
 
     # --- lifetime ----------------------------------------------------------------
@@ -124,6 +139,18 @@ class Store:
 
     def db(self, table: Table) -> lmdb._Database:
         return self.dbs[table]
+
+    def view(self) -> "View":
+        """Read the batch as it is now, uncommitted operations included, writing nothing.
+
+        For handlers that only read: no nested transaction, no admission check, no
+        change-log record. Use it and drop it before the next operation or commit (the
+        batch it reads ends with the commit); an operation that needs to write after
+        reading opens ``op()`` and reads again there, or trusts what it read, as no
+        other operation can run in between on this thread.
+        """
+        assert not self._in_op, "a view cannot be read while an operation is open"
+        return View(self, self.batch)
 
     @contextlib.contextmanager
     def op(self, *, adds_data: bool = True, expect_bytes: int = 0) -> Iterator["Op"]:
@@ -274,25 +301,55 @@ def _is_no_space(exc: lmdb.Error) -> bool:
     return isinstance(exc, lmdb.MapFullError) or os.strerror(errno.ENOSPC) in text or "ENOSPC" in text
 
 
-class Op:
-    """One filesystem operation's view of the store: reads see the batch, writes are logged.
+class View:
+    """Reads of one transaction: the batch (``Store.view``), or an operation's (``Op``).
 
-    Every put/delete on a per-volume table is recorded; when the operation finishes, the
-    rows are appended as one ``Change`` to that volume's change log, in the same
-    transaction, so the log and the tables never disagree.
+    Everything that only reads the store takes a ``View``; an ``Op`` is one too.
     """
 
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         self.store = store
         self.txn = txn
-        self.added_bytes = 0
-        self._rows: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
-        self.time_ns = time.time_ns()
 
     def get(self, table: Table, key: bytes) -> bytes | None:
         return self.txn.get(key, db=self.store.dbs[table])
 
+    def cursor(self, table: Table) -> lmdb.Cursor:
+        return self.txn.cursor(db=self.store.dbs[table])
+
+    def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
+        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi)
+
+    def usage_change(self, slot: Slot) -> int:
+        """Bytes in use this transaction changed in the volume: none, for a view (see ``Op``)."""
+        return 0
+
+
+class Op(View):
+    """One filesystem operation's view of the store: reads see the batch, writes are logged.
+
+    Every put/delete on a per-volume table is recorded; when the operation finishes, the
+    rows are appended as one ``Change`` to that volume's change log, in the same
+    transaction, so the log and the tables never disagree.
+
+    Every ``inodes`` row written, logged or not, also moves its volume's bytes in use by
+    ``usage_delta`` of the old and new record; the sum per volume goes into its
+    ``VolumeState.used_bytes`` when the operation finishes (``changelog.add_usage``).
+    So whoever writes inode rows through an ``Op`` (the core, fsck, a replica's replay)
+    keeps the counter right without doing anything, and must not add the delta again.
+    """
+
+    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+        super().__init__(store, txn)
+        self.added_bytes = 0
+        self._rows: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
+        self._usage: dict[int, int] = {}
+        self.time_ns = time.time_ns()
+
     def put(self, table: Table, key: bytes, value: bytes, *, logged: bool = True) -> None:
+        if table is Table.INODES:
+            self._count_usage(key, self.txn.get(key, db=self.store.dbs[table]), value)
         try:
             self.txn.put(key, value, db=self.store.dbs[table])
         except lmdb.MapFullError:
@@ -303,25 +360,35 @@ class Op:
 
     def delete(self, table: Table, key: bytes, *, logged: bool = True) -> bool:
         """Delete one row; ``logged=False`` for node-level housekeeping such as volume removal."""
+        if table is Table.INODES:
+            self._count_usage(key, self.txn.get(key, db=self.store.dbs[table]), None)
         found = self.txn.delete(key, db=self.store.dbs[table])
         if found and logged and table.per_volume:
             self._log(table, ROW_DELETE, key, b"")
         return found
 
-    def cursor(self, table: Table) -> lmdb.Cursor:
-        return self.txn.cursor(db=self.store.dbs[table])
+    def usage_change(self, slot: Slot) -> int:
+        """Bytes in use this operation has added to the volume so far (negative: freed)."""
+        return self._usage.get(slot, 0)
 
-    def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
-        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi)
+    def _count_usage(self, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        delta = usage_delta(old, new)
+        if delta:
+            slot = int.from_bytes(key[:8], "big") >> 40
+            self._usage[slot] = self._usage.get(slot, 0) + delta
 
     def _log(self, table: Table, kind: int, key: bytes, value: bytes) -> None:
         ino = int.from_bytes(key[:8], "big")
         slot = ino >> 40
+        if slot in self.store.frozen_slots:
+            raise ReadOnly("this node does not hold the volume's write lease")
         local_key = (ino & LOCAL_MASK).to_bytes(8, "big") + key[8:]
         self._rows.setdefault(slot, []).append((int(table), kind, local_key, value))
 
     def finish(self) -> None:
         for slot, rows in self._rows.items():
             changelog.append(self, Slot(slot), Change(self.time_ns, rows), self.store.config.changelog_retain)
+        for slot in [s for s in self._usage if s not in self._rows]:
+            changelog.add_usage(self, Slot(slot))  # unlogged rows: volume removal, a replica's replay
         self._rows.clear()
+        self._usage.clear()

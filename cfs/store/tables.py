@@ -33,6 +33,7 @@ class Table(enum.IntEnum):
     VOLREPL = 31    # slot -> ReplState: fencing epoch, whether replicas hold the checkpoint back
     REMOTE = 32     # chunk id -> b"": referenced here but its bytes live on replicas (fetch on read)
     STAGED = 33     # chunk id -> time_ns: pushed by a peer ahead of the log record that references it
+    FENCES = 34     # volume id -> epoch: fences seen for volumes this node holds no copy of (yet)
 
     @property
     def per_volume(self) -> bool:

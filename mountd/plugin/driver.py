@@ -36,10 +36,10 @@ from typing import Any, Awaitable, Callable, Protocol
 import trio
 
 from cfs.errors import CfsError, UserError, VolumeNotFound
+from cfs.fs.quota import parse_size
 from cfs.names import validate_volume_name
 from cfs.store import Store, catalog
 from mountd import mounts
-from mountd.service import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,10 @@ class VolumeDriver:
     async def get(self, name: str) -> dict[str, Any]:
         info = await self.backend.volume_info(name)
         holders = self._holders(name)
-        status: dict[str, Any] = {"id": info["id"], "block_size": info["block_size"], "containers": len(holders)}
-        if "size" in info["options"]:
-            status["size_limit"] = f"{info['options']['size']} bytes (recorded; not enforced yet)"
+        status: dict[str, Any] = {"id": info["id"], "block_size": info["block_size"], "containers": len(holders),
+                                  "used_bytes": info["used_bytes"]}
+        if info["size_bytes"]:
+            status["size_bytes"] = info["size_bytes"]
         return {"Name": name, "Mountpoint": str(self.mountpoint(name)) if holders else "",
                 "CreatedAt": info["created"], "Status": status}
 

@@ -91,6 +91,11 @@ def test_unknown_option_fails_with_the_plugins_message(engine: Engine, plugin: P
     assert volume["block_size"] == 4096 and volume["options"]["size"] == str(64 * MiB)
     out = engine.run(["-v", "v3:/data", "--user", "65534"], "sh", "-c", "echo mine > /data/f && stat -c '%u %a' /data")
     assert out.stdout == b"65534 700\n"
+    full = engine.run(["-v", "v3:/data", "--user", "65534"], "sh", "-c",
+                      "dd if=/dev/urandom of=/data/big bs=1048576 count=80", check=False)
+    assert full.returncode != 0 and b"No space left on device" in full.stderr  # size=64M is enforced
+    status = json.loads(engine.out("volume", "inspect", "--format", "{{json .Status}}", "v3"))
+    assert status["size_bytes"] == 64 * MiB and 63 * MiB < status["used_bytes"] <= 64 * MiB
     engine.out("volume", "rm", "v3")
 
 

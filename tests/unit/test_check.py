@@ -326,9 +326,10 @@ def test_deleted_inode_row_leaves_a_dangling_entry_and_blocks(tree: Tree) -> Non
     raw_delete(tree.store, Table.INODES, ino_key(small))
 
     report = check.check(tree.store)
-    assert report.kinds() == {"dangling-entry", "dangling-block"}
+    # the volume's bytes in use counted the lost inode's st_blocks
+    assert report.kinds() == {"dangling-entry", "dangling-block", "volume-state"}
     assert problems(report, "dangling-entry")[0].path == "/dir/small"
-    repair_then_clean(tree.store, {"dangling-entry", "dangling-block"})
+    repair_then_clean(tree.store, {"dangling-entry", "dangling-block", "volume-state"})
     assert tree.names(tree.ino["/dir"]) == [b"sub"]
     assert all(raw_get(tree.store, Table.CHUNKS, cid) is None for cid in own)
     tree.assert_intact("/big", "/dup", "/sparse")
@@ -451,9 +452,9 @@ def test_stored_units_are_recomputed(tree: Tree) -> None:
     edit_inode(tree.store, tree.ino["/dir"], stored_units=8)
 
     report = check.check(tree.store)
-    assert report.kinds() == {"stored-units"}
-    assert {p.path for p in report.problems} == {"/big", "/dir"}
-    repair_then_clean(tree.store, {"stored-units"})
+    assert report.kinds() == {"stored-units", "volume-state"}  # bytes in use follow st_blocks
+    assert {p.path for p in problems(report, "stored-units")} == {"/big", "/dir"}
+    repair_then_clean(tree.store, {"stored-units", "volume-state"})
     assert tree.inode(tree.ino["/big"]).stored_units == 6
     assert tree.inode(tree.ino["/dir"]).stored_units == 0
 
@@ -573,7 +574,7 @@ def test_damaged_inode_record_is_reported_not_guessed(tree: Tree) -> None:
     raw_put(tree.store, Table.INODES, ino_key(tree.ino["/dir/small"]), b"\x09garbage")
 
     report = check.check(tree.store, repair=True)
-    assert report.kinds() == {"corrupt-record"}
+    assert report.kinds() == {"corrupt-record", "volume-state"}  # a damaged inode holds no bytes
     assert report.problems[0].path == "/dir/small"
     assert not report.problems[0].repaired
 
@@ -632,7 +633,7 @@ def test_snapshot_check_runs_in_another_thread_while_the_store_writes(tree: Tree
 def test_snapshot_check_finds_damage(tree: Tree) -> None:
     edit_inode(tree.store, tree.ino["/dir/small"], stored_units=0)
     report = check.check_snapshot(tree.store, "vol")
-    assert report.kinds() == {"stored-units"}
+    assert report.kinds() == {"stored-units", "volume-state"}
     assert not report.problems[0].repaired
 
 

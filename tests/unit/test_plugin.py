@@ -20,6 +20,7 @@ import trio
 import trio.testing
 
 from cfs.errors import UserError, VolumeBusy, VolumeNotFound
+from cfs.fs.quota import parse_size
 from cfs.store import Store, catalog
 from mountd.plugin import MEDIA_TYPE, PluginServer, VolumeDriver
 from mountd.plugin import server as plugin_server
@@ -55,7 +56,8 @@ class FakeService:
         self._check(name)
         return {"name": name, "id": "00" * 16, "block_size": int(self.volumes[name].get("block_size", 65536)),
                 "created": "2026-01-01T00:00:00Z", "options": self.volumes[name],
-                "mountpoints": sorted(p for p, v in self.binds.items() if v == name)}
+                "mountpoints": sorted(p for p, v in self.binds.items() if v == name),
+                "used_bytes": 0, "size_bytes": parse_size(self.volumes[name].get("size", 0))}
 
     async def volume_ls(self) -> list[dict[str, Any]]:
         return [await self.volume_info(name) for name in sorted(self.volumes)]
@@ -121,7 +123,9 @@ def test_create_get_list_remove(store: Store, tmp_path: Path) -> None:
     assert reply["Volume"]["Name"] == "v1" and reply["Volume"]["Mountpoint"] == ""
     assert reply["Volume"]["CreatedAt"] == "2026-01-01T00:00:00Z"
     assert reply["Volume"]["Status"]["block_size"] == 4096
-    assert "not enforced" in reply["Volume"]["Status"]["size_limit"]
+    assert reply["Volume"]["Status"]["size_bytes"] == 1 << 30
+    assert reply["Volume"]["Status"]["used_bytes"] == 0
+    assert "size_bytes" not in call(driver, "/VolumeDriver.Get", {"Name": "v2"})[1]["Volume"]["Status"]
     assert call(driver, "/VolumeDriver.List", {}) == (200, {"Volumes": [
         {"Name": "v1", "Mountpoint": ""}, {"Name": "v2", "Mountpoint": ""}], "Err": ""})
     assert call(driver, "/VolumeDriver.Remove", {"Name": "v1"}) == (200, {"Err": ""})

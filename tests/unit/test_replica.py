@@ -254,3 +254,19 @@ def test_a_replica_becomes_the_writer_and_ships_back(nodes) -> None:
     missing = b.applied(brec.slot) - a.applied(arec.slot)
     assert missing > 0 and ship(b, brec.slot, a, arec, epoch=2) == missing
     assert_same(a, vol.slot, b, brec.slot)
+
+
+def test_a_fence_seen_before_the_copy_exists_still_refuses_the_old_writer(nodes) -> None:
+    a, b = nodes
+    vol, _ = make_replicated(a, b)
+    with b.store.op() as op:
+        replica.remember_fence(op, vol.record.volume_id, 5)
+        replica.remember_fence(op, vol.record.volume_id, 3)   # never lowered
+        assert replica.fence_of(op, vol.record.volume_id) == 5
+    with b.store.op(adds_data=False) as op:
+        brec = catalog.by_id(op, vol.record.volume_id)
+    with pytest.raises(StaleEpoch) as stale:
+        ship(a, vol.slot, b, brec, epoch=4)
+    assert stale.value.current == 5
+    assert b.applied(brec.slot) == 0
+    assert ship(a, vol.slot, b, brec, epoch=5) > 0
