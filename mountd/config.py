@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cfs.fs.core import DIRTY_LIMIT
 from cfs.store import StoreConfig
+from mountd.cluster.node import ClusterConfig
 
 SOCKET_NAME = "mountd.sock"
 SYSTEM_DATA_DIR = Path("/var/lib/cfs")
@@ -38,6 +39,8 @@ class DaemonConfig:
     plugin_socket_path: Path | None = None
     """The Docker volume plugin's socket; None: the default (see ``plugin_socket``)."""
     plugin_enabled: bool = True
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    """Cluster membership (etcd, peer address, secret); the default is a single node."""
 
     @property
     def store_dir(self) -> Path:
@@ -66,6 +69,11 @@ class DaemonConfig:
     def plugin_mount_root(self) -> Path:
         """Where the plugin binds each volume Docker mounts: ``<root>/<volume>``."""
         return self.data_dir / "plugin-mounts"
+
+    @property
+    def coord_dir(self) -> Path:
+        """The embedded coordinator's state (volume catalog, lease epochs) without --etcd."""
+        return self.data_dir / "coord"
 
     @property
     def pid_file(self) -> Path:

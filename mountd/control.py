@@ -38,6 +38,8 @@ class ControlServer:
             "mount": service.mount,
             "umount": service.umount,
             "status": service.status,
+            "node.ls": service.node_ls,
+            "node.drain": service.node_drain,
         }
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

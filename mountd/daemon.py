@@ -22,17 +22,31 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from cfs.coord.api import Coordinator
+from cfs.coord.etcd import EtcdCoordinator
+from cfs.coord.local import LocalCoordinator
 from cfs.errors import CfsError
 from cfs.fs import Filesystem
+from cfs.fuse import session, tuning
 from cfs.fuse.adapter import Operations
 from cfs.store import Store, catalog
 from mountd import mounts
+from mountd.cluster.node import ClusterNode, Eviction
 from mountd.config import DaemonConfig
 from mountd.control import ControlServer
 from mountd.plugin import PluginServer, VolumeDriver
 from mountd.service import NodeService
 
 log = logging.getLogger(__name__)
+
+FUSE_WORKERS = 1
+"""pyfuse3 worker tasks. One: no handler awaits (each runs to completion, see
+cfs.fuse.adapter), so a second worker could never run while the first handles a
+request; it would only add a lock hand-off and two task switches to every request."""
+
+CLUSTER_FUSE_WORKERS = 32
+"""In a cluster, fsync and close-after-write await the replicas and a read may await a
+chunk from a peer: other requests must be served meanwhile."""
 
 
 class DaemonError(CfsError):
@@ -56,9 +70,12 @@ class Daemon:
             try:
                 fs = Filesystem(store, dirty_limit=self.config.write_cache_bytes)
                 fs.recover()
-                self._mount_fuse(fs)
+                coord = self._coordinator()
+                evictions_in, evictions_out = trio.open_memory_channel[Eviction](64)
+                cluster = ClusterNode(fs, coord, self.config.cluster, evictions_in)
+                self._mount_fuse(fs, cluster)
                 try:
-                    trio.run(self._main, fs)
+                    trio.run(self._main, fs, coord, cluster, evictions_out)
                 finally:
                     pyfuse3.close(unmount=True)
             finally:
@@ -103,23 +120,39 @@ class Daemon:
             while mounts.unmount_if_mounted(Path(path)):
                 log.warning("detached %s, left mounted by a previous run", path)
 
-    def _mount_fuse(self, fs: Filesystem) -> None:
+    def _coordinator(self) -> Coordinator:
+        """etcd for a cluster member; the embedded single-node coordinator otherwise."""
+        cluster = self.config.cluster
+        if cluster.etcd is not None:
+            return EtcdCoordinator(cluster.etcd, ttl=int(cluster.lease_ttl))
+        return LocalCoordinator(self.config.coord_dir)
+
+    def _mount_fuse(self, fs: Filesystem, cluster: ClusterNode) -> None:
         options = set(pyfuse3.default_options)
         options |= {"fsname=cfs", "subtype=cfs"}
         if os.geteuid() == 0:
             options.add("allow_other")
         try:
-            pyfuse3.init(Operations(fs), str(self.config.fuse_root), options)
+            pyfuse3.init(Operations(fs, cluster), str(self.config.fuse_root), options)
         except RuntimeError as exc:
             raise DaemonError(f"cannot mount FUSE at {self.config.fuse_root}: {exc} "
                               "(is /dev/fuse there, and fuse3 installed?)") from None
 
-    async def _main(self, fs: Filesystem) -> None:
-        service = NodeService(self.config, fs)
+    async def _main(self, fs: Filesystem, coord: Coordinator, cluster: ClusterNode,
+                    evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
+        async with coord:
+            await self._serve(fs, cluster, evictions)
+
+    async def _serve(self, fs: Filesystem, cluster: ClusterNode,
+                     evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
+        service = NodeService(self.config, fs, cluster)
         control = ControlServer(self.config.socket_path, service)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fuse, nursery)
             nursery.start_soon(self._commit_timer, fs)
+            await nursery.start(cluster.run)
+            nursery.start_soon(service.run_evictions, evictions)
+            await self._tune_fuse()
             # Mounts first, socket second: a client that can talk to us finds them in place.
             await service.restore_mounts()
             if self.config.plugin_socket is not None:
@@ -135,13 +168,22 @@ class Daemon:
                 fs.sync()  # written blocks of files still open at the signal
             except CfsError as exc:
                 log.error("could not store everything written before stopping: %s", exc)
+            await service.close_volumes()
             nursery.cancel_scope.cancel()
 
     async def _fuse(self, nursery: trio.Nursery) -> None:
         """pyfuse3's workers; if the session ends on its own (fusermount -u), stop the node."""
-        await pyfuse3.main()
+        workers = CLUSTER_FUSE_WORKERS if self.config.cluster.clustered else FUSE_WORKERS
+        await session.run(workers)
         log.warning("the FUSE session ended; stopping")
         nursery.cancel_scope.cancel()
+
+    async def _tune_fuse(self) -> None:
+        """Raise the connection's read-ahead (cfs.fuse.tuning) once INIT is answered: a
+        stat of the mount from a worker thread returns only after that, while this
+        thread's FUSE workers answer it."""
+        await trio.to_thread.run_sync(os.stat, self.config.fuse_root)
+        tuning.raise_read_ahead(self.config.fuse_root)
 
     async def _commit_timer(self, fs: Filesystem) -> None:
         while True:

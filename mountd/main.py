@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cfs.errors import CfsError
 from cfs.store import StoreConfig
+from cfs.repl.session import MIN_SECRET_SIZE
+from mountd.cluster.node import ClusterConfig
 from mountd.config import DaemonConfig, default_data_dir
 from mountd.daemon import Daemon
 
@@ -25,6 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the data directory /var/lib/cfs, DATA_DIR/plugin.sock for any other)")
     parser.add_argument("--no-plugin", action="store_true", help="do not serve the Docker volume plugin")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    cluster = parser.add_argument_group("cluster (without --etcd the node runs alone)")
+    cluster.add_argument("--etcd", metavar="URL", default=None,
+                         help="etcd endpoint holding the cluster's state, e.g. http://127.0.0.1:2379")
+    cluster.add_argument("--listen", metavar="HOST:PORT", default=None,
+                         help="where peers reach this node (default with --etcd: 127.0.0.1:7101)")
+    cluster.add_argument("--advertise", metavar="HOST:PORT", default=None,
+                         help="the address other nodes dial (default: the --listen address)")
+    cluster.add_argument("--secret-file", type=Path, default=None, metavar="PATH",
+                         help="file holding the cluster secret (at least 16 bytes, not readable by others); "
+                              "required with --etcd")
+    cluster.add_argument("--cluster-name", default="cfs", help="nodes of another cluster name are refused")
+    cluster.add_argument("--replication-timeout", type=float, default=10.0, metavar="SECONDS",
+                         help="how long fsync waits for an unreachable replica before the volume "
+                              "is marked degraded (default: 10)")
+    cluster.add_argument("--lease-ttl", type=int, default=10, metavar="SECONDS",
+                         help="seconds after which a silent node counts as dead (default: 10)")
 
 
 def config_from(args: argparse.Namespace) -> DaemonConfig:
@@ -34,7 +52,49 @@ def config_from(args: argparse.Namespace) -> DaemonConfig:
     return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval,
                         store=StoreConfig(reserve_bytes=args.reserve),
                         plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
-                        plugin_enabled=not args.no_plugin)
+                        plugin_enabled=not args.no_plugin, cluster=cluster_config(args))
+
+
+def cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    if args.etcd is None:
+        for flag in ("listen", "advertise", "secret_file"):
+            if getattr(args, flag) is not None:
+                raise CfsError(f"--{flag.replace('_', '-')} needs --etcd (a cluster)")
+        return ClusterConfig()
+    if not args.etcd.startswith("http://"):
+        raise CfsError(f"--etcd {args.etcd!r}: give the endpoint as http://HOST:PORT")
+    if args.secret_file is None:
+        raise CfsError("--etcd needs --secret-file: nodes authenticate each other with the cluster secret")
+    listen = _host_port("--listen", args.listen or "127.0.0.1:7101")
+    advertise = args.advertise or f"{listen[0]}:{listen[1]}"
+    _host_port("--advertise", advertise)
+    if args.replication_timeout <= 0 or args.lease_ttl < 2:
+        raise CfsError("--replication-timeout must be positive and --lease-ttl at least 2")
+    return ClusterConfig(etcd=args.etcd.rstrip("/"), listen=listen, advertise=advertise,
+                         secret=read_secret(args.secret_file), name=args.cluster_name,
+                         replication_timeout=args.replication_timeout, lease_ttl=args.lease_ttl)
+
+
+def _host_port(flag: str, raw: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CfsError(f"{flag} {raw!r}: expected HOST:PORT, e.g. 127.0.0.1:7101")
+    return host, int(port)
+
+
+def read_secret(path: Path) -> bytes:
+    """The cluster secret: the file's bytes, surrounding whitespace removed."""
+    try:
+        st = path.stat()
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise CfsError(f"cannot read the secret file {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise CfsError(f"secret file {path} is readable by others (mode {st.st_mode & 0o777:o}); chmod 600 it")
+    if len(secret) < MIN_SECRET_SIZE:
+        raise CfsError(f"secret file {path} holds {len(secret)} bytes; the cluster secret needs at least "
+                       f"{MIN_SECRET_SIZE} (e.g. head -c 32 /dev/urandom | base64 > {path})")
+    return secret
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,23 +16,30 @@ from typing import Any, Callable
 import trio
 
 from cfs import check
-from cfs.errors import UserError, VolumeBusy
-from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem
+from cfs.coord.api import VolumeSpec
+from cfs.types import VolumeId
+from cfs.errors import CfsError, UserError, VolumeBusy, VolumeNotFound
+from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
 from cfs.names import validate_volume_name
 from cfs.store import catalog
 from mountd import mounts
+from mountd.cluster.node import ClusterNode, Eviction
 from mountd.config import DaemonConfig
 
 log = logging.getLogger(__name__)
 
-CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size"}
-"""``size`` is a limit recorded with the volume (bytes, or 10G, 512M, ...); nothing enforces it yet."""
+CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas"}
+"""``size`` limits the bytes the volume holds (bytes, or 10G, 512M, 1GiB; 0: no limit): see cfs.fs.quota."""
+
+
+MAX_REPLICAS = 5
 
 
 class NodeService:
-    def __init__(self, config: DaemonConfig, fs: Filesystem) -> None:
+    def __init__(self, config: DaemonConfig, fs: Filesystem, cluster: ClusterNode) -> None:
         self.config = config
         self.fs = fs
+        self.cluster = cluster
         self.store = fs.store
         self.started = time.time()
         self._mount_lock = trio.Lock()
@@ -52,30 +58,65 @@ class NodeService:
         if mode is None:
             raise UserError(f"option mode={opts['mode']!r} is not an octal permission like 755")
         if "size" in opts:
-            opts["size"] = str(parse_size(opts["size"]))
-        record = self.fs.create_volume(name, block_size=block_size, uid=uid, gid=gid, mode=mode,
-                                       options={k: str(v) for k, v in opts.items()})
+            opts["size"] = str(quota.parse_size(opts["size"]))
+        replicas = None
+        if "replicas" in opts:
+            replicas = _int_option(opts, "replicas", 1)
+            if not 1 <= replicas <= MAX_REPLICAS:
+                raise UserError(f"option replicas={replicas} must be between 1 and {MAX_REPLICAS}")
+            del opts["replicas"]
+        record = await self.cluster.create_volume(
+            name, block_size=block_size, uid=uid, gid=gid, mode=mode, replicas=replicas,
+            options={k: str(v) for k, v in opts.items()})
         log.info("created volume %s (block size %d)", name, record.block_size)
         return self._describe(record.name)
 
     async def volume_ls(self) -> list[dict[str, Any]]:
-        return [self._describe(record.name) for record in self.fs.volumes()]
+        """The cluster's volumes; those this node holds no copy of have ``here`` False."""
+        specs = await self.cluster.list_specs()
+        local = {record.name: record for record in self.fs.volumes()}
+        out = []
+        for name in sorted(set(specs) | set(local)):
+            info = self._describe(name) if name in local else _describe_spec(name, specs[name])
+            info["here"] = name in local
+            info["replicas"] = specs[name].replicas if name in specs else 1
+            out.append(info)
+        return out
 
     async def volume_inspect(self, name: str) -> dict[str, Any]:
-        info = self._describe(name)
-        info["usage"] = self.fs.volume_usage(name)
+        spec = await self.cluster.spec(name)
+        if spec is not None and not any(r.name == name for r in self.fs.volumes()):
+            info = _describe_spec(name, spec)
+            info["here"] = False
+        else:
+            info = self._describe(name)
+            info["usage"] = self.fs.volume_usage(name)
+        info["replicas"] = spec.replicas if spec is not None else 1
+        holder = await self.cluster.coord.holder(name)
+        info["writer"] = None if holder is None else {
+            "node_id": holder.lease.node_id.hex(), "address": holder.address, "epoch": holder.lease.epoch,
+            "alive": holder.alive}
+        info["replication"] = self.cluster.volume_status(VolumeId(bytes.fromhex(info["id"])))
         return info
 
     async def volume_info(self, name: str) -> dict[str, Any]:
-        """What ``volume_inspect`` says without the usage scan (cheap enough for every Docker ``Get``)."""
-        return self._describe(name)
+        """What ``volume_inspect`` says without the usage scan (cheap enough for every Docker ``Get``).
+
+        A volume of the cluster that this node holds no copy of yet is described from the
+        cluster catalog: mounting it here moves it here."""
+        try:
+            return self._describe(name)
+        except VolumeNotFound:
+            spec = await self.cluster.spec(name)
+            if spec is None:
+                raise
+            return _describe_spec(name, spec)
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
-        self.fs.volume(name)
         where = self._mounted_at(name)
         if where:
             raise VolumeBusy(f"volume {name!r} is mounted at {', '.join(where)}; unmount it first")
-        self.fs.remove_volume(name)
+        await self.cluster.remove_volume(name)
         log.info("removed volume %s", name)
         return {"removed": name}
 
@@ -85,6 +126,7 @@ class NodeService:
             "name": record.name, "id": record.volume_id.hex(), "block_size": record.block_size,
             "created": _iso(record.created_ns / 1e9), "options": record.options,
             "mountpoints": self._mounted_at(name),
+            **self.fs.volume_space(name),  # used_bytes; size_bytes, the limit (0: none)
         }
 
     def _recorded(self) -> dict[str, tuple[str, bool]]:
@@ -96,11 +138,18 @@ class NodeService:
 
     # --- mounts --------------------------------------------------------------------
 
-    async def mount(self, name: str, path: str, read_only: bool = False) -> dict[str, Any]:
+    async def mount(self, name: str, path: str, read_only: bool = False,
+                    takeover: bool = False) -> dict[str, Any]:
+        """Bind the volume at ``path``; the node becomes its writer first (it may move here)."""
         async with self._mount_lock:
-            self.fs.volume(name)
             target = await trio.to_thread.run_sync(mounts.check_target, path)
-            await trio.to_thread.run_sync(mounts.bind, self.config.fuse_root / name, target, read_only)
+            await self.cluster.open_volume(name, takeover=bool(takeover))
+            try:
+                await trio.to_thread.run_sync(mounts.bind, self.config.fuse_root / name, target, read_only)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.cluster.close_volume(name)
+                raise
             with self.store.op() as op:
                 catalog.record_mount(op, str(target), name, read_only)
             self.store.commit()
@@ -124,6 +173,7 @@ class NodeService:
             with self.store.op() as op:
                 catalog.drop_mount(op, key)
             self.store.commit()
+            await self.cluster.close_volume(name)
         log.info("unmounted volume %s from %s", name, key)
         return {"volume": name, "mountpoint": key}
 
@@ -132,10 +182,42 @@ class NodeService:
         for path, (name, read_only) in sorted(self._recorded().items()):
             try:
                 target = await trio.to_thread.run_sync(mounts.check_target, path)
+                await self.cluster.open_volume(name)
+            except CfsError as exc:
+                log.error("could not remount volume %s at %s: %s", name, path, exc)
+                continue
+            try:
                 await trio.to_thread.run_sync(mounts.bind, self.config.fuse_root / name, target, read_only)
                 log.info("remounted volume %s at %s", name, path)
-            except (UserError, OSError) as exc:
+            except OSError as exc:
+                await self.cluster.close_volume(name)
                 log.error("could not remount volume %s at %s: %s", name, path, exc)
+
+    async def close_volumes(self) -> None:
+        """At a clean stop: every volume this node writes is flushed, replicated and let go."""
+        for path, (name, _ro) in sorted(self._recorded().items()):
+            try:
+                await self.cluster.close_volume(name)
+            except CfsError as exc:
+                log.error("could not close volume %s: %s", name, exc)
+
+    async def run_evictions(self, evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
+        """Unmount volumes this node may not write any more (fenced, or taken over)."""
+        async for eviction in evictions:
+            async with self._mount_lock:
+                for path, (name, _ro) in sorted(self._recorded().items()):
+                    if name != eviction.volume:
+                        continue
+                    try:
+                        if await trio.to_thread.run_sync(mounts.is_mount_point, Path(path)):
+                            await trio.to_thread.run_sync(mounts.unmount, Path(path), True)
+                    except OSError as exc:
+                        log.error("could not unmount %s: %s", path, exc)
+                    with self.store.op() as op:
+                        catalog.drop_mount(op, path)
+                    self.store.commit()
+                    log.warning("unmounted volume %s from %s: %s", name, path, eviction.reason)
+                    await self.cluster.close_volume(name)
 
     async def unbind_all(self) -> None:
         """Detach every volume mount before the FUSE session ends, keeping the records."""
@@ -162,7 +244,27 @@ class NodeService:
                 "pending_bytes": self.store.pending_bytes, "low_space": self.store.low_space,
             },
             "kernel_lookups": len(self.fs.lookups),
+            "cluster": {
+                "node_id": self.cluster.node_id.hex(), "etcd": self.cluster.config.etcd,
+                "address": self.cluster.config.advertise,
+                "writing": self.cluster.writing(), "degraded": self.cluster.degraded(),
+            },
         }
+
+    async def node_ls(self) -> list[dict[str, Any]]:
+        out = []
+        for node in await self.cluster.coord.nodes():
+            state = node.state.value
+            text = state if node.down_since_ns is None else f"down since {_iso(node.down_since_ns / 1e9)}"
+            out.append({"node_id": node.node_id.hex(), "address": node.address, "state": state,
+                        "state_text": text, "down_since": None if node.down_since_ns is None
+                        else _iso(node.down_since_ns / 1e9), "capacity": node.capacity,
+                        "chunks": node.chunks, "self": node.node_id == self.cluster.node_id})
+        return out
+
+    async def node_drain(self, draining: bool = True) -> dict[str, Any]:
+        await self.cluster.coord.set_draining(self.cluster.node_id, bool(draining))
+        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining)}
 
     async def fsck(self, volume: str | None, repair: bool,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:
@@ -179,23 +281,20 @@ class NodeService:
         return report.to_json()
 
 
+def _describe_spec(name: str, spec: VolumeSpec) -> dict[str, Any]:
+    """A volume as the cluster catalog has it (no copy on this node)."""
+    size = spec.options.get("size", "0")
+    return {"name": name, "id": spec.volume_id.hex(), "block_size": spec.block_size,
+            "created": _iso(spec.created_ns / 1e9), "options": dict(spec.options), "mountpoints": [],
+            "used_bytes": 0, "size_bytes": int(size) if size.isdigit() else 0}
+
+
 def _int_option(opts: dict[str, Any], key: str, default: int) -> int:
     raw = opts.get(key, default)
     try:
         return int(raw)
     except (TypeError, ValueError):
         raise UserError(f"option {key}={raw!r} is not a whole number") from None
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?", re.IGNORECASE)
-
-
-def parse_size(raw: Any) -> int:
-    """Bytes from ``10G``, ``512m``, ``1.5GiB`` or ``4096`` (binary units, as Docker reads sizes)."""
-    match = _SIZE.fullmatch(str(raw).strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise UserError(f"option size={raw!r} is not a size like 10G, 512M or 1073741824")
-    return int(float(match.group(1)) * 1024 ** " kmgtp".index(match.group(2).lower() or " "))
 
 
 def _octal(raw: Any) -> bool:

@@ -36,10 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="cfs: container volumes that outlive their containers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    node = sub.add_parser("node", parents=[common], help="run the node daemon").add_subparsers(
+    node = sub.add_parser("node", parents=[common], help="run the node daemon; list and drain nodes").add_subparsers(
         dest="node_command", required=True, metavar="SUBCOMMAND")
     run = node.add_parser("run", help="run the node daemon in the foreground")
     mountd_main.add_arguments(run)
+    node.add_parser("ls", parents=[common], help="list the cluster's nodes and their state")
+    drain = node.add_parser("drain", parents=[common],
+                            help="mark this node as draining: it takes no new replicas")
+    drain.add_argument("--undo", action="store_true", help="take the node back into service")
 
     volume = sub.add_parser("volume", parents=[common], help="create, list, inspect, remove volumes")
     vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="SUBCOMMAND")
@@ -47,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
-                             "size=10G (recorded, not enforced yet)")
+                             "size=10G (the most the volume may hold: ENOSPC beyond; 0: no limit), "
+                             "replicas=N (copies on distinct nodes; default 2 in a cluster of 2 or more)")
     vsub.add_parser("ls", parents=[common], help="list volumes")
     inspect = vsub.add_parser("inspect", parents=[common], help="show a volume's details and usage")
     inspect.add_argument("name")
@@ -58,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("name")
     mount.add_argument("dir")
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
+    mount.add_argument("--takeover", action="store_true",
+                       help="if another live node has the volume mounted, make it unmount first")
     umount = sub.add_parser("umount", parents=[common], help="unmount a volume")
     umount.add_argument("dir")
     sub.add_parser("status", parents=[common], help="show the node's state")
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return bench.run(args)
-        if args.command == "node":
+        if args.command == "node" and args.node_command == "run":
             args.data_dir = data_dir
             return mountd_main.run(args)
         config = DaemonConfig(data_dir=Path(data_dir).absolute())
@@ -106,7 +113,11 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     if args.command == "mount":
         validate_volume_name(args.name)
         return call(sock, "mount", {"name": args.name, "path": os.path.abspath(args.dir),
-                                    "read_only": args.read_only})
+                                    "read_only": args.read_only, "takeover": args.takeover})
+    if args.command == "node":
+        if args.node_command == "ls":
+            return call(sock, "node.ls")
+        return call(sock, "node.drain", {"draining": not args.undo})
     if args.command == "umount":
         return call(sock, "umount", {"path": os.path.abspath(args.dir)})
     if args.command == "status":
@@ -178,6 +189,13 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     elif args.command == "fsck":
         for line in result.get("lines", []):
             print(line)
+    elif args.command == "node" and args.node_command == "ls":
+        rows = [("NODE", "ADDRESS", "STATE", "CAPACITY", "CHUNKS")]
+        rows += [(n["node_id"][:12] + (" *" if n["self"] else ""), n["address"] or "-", n["state_text"],
+                  str(n["capacity"]), str(n["chunks"])) for n in result]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     else:
         print_mapping(result)
 

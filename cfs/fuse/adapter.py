@@ -13,6 +13,13 @@ after ``readdir_reply`` has accepted it.
 File handles: every open and create gets a handle number of its own, naming the inode
 and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
 The core counts the opens of each inode; the handle table is the adapter's.
+
+Replication (``Remote``, given by the daemon): an operation that needs a chunk held by
+replicas only fails in the core with ``RemoteChunk``, one whose local copy is missing
+or damaged with ``MissingChunk``/``CorruptChunk``; the adapter fetches the chunk from a
+peer (which verifies and stores it, repairing the local copy) and runs the operation again (the failed attempt changed nothing: its store operation
+was rolled back). fsync, fdatasync, fsyncdir and the close of a handle that wrote
+return only once ``Remote.replicated`` says the volume's records are on its replicas.
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import pyfuse3
 
-from cfs.errors import CfsError, FsError
+from cfs.errors import CfsError, CorruptChunk, FsError, MissingChunk, RemoteChunk
 from cfs.fs import Attr, Caller, Filesystem, SetAttr
-from cfs.types import InodeId
+from cfs.types import InodeId, Slot, slot_of
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +47,63 @@ ATTR_TIMEOUT = 1.0
 CAP_SYS_ADMIN = 21
 
 
+MAX_FETCHES = 4096
+"""Chunks one operation may fetch from replicas before it gives up (a 256 MiB read of 64 KiB blocks)."""
+
+
+class Remote(Protocol):
+    """What the adapter needs from replication (mountd.cluster.node.ClusterNode)."""
+
+    async def fetch_chunk(self, chunk: bytes) -> None:
+        """Bring the chunk's bytes to this node, or raise a CfsError."""
+
+    async def replicated(self, slot: Slot) -> None:
+        """Return once the volume's records so far are durable on its replicas."""
+
+
+def _chunk_of(exc: MissingChunk | CorruptChunk) -> bytes | None:
+    """The id of the chunk an error is about, when it names one."""
+    if isinstance(exc, CorruptChunk):
+        return bytes.fromhex(exc.chunk_hex)
+    return exc.chunk_id
+
+
 def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Turn core errors into FUSEError; anything else is a bug: log it and answer EIO."""
+    """Turn core errors into FUSEError; anything else is a bug: log it and answer EIO.
+
+    A chunk held by replicas only, or missing or damaged here, is fetched from a peer
+    and the handler run again (each chunk once: a second failure is EIO).
+    """
 
     @functools.wraps(handler)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
-            raise
-        except FsError as exc:
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except CfsError as exc:
-            log.error("%s failed: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-        except Exception:
-            log.exception("bug in %s; answering EIO", handler.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+    async def wrapper(self: "Operations", *args: Any, **kwargs: Any) -> T:
+        fetched: set[bytes] = set()
+        while True:
+            try:
+                return await handler(self, *args, **kwargs)
+            except (MissingChunk, CorruptChunk) as exc:
+                cid = _chunk_of(exc)
+                if self.remote is None or cid is None or cid in fetched or len(fetched) >= MAX_FETCHES:
+                    if isinstance(exc, RemoteChunk):  # damage was logged by the core already
+                        log.error("%s failed: %s", handler.__name__, exc)
+                    raise pyfuse3.FUSEError(errno.EIO) from None
+                fetched.add(cid)
+                try:
+                    await self.remote.fetch_chunk(cid)
+                except CfsError as fetch_error:
+                    log.error("%s failed: %s", handler.__name__, fetch_error)
+                    raise pyfuse3.FUSEError(errno.EIO) from None
+                continue
+            except pyfuse3.FUSEError:
+                raise
+            except FsError as exc:
+                raise pyfuse3.FUSEError(exc.errno) from None
+            except CfsError as exc:
+                log.error("%s failed: %s", handler.__name__, exc)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            except Exception:
+                log.exception("bug in %s; answering EIO", handler.__name__)
+                raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
 
@@ -89,10 +136,12 @@ def _may_see_trusted(ctx: pyfuse3.RequestContext) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Handle:
     ino: InodeId
     noatime: bool
+    wrote: bool = False
+    """Written through: its close waits for the replicas, as fsync does."""
 
 
 def entry(attr: Attr) -> pyfuse3.EntryAttributes:
@@ -123,9 +172,10 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Filesystem) -> None:
+    def __init__(self, fs: Filesystem, remote: Remote | None = None) -> None:
         super().__init__()
         self.fs = fs
+        self.remote = remote
         self._handles: dict[int, _Handle] = {}
         self._next_fh = itertools.count(1)
 
@@ -226,13 +276,18 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return self.fs.write(self._ino(fh), off, buf)
+        handle = self._handles[fh]
+        handle.wrote = True
+        return self.fs.write(handle.ino, off, buf)
 
     @_errno_edge
     async def flush(self, fh: int) -> None:
         # Every close(2) of a descriptor: store the written blocks, so errors such as
         # ENOSPC reach the program that closes (release's cannot).
-        self.fs.flush(self._ino(fh))
+        handle = self._handles[fh]
+        self.fs.flush(handle.ino)
+        if handle.wrote:
+            await self._replicated(handle.ino)
 
     async def release(self, fh: int) -> None:
         try:
@@ -243,6 +298,11 @@ class Operations(pyfuse3.Operations):
     @_errno_edge
     async def fsync(self, fh: int, datasync: bool) -> None:
         self.fs.fsync(self._ino(fh))
+        await self._replicated(self._ino(fh))
+
+    async def _replicated(self, ino: InodeId) -> None:
+        if self.remote is not None:
+            await self.remote.replicated(slot_of(ino))
 
     @_errno_edge
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
@@ -262,6 +322,7 @@ class Operations(pyfuse3.Operations):
     @_errno_edge
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         self.fs.sync()
+        await self._replicated(InodeId(fh))
 
     @_errno_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

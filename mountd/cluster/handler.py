@@ -1,0 +1,167 @@
+"""Answers peers' requests against this node's store: the replica side of replication.
+
+Every handler runs on the trio thread and touches the store only between awaits, in
+operations of its own (``Store.op``), so a request is applied whole or not at all.
+Records are committed durably before ``LogAck`` goes out: an acknowledgement is a
+promise that the records survive a crash of this node.
+
+Fencing: every request that carries an epoch raises this node's remembered epoch for
+the volume (``replica.admit_epoch``) or is refused with STALE_EPOCH. When the raised
+epoch belongs to a volume this node is writing, this node has been fenced: ``on_fenced``
+is called and the volume stops taking writes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Awaitable, Callable
+
+from cfs.codec import VolumeRecord
+from cfs.errors import (
+    CorruptRecord, LogGap, LogTrimmed, MissingChunk, NoSpace, ReplicationError, StaleEpoch,
+)
+from cfs.repl.wire import (
+    MAX_CHUNK_SIZE, Ack, AppendLog, Chunks, Error, ErrorCode, Fence, FetchLog, GetChunks, LogAck,
+    LogRecords, Ping, Pong, PutChunks, Release, Reply, Request, VolumeInfo, VolumeInfoReply,
+)
+from cfs.store import Store, catalog, chunks, replica
+from cfs.types import NodeId, VolumeId
+
+log = logging.getLogger(__name__)
+
+MAX_REPLY_BYTES = 4 * MAX_CHUNK_SIZE
+
+
+class PeerHandler:
+    """The node's answers to the peer protocol's requests."""
+
+    def __init__(self, store: Store, *,
+                 adopt: Callable[[VolumeId], Awaitable[VolumeRecord | None]],
+                 writing_epoch: Callable[[VolumeId], int | None],
+                 on_fenced: Callable[[VolumeId, int], None],
+                 release: Callable[[VolumeId, int], Awaitable[None]]) -> None:
+        """``adopt``: the local record of a volume, created from the cluster catalog if
+        this node has none (None: no such volume). ``writing_epoch``: the epoch under
+        which this node writes the volume, None if it does not. ``on_fenced``: this node's
+        writer of the volume was superseded. ``release``: flush, ship and unmount the
+        volume because another node is taking it over."""
+        self.store = store
+        self.adopt = adopt
+        self.writing_epoch = writing_epoch
+        self.on_fenced = on_fenced
+        self.release = release
+
+    async def __call__(self, peer: NodeId, request: Request) -> Reply:
+        try:
+            return await self._dispatch(peer, request)
+        except StaleEpoch as exc:
+            return Error.of(ErrorCode.STALE_EPOCH, str(exc), exc.current)
+        except LogGap as exc:
+            return Error.of(ErrorCode.GAP, str(exc), exc.expected)
+        except LogTrimmed as exc:
+            return Error.of(ErrorCode.TRIMMED, str(exc))
+        except NoSpace as exc:
+            return Error.of(ErrorCode.NO_SPACE, str(exc))
+        except CorruptRecord as exc:
+            log.warning("peer %s sent a bad record: %s", peer.hex()[:8], exc)
+            return Error.of(ErrorCode.BAD_REQUEST, str(exc))
+        except ReplicationError as exc:
+            return Error.of(ErrorCode.BAD_REQUEST, str(exc))
+
+    async def _dispatch(self, peer: NodeId, request: Request) -> Reply:
+        if isinstance(request, Ping):
+            return Pong(time.time_ns())
+        if isinstance(request, PutChunks):
+            return self._put_chunks(request)
+        if isinstance(request, GetChunks):
+            return self._get_chunks(request)
+        if isinstance(request, (AppendLog, FetchLog, VolumeInfo, Fence, Release)):
+            # Only records make this node a replica; the other requests ask about a copy.
+            if isinstance(request, AppendLog):
+                record = await self.adopt(request.volume_id)
+            else:
+                record = local_record(self.store, request.volume_id)
+            if isinstance(request, VolumeInfo):
+                if record is None:
+                    return VolumeInfoReply(request.volume_id, 0, 0, False)
+                return self._volume_info(record)
+            if record is None:
+                if isinstance(request, Fence):
+                    with self.store.op(adds_data=False) as op:
+                        replica.remember_fence(op, request.volume_id, request.epoch)
+                    self.store.commit()
+                    return Ack()
+                return Error.of(ErrorCode.NOT_FOUND, f"volume {request.volume_id.hex()} has no copy here")
+            self._check_epoch(record, request.epoch)
+            if isinstance(request, AppendLog):
+                return self._append(peer, record, request)
+            if isinstance(request, FetchLog):
+                return self._fetch(record, request)
+            if isinstance(request, Release):
+                await self.release(record.volume_id, request.epoch)
+            else:
+                self.store.commit()  # a fence holds across a crash of this node
+            return Ack()
+        return Error.of(ErrorCode.BAD_REQUEST, f"{type(request).__name__} is not served here")
+
+    def _check_epoch(self, record: VolumeRecord, epoch: int) -> None:
+        """Refuse a stale epoch; a newer one than ours fences our own writer of the volume."""
+        with self.store.op(adds_data=False) as op:
+            replica.admit_epoch(op, record, epoch)
+        mine = self.writing_epoch(record.volume_id)
+        if mine is not None and epoch > mine:
+            self.on_fenced(record.volume_id, epoch)
+
+    def _put_chunks(self, request: PutChunks) -> Reply:
+        now = time.time_ns()
+        with self.store.op(expect_bytes=sum(len(d) for _c, d in request.chunks)) as op:
+            for cid, data in request.chunks:  # verified against their ids by the session
+                chunks.stage(op, cid, bytes(data), now)
+        return Ack()
+
+    def _get_chunks(self, request: GetChunks) -> Reply:
+        found, missing, size = [], [], 0
+        with self.store.op(adds_data=False) as op:
+            for cid in request.ids:
+                if size >= MAX_REPLY_BYTES:
+                    break  # not listed at all: the asker asks again
+                try:
+                    data = chunks.get(op, cid)
+                except MissingChunk:  # RemoteChunk included: we do not hold its bytes either
+                    missing.append(cid)
+                    continue
+                found.append((cid, data))
+                size += len(data)
+        return Chunks(found, missing)
+
+    def _volume_info(self, record: VolumeRecord) -> Reply:
+        with self.store.op(adds_data=False) as op:
+            repl = replica.state(op, record.slot)
+            applied = replica.applied_seq(op, record.slot)
+        return VolumeInfoReply(record.volume_id, repl.epoch, applied, True)
+
+    def _append(self, peer: NodeId, record: VolumeRecord, request: AppendLog) -> Reply:
+        if self.writing_epoch(record.volume_id) is not None:
+            # We write this volume under the newest epoch we know: another writer is stale.
+            return Error.of(ErrorCode.STALE_EPOCH, f"node writes volume {record.name!r} itself",
+                            self.writing_epoch(record.volume_id) or 0)
+        retain = self.store.config.changelog_retain
+        with self.store.op() as op:
+            for seq, raw in request.records:
+                replica.apply(op, record, request.epoch, seq, bytes(raw), retain)
+            applied = replica.applied_seq(op, record.slot)
+        self.store.commit()  # durable before we say so
+        return LogAck(record.volume_id, applied)
+
+    def _fetch(self, record: VolumeRecord, request: FetchLog) -> Reply:
+        with self.store.op(adds_data=False) as op:
+            records = replica.records_after(op, record.slot, request.after_seq,
+                                            min(request.max_bytes, MAX_REPLY_BYTES))
+            last = replica.applied_seq(op, record.slot)
+        return LogRecords(record.volume_id, last, records)
+
+
+def local_record(store: Store, volume_id: VolumeId) -> VolumeRecord | None:
+    with store.op(adds_data=False) as op:
+        return catalog.by_id(op, volume_id)

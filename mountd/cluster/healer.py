@@ -1,0 +1,125 @@
+"""Self-heal: volumes that nobody writes are brought back to their replica count.
+
+A mounted volume's replicator follows the live nodes by itself. A volume that no live
+node writes (its writer died, or it is not mounted anywhere) has nobody shipping it, so
+every node runs a ``Healer``: every ``interval`` seconds, for each volume it holds a copy
+of and that has no live writer, it computes where the copies should be (rendezvous
+hashing over the live, non-draining nodes, as the writer would), asks those nodes how
+far their copies go, and, if it is the best-ranked node among those with the most
+advanced copy, ships the missing records and chunks to the others. A node counts as
+gone once its registration expired (``--lease-ttl``): that is the grace period. Copies
+of volumes the cluster removed are dropped.
+
+Shipping uses the epoch of the last writer (the highest this node has seen), which every
+replica accepts unless a newer writer appeared meanwhile; then the round stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from cfs.codec import VolumeRecord
+from cfs.coord.api import VolumeSpec
+from cfs.errors import CfsError
+from cfs.repl import placement
+from cfs.repl.wire import VolumeInfo, VolumeInfoReply
+from cfs.store import replica
+from cfs.types import NodeId
+from mountd.cluster.links import PeerError, PeerUnavailable
+from mountd.cluster.replicator import VolumeReplicator
+
+if TYPE_CHECKING:
+    from mountd.cluster.node import ClusterNode
+
+log = logging.getLogger(__name__)
+
+INFO_TIMEOUT = 3.0
+
+
+class Healer:
+    def __init__(self, node: "ClusterNode", interval: float) -> None:
+        self.node = node
+        self.interval = interval
+        self.rounds = 0
+        self.shipped: dict[str, int] = {}
+        """Volume name -> records shipped by this node's healer (for ``cfs status``)."""
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.interval)
+            try:
+                await self.heal_all()
+            except CfsError as exc:
+                log.warning("self-heal round failed: %s", exc)
+            self.rounds += 1
+
+    async def heal_all(self) -> None:
+        specs = await self.node.coord.list_volumes()
+        for record in self.node.fs.volumes():
+            if self.node.writes(record.volume_id):
+                continue
+            spec = specs.get(record.name)
+            if spec is None or spec.volume_id != record.volume_id:
+                self._drop_removed(record)
+                continue
+            if spec.replicas <= 1:
+                continue
+            holder = await self.node.coord.holder(record.name)
+            if holder is not None and holder.alive:
+                continue
+            await self._heal(record, spec)
+
+    def _drop_removed(self, record: VolumeRecord) -> None:
+        """A copy of a volume the cluster removed (or replaced under its name) goes too."""
+        if self.node.epoch_seen(record) == 0:
+            return  # a volume made here before the node joined: published at start, not ours to drop
+        try:
+            self.node.fs.remove_volume(record.name, force=True)
+            log.info("volume %s (id %s) was removed from the cluster; dropped this node's copy",
+                     record.name, record.volume_id.hex())
+        except CfsError as exc:
+            log.warning("could not drop the copy of removed volume %s: %s", record.name, exc)
+
+    async def _heal(self, record: VolumeRecord, spec: VolumeSpec) -> None:
+        me = self.node.node_id
+        live = [me, *self.node.live_peers()]
+        wanted = placement.choose(spec.volume_id, live, spec.replicas)
+        copies = await self._copies(record, [n for n in live if n != me])
+        with self.node.store.op(adds_data=False) as op:
+            copies[me] = replica.applied_seq(op, record.slot)
+            epoch = replica.state(op, record.slot).epoch
+        best = max(copies.values())
+        if copies[me] < best:
+            return
+        shippers = placement.rank(spec.volume_id, [n for n, seq in copies.items() if seq == best])
+        if shippers[0] != me:
+            return
+        lagging = [n for n in wanted if n != me and copies.get(n, -1) < best]
+        if not lagging:
+            return
+        log.info("volume %s: copying %d records to %s (self-heal)", record.name, best,
+                 ", ".join(n.hex()[:8] for n in lagging))
+        rep = VolumeReplicator(self.node.store, self.node.pool, record, epoch,
+                               targets=lambda: lagging, on_fenced=lambda _epoch: None,
+                               timeout=self.node.config.replication_timeout)
+        await rep.ship_once()
+        self.shipped[record.name] = best
+
+    async def _copies(self, record: VolumeRecord, peers: list[NodeId]) -> dict[NodeId, int]:
+        """How far each reachable peer's copy of the volume goes (absent: no copy)."""
+        copies: dict[NodeId, int] = {}
+
+        async def ask(peer: NodeId) -> None:
+            try:
+                reply = await self.node.pool.request(peer, VolumeInfo(record.volume_id), timeout=INFO_TIMEOUT)
+            except (PeerUnavailable, PeerError):
+                return
+            if isinstance(reply, VolumeInfoReply) and reply.known:
+                copies[peer] = reply.applied_seq
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(ask, peer)
+        return copies
