@@ -248,6 +248,7 @@ class NodeService:
                 "node_id": self.cluster.node_id.hex(), "etcd": self.cluster.config.etcd,
                 "address": self.cluster.config.advertise,
                 "writing": self.cluster.writing(), "degraded": self.cluster.degraded(),
+                "self_heal": {"rounds": self.cluster.healer.rounds, "copied": self.cluster.healer.shipped},
             },
         }
 

@@ -54,12 +54,11 @@ def fence_of(op: Op, volume_id: VolumeId) -> int:
 def admit_epoch(op: Op, record: VolumeRecord, epoch: int) -> None:
     """Refuse ``epoch`` if a newer one was seen for the volume; remember it if it is the newest."""
     repl = state(op, record.slot)
-    repl.epoch = max(repl.epoch, fence_of(op, record.volume_id))
-    if epoch < repl.epoch:
+    seen = max(repl.epoch, fence_of(op, record.volume_id))
+    if epoch < seen:
         raise StaleEpoch(
-            f"volume {record.name!r}: epoch {epoch} is stale, this node has seen epoch {repl.epoch}",
-            repl.epoch)
-    if epoch > repl.epoch:
+            f"volume {record.name!r}: epoch {epoch} is stale, this node has seen epoch {seen}", seen)
+    if epoch != repl.epoch:
         repl.epoch = epoch
         save(op, record.slot, repl)
 

@@ -3,10 +3,11 @@
 A mounted volume's replicator follows the live nodes by itself. A volume that no live
 node writes (its writer died, or it is not mounted anywhere) has nobody shipping it, so
 every node runs a ``Healer``: every ``interval`` seconds, for each volume it holds a copy
-of and that has no live writer, it computes where the copies should be (rendezvous
-hashing over the live, non-draining nodes, as the writer would), asks those nodes how
-far their copies go, and, if it is the best-ranked node among those with the most
-advanced copy, ships the missing records and chunks to the others. A node counts as
+of and that has no live writer, it asks the live, non-draining nodes how far their
+copies go. If fewer than ``replicas`` are complete and this node is the best-ranked
+(rendezvous hashing) of those with a complete copy, it ships the missing records and
+chunks to as many more nodes as needed: lagging copies first, then new nodes, each in
+rendezvous order. A node counts as
 gone once its registration expired (``--lease-ttl``): that is the grace period. Copies
 of volumes the cluster removed are dropped.
 
@@ -85,25 +86,26 @@ class Healer:
 
     async def _heal(self, record: VolumeRecord, spec: VolumeSpec) -> None:
         me = self.node.node_id
-        live = [me, *self.node.live_peers()]
-        wanted = placement.choose(spec.volume_id, live, spec.replicas)
-        copies = await self._copies(record, [n for n in live if n != me])
+        peers = self.node.live_peers()
+        copies = await self._copies(record, peers)
         with self.node.store.op(adds_data=False) as op:
             copies[me] = replica.applied_seq(op, record.slot)
             epoch = replica.state(op, record.slot).epoch
         best = max(copies.values())
-        if copies[me] < best:
-            return
-        shippers = placement.rank(spec.volume_id, [n for n, seq in copies.items() if seq == best])
-        if shippers[0] != me:
-            return
-        lagging = [n for n in wanted if n != me and copies.get(n, -1) < best]
-        if not lagging:
+        complete = [n for n, seq in copies.items() if seq == best]
+        if len(complete) >= spec.replicas or placement.rank(spec.volume_id, complete)[0] != me:
+            return  # enough copies, or another node with a complete copy does the shipping
+        # Top up: copies that lag first (they hold most of it already), then new nodes,
+        # each group in rendezvous order, so every node would pick the same ones.
+        lagging = placement.rank(spec.volume_id, [n for n in copies if copies[n] < best])
+        fresh = placement.rank(spec.volume_id, [n for n in peers if n not in copies])
+        targets = (lagging + fresh)[:spec.replicas - len(complete)]
+        if not targets:
             return
         log.info("volume %s: copying %d records to %s (self-heal)", record.name, best,
-                 ", ".join(n.hex()[:8] for n in lagging))
+                 ", ".join(n.hex()[:8] for n in targets))
         rep = VolumeReplicator(self.node.store, self.node.pool, record, epoch,
-                               targets=lambda: lagging, on_fenced=lambda _epoch: None,
+                               targets=lambda: targets, on_fenced=lambda _epoch: None,
                                timeout=self.node.config.replication_timeout)
         await rep.ship_once()
         self.shipped[record.name] = best

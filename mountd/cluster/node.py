@@ -28,6 +28,7 @@ store access happens between awaits.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 FETCH_BYTES = 3 << 20
 CONTROL_TIMEOUT = 5.0
 RELEASE_TIMEOUT = 20.0
+STATS_EVERY = 5
+"""Seconds between publications of the node's capacity and chunk count."""
 
 
 @dataclass(frozen=True)
@@ -163,11 +166,12 @@ class ClusterNode:
             return replica.state(op, record.slot).epoch
 
     async def _watch_members(self) -> None:
-        while True:
+        """Refresh the member list every second, and publish our stats every few."""
+        for tick in itertools.count(1):
             await trio.sleep(1.0)
             try:
                 await self._refresh_members()
-                if self.session is not None:
+                if self.session is not None and tick % STATS_EVERY == 0:
                     with self.store.op(adds_data=False) as op:
                         count = op.txn.stat(self.store.db(Table.CHUNKREFS))["entries"]
                     await self.session.update_stats(capacity=self._capacity(), chunks=count)

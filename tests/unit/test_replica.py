@@ -270,3 +270,13 @@ def test_a_fence_seen_before_the_copy_exists_still_refuses_the_old_writer(nodes)
     assert stale.value.current == 5
     assert b.applied(brec.slot) == 0
     assert ship(a, vol.slot, b, brec, epoch=5) > 0
+
+
+def test_an_epoch_first_seen_as_a_fence_is_kept_with_the_copy(nodes) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    with b.store.op() as op:
+        replica.remember_fence(op, vol.record.volume_id, 1)
+    ship(a, vol.slot, b, brec, epoch=1)
+    with b.store.op(adds_data=False) as op:
+        assert replica.state(op, brec.slot).epoch == 1
