@@ -9,7 +9,7 @@ packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
     packages+=(attr python3 fio)  # tests/posix runs /usr/bin/python3 as other users; fio: the bench smoke test
     packages+=(git tar)  # tests/posix/test_programs.py runs them on a cfs mount
-    packages+=(etcd-server)  # tests/cluster run a real etcd (the coordination store)
+    packages+=(etcd-server iproute2)  # tests/cluster: a real etcd; network namespaces for the partition test
 fi
 if [ "${1:-}" = "--bench" ]; then
     packages+=(fio bindfs)
