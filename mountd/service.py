@@ -264,8 +264,11 @@ class NodeService:
         return out
 
     async def node_drain(self, draining: bool = True) -> dict[str, Any]:
+        """Mark the node draining (or not). ``still_here`` lists what keeps it from leaving:
+        volumes it writes (unmount or move them) and copies not yet made elsewhere."""
         await self.cluster.coord.set_draining(self.cluster.node_id, bool(draining))
-        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining)}
+        waiting = sorted(set(self.cluster.writing()) | self.cluster.healer.needs_me) if draining else []
+        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining), "still_here": waiting}
 
     async def fsck(self, volume: str | None, repair: bool,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     drain = node.add_parser("drain", parents=[common],
                             help="mark this node as draining: it takes no new replicas")
     drain.add_argument("--undo", action="store_true", help="take the node back into service")
+    drain.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                       help="wait up to SECONDS until no volume needs this node any more")
 
     volume = sub.add_parser("volume", parents=[common], help="create, list, inspect, remove volumes")
     vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="SUBCOMMAND")
@@ -117,7 +120,7 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     if args.command == "node":
         if args.node_command == "ls":
             return call(sock, "node.ls")
-        return call(sock, "node.drain", {"draining": not args.undo})
+        return drain(sock, not args.undo, args.wait)
     if args.command == "umount":
         return call(sock, "umount", {"path": os.path.abspath(args.dir)})
     if args.command == "status":
@@ -125,6 +128,18 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     if args.command == "fsck":
         return run_fsck(config, args.volume, args.repair, quiet=getattr(args, "json", False))
     raise CfsError(f"unknown command {args.command}")
+
+
+def drain(sock: Path, draining: bool, wait: float) -> Any:
+    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere."""
+    deadline = time.monotonic() + wait
+    while True:
+        result = call(sock, "node.drain", {"draining": draining})
+        if not result["still_here"] or time.monotonic() >= deadline:
+            if wait and result["still_here"]:
+                raise CfsError(f"still needed here after {wait:g} s: {', '.join(result['still_here'])}")
+            return result
+        time.sleep(1.0)
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

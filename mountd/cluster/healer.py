@@ -7,7 +7,8 @@ of and that has no live writer, it asks the live, non-draining nodes how far the
 copies go. If fewer than ``replicas`` are complete and this node is the best-ranked
 (rendezvous hashing) of those with a complete copy, it ships the missing records and
 chunks to as many more nodes as needed: lagging copies first, then new nodes, each in
-rendezvous order. A node counts as
+rendezvous order. The copy of a draining node does not count, so draining a node copies
+what it holds elsewhere (``needs_me`` lists what is still waiting). A node counts as
 gone once its registration expired (``--lease-ttl``): that is the grace period. Copies
 of volumes the cluster removed are dropped.
 
@@ -47,6 +48,8 @@ class Healer:
         self.rounds = 0
         self.shipped: dict[str, int] = {}
         """Volume name -> records shipped by this node's healer (for ``cfs status``)."""
+        self.needs_me: set[str] = set()
+        """While draining: volumes of which this node still holds a copy the cluster needs."""
 
     async def run(self) -> None:
         while True:
@@ -59,6 +62,7 @@ class Healer:
 
     async def heal_all(self) -> None:
         specs = await self.node.coord.list_volumes()
+        self.needs_me &= {r.name for r in self.node.fs.volumes()}
         for record in self.node.fs.volumes():
             if self.node.writes(record.volume_id):
                 continue
@@ -66,8 +70,8 @@ class Healer:
             if spec is None or spec.volume_id != record.volume_id:
                 self._drop_removed(record)
                 continue
-            if spec.replicas <= 1:
-                continue
+            if spec.replicas <= 1 and not self.node.draining():
+                continue  # one copy, and it stays here
             holder = await self.node.coord.holder(record.name)
             if holder is not None and holder.alive:
                 continue
@@ -93,13 +97,20 @@ class Healer:
             epoch = replica.state(op, record.slot).epoch
         best = max(copies.values())
         complete = [n for n, seq in copies.items() if seq == best]
-        if len(complete) >= spec.replicas or placement.rank(spec.volume_id, complete)[0] != me:
+        # A draining node's copy does not count: it is leaving.
+        draining = self.node.draining()
+        counted = [n for n in complete if not (draining and n == me)]
+        if draining and copies[me] == best and len(counted) < spec.replicas:
+            self.needs_me.add(record.name)
+        else:
+            self.needs_me.discard(record.name)
+        if len(counted) >= spec.replicas or placement.rank(spec.volume_id, complete)[0] != me:
             return  # enough copies, or another node with a complete copy does the shipping
         # Top up: copies that lag first (they hold most of it already), then new nodes,
         # each group in rendezvous order, so every node would pick the same ones.
-        lagging = placement.rank(spec.volume_id, [n for n in copies if copies[n] < best])
+        lagging = placement.rank(spec.volume_id, [n for n in copies if copies[n] < best and n != me])
         fresh = placement.rank(spec.volume_id, [n for n in peers if n not in copies])
-        targets = (lagging + fresh)[:spec.replicas - len(complete)]
+        targets = (lagging + fresh)[:spec.replicas - len(counted)]
         if not targets:
             return
         log.info("volume %s: copying %d records to %s (self-heal)", record.name, best,

@@ -10,8 +10,10 @@ Limits, so that no peer can exhaust this node: the handshake must finish within
 ``HANDSHAKE_TIMEOUT``; a frame larger than the session's limit ends the connection after
 its header (the session checks); at most ``MAX_CONCURRENT_REQUESTS`` requests of one peer
 are handled at once, further ones wait in the socket (back-pressure: the reader stops
-reading); every request this node sends has a timeout. A peer that fails authentication
-or sends a malformed frame is logged and disconnected; nothing of that frame is used.
+reading); every request this node sends has a timeout, and a peer that could not be
+dialled is not dialled again for ``DIAL_BACKOFF`` (its requests fail at once meanwhile). A
+peer that fails authentication or sends a malformed frame is logged and disconnected;
+nothing of that frame is used.
 
 Concurrency: a ``PeerConnection`` is used from several trio tasks. Sending is
 serialised by ``_send_lock`` (the session's outbox is flushed whole under it); the
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 3.0
+DIAL_BACKOFF = HANDSHAKE_TIMEOUT
+"""After a failed dial, requests to that peer fail at once for this long, instead of each
+waiting out the connect or handshake timeout again (a frozen peer still accepts TCP)."""
 MAX_CONCURRENT_REQUESTS = 8
 RECEIVE_SIZE = 256 * 1024
 
@@ -247,6 +252,8 @@ class PeerPool:
         self.addresses = addresses
         self._conns: dict[NodeId, PeerConnection] = {}
         self._dialing: dict[NodeId, trio.Lock] = {}
+        self._failed: dict[NodeId, tuple[float, str]] = {}
+        """Peer -> (trio time until which it is not dialled again, why the last dial failed)."""
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -268,7 +275,15 @@ class PeerPool:
             address = self.addresses(peer)
             if address is None:
                 raise PeerUnavailable(f"node {peer.hex()} has no known address")
-            conn = await self._dial(peer, address)
+            until, why = self._failed.get(peer, (0.0, ""))
+            if trio.current_time() < until:
+                raise PeerUnavailable(f"{why} (not dialled again for {until - trio.current_time():.1f} s)")
+            try:
+                conn = await self._dial(peer, address)
+            except PeerUnavailable as exc:
+                self._failed[peer] = (trio.current_time() + DIAL_BACKOFF, str(exc))
+                raise
+            self._failed.pop(peer, None)
             self._conns[peer] = conn
             return conn
 

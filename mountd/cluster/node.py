@@ -191,6 +191,10 @@ class ClusterNode:
         status = self.members.get(node)
         return status.address if status is not None and status.address else None
 
+    def draining(self) -> bool:
+        status = self.members.get(self.node_id)
+        return status is not None and status.draining
+
     def live_peers(self) -> list[NodeId]:
         return [n for n, s in self.members.items() if s.alive and not s.draining and n != self.node_id]
 
@@ -378,7 +382,13 @@ class ClusterNode:
                 await opened.closed.wait()
                 nursery.cancel_scope.cancel()
             nursery.start_soon(until_closed)
-            await session.wait_lease_lost(opened.lease)
+            while True:
+                try:
+                    await session.wait_lease_lost(opened.lease)
+                    break
+                except CfsError as exc:  # an answer that makes no sense: ask again
+                    log.warning("volume %s: could not check its lease: %s", opened.record.name, exc)
+                    await trio.sleep(1.0)
             nursery.cancel_scope.cancel()
         if self._open.get(opened.record.volume_id) is opened and not opened.fenced:
             log.error("volume %s: its lease (epoch %d) is no longer this node's in the cluster",
