@@ -145,9 +145,6 @@ class VolumeDriver:
 
     async def create(self, name: str, options: dict[str, str]) -> None:
         """Make the volume; asking again for an existing one (with no other options) is fine."""
-        if "replicas" in options:
-            raise UserError("option replicas is not supported yet: this cfs has no replication "
-                            "(a volume lives on one node)")
         async with self._lock:
             try:
                 info = await self.backend.volume_info(name)

@@ -80,9 +80,11 @@ def test_two_containers_use_the_volume_at_once(engine: Engine, plugin: Plugin) -
 def test_unknown_option_fails_with_the_plugins_message(engine: Engine, plugin: Plugin) -> None:
     done = engine.docker("volume", "create", "-d", plugin.name, "-o", "colour=blue", "v3", check=False)
     assert done.returncode != 0
-    assert b"unknown volume option(s): colour (known: block_size, gid, mode, size, uid)" in done.stderr
+    assert b"unknown volume option(s): colour (known: block_size, gid, mode, replicas, size, uid)" in done.stderr
     done = engine.docker("volume", "create", "-d", plugin.name, "-o", "size=lots", "v3", check=False)
     assert done.returncode != 0 and b"option size='lots' is not a size like 10G" in done.stderr
+    done = engine.docker("volume", "create", "-d", plugin.name, "-o", "replicas=2", "v3", check=False)
+    assert done.returncode != 0 and b"replicas above 1 need a cluster" in done.stderr
     assert plugin.node.cli("volume", "ls", json_out=True) == []
 
     engine.out("volume", "create", "-d", plugin.name, "-o", "size=64M", "-o", "block_size=4096",

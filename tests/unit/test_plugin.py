@@ -44,7 +44,7 @@ class FakeService:
             raise VolumeNotFound(f"no volume named {name!r}")
 
     async def volume_create(self, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-        unknown = set(options or {}) - {"block_size", "uid", "gid", "mode", "size"}
+        unknown = set(options or {}) - {"block_size", "uid", "gid", "mode", "size", "replicas"}
         if unknown:
             raise UserError(f"unknown volume option(s): {', '.join(sorted(unknown))}")
         if name in self.volumes:
@@ -134,13 +134,13 @@ def test_create_get_list_remove(store: Store, tmp_path: Path) -> None:
     assert status == 500 and reply == {"Err": "no volume named 'v1'"}
 
 
-def test_create_refuses_unknown_options_and_replicas(store: Store, tmp_path: Path) -> None:
+def test_create_refuses_unknown_options_and_passes_replicas_on(store: Store, tmp_path: Path) -> None:
     driver, service = make_driver(store, tmp_path / "mnt")
     status, reply = call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": {"colour": "blue"}})
     assert status == 500 and "unknown volume option(s): colour" in reply["Err"]
-    status, reply = call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": {"replicas": "3"}})
-    assert status == 500 and "replicas is not supported yet" in reply["Err"]
     assert service.volumes == {}
+    assert call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": {"replicas": "3"}})[0] == 200
+    assert service.volumes == {"v1": {"replicas": "3"}}
 
 
 def test_create_of_an_existing_volume(store: Store, tmp_path: Path) -> None:
