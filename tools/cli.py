@@ -95,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    if as_json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        print_human(args, result)
+    try:
+        if as_json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            print_human(args, result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # cfs ... | head: the reader is gone, and so is the point of printing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if args.command == "fsck" and not result.get("clean", False):
         return 1
     return 0
