@@ -11,13 +11,18 @@ the sum of its inodes' st_blocks * 512). Per node: reference
 counts recomputed from the block maps of *all* volumes (chunks are shared), chunks that
 nothing references, count rows without data, rows of slots that hold no volume.
 
+A volume whose whole-volume copy from a peer was interrupted (``cfs.store.replica``:
+marked incomplete until the copy finishes) is not checked as a tree: it is counted in
+``incomplete_copies`` and named on a line of its own, not as a problem, since the next
+copy replaces it whole; its block rows still count toward the chunks' references.
+
 How it reads. Each table is swept once, in key order, by range scans; the only point
 reads are one per distinct chunk (to hash it) and a few per volume. Memory grows with
 the inodes and directory entries of the volume being checked and with the number of
 distinct chunks, never with the number of blocks, so a node with millions of blocks is
 checked in one sweep. The read side needs nothing but ``get`` and ``range``
 (``Reader``), so a non-repairing check can run in a worker thread on
-``Store.snapshot()`` (``check_snapshot``) while the trio thread keeps writing.
+``Store.reading()`` (``check_snapshot``) while the trio thread keeps writing.
 
 What it repairs (``repair=True``): only what needs no guessing. Problems are collected
 first, each with the fix that would cure it; fixes then run in stages inside one
@@ -49,7 +54,7 @@ from cfs.codec import (
 from cfs.errors import Corrupted, CorruptRecord, VolumeNotFound
 from cfs.fs import data as filedata
 from cfs.fs import dirs, inodes
-from cfs.store import Op, Store, Table, catalog, changelog, chunks
+from cfs.store import Op, Store, Table, catalog, changelog, chunks, replica
 from cfs.store.changelog import log_key
 from cfs.store.store import key_range
 from cfs.types import (
@@ -166,6 +171,9 @@ class Report:
     """Referenced chunks whose bytes are held by replicas only (fetched when read)."""
     staged_chunks: int = 0
     """Chunks a writer pushed ahead of the log record that will reference them."""
+    incomplete_copies: list[str] = field(default_factory=list)
+    """Volumes whose whole-volume copy from a peer was interrupted: not checked, not
+    served; the next copy replaces them."""
 
     @property
     def clean(self) -> bool:
@@ -182,7 +190,7 @@ class Report:
         return {"volumes": self.volumes, "inodes": self.inodes, "directories": self.directories,
                 "files": self.files, "blocks": self.blocks, "chunks": self.chunks,
                 "bytes_verified": self.bytes_verified, "remote_chunks": self.remote_chunks,
-                "staged_chunks": self.staged_chunks}
+                "staged_chunks": self.staged_chunks, "incomplete_copies": len(self.incomplete_copies)}
 
     def lines(self) -> list[str]:
         """One line per problem, then a summary: what ``cfs fsck`` prints."""
@@ -193,6 +201,9 @@ class Report:
                    f"({self.bytes_verified} bytes hashed): " + self._verdict())
         if self.remote_chunks:
             out.append(f"{_n(self.remote_chunks, 'chunk')} held by replicas only (fetched when read)")
+        for name in self.incomplete_copies:
+            out.append(f"volume {name}: incomplete copy (a whole-volume copy from a peer was interrupted; "
+                       "not checked, not served; the next copy replaces it)")
         return out
 
     def _verdict(self) -> str:
@@ -269,11 +280,8 @@ def check(store: Store, volume: str | None = None, *, repair: bool = False,
 def check_snapshot(store: Store, volume: str | None = None, *,
                    progress: Progress | None = None) -> Report:
     """A read-only check of the last commit, safe in a worker thread while the store is live."""
-    txn = store.snapshot()
-    try:
+    with store.reading() as txn:
         return check_view(StoreView(txn, store.dbs), volume, progress=progress)
-    finally:
-        txn.abort()
 
 
 def check_view(reader: Reader, volume: str | None = None, *,
@@ -355,7 +363,12 @@ class _Scan:
 
     def run(self) -> _Findings:
         records, live = self._catalog()
-        chosen = self._choose(records)
+        chosen = []
+        for record in self._choose(records):
+            if self._incomplete(record):
+                self.report.incomplete_copies.append(record.name)
+            else:
+                chosen.append(record)
         for n, record in enumerate(chosen):
             self.progress("volumes", n, len(chosen))
             _VolumeCheck(self, record).run()
@@ -363,6 +376,13 @@ class _Scan:
         self._outside([catalog.slot_range(r.slot) for r in chosen], live)
         self._chunks()
         return self.found
+
+    def _incomplete(self, record: VolumeRecord) -> bool:
+        try:
+            return replica.incomplete(self.view, record.slot)  # type: ignore[arg-type]
+        except CorruptRecord as exc:
+            self.found.add("corrupt-record", f"replication state of volume {record.name}: {exc}")
+            return False
 
     def _choose(self, records: list[VolumeRecord]) -> list[VolumeRecord]:
         if self.only is None:

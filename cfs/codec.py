@@ -305,7 +305,9 @@ class Change:
 # --- replication --------------------------------------------------------------------
 
 REPL_V1 = 1
+REPL_V2 = 2
 _REPLSTATE = struct.Struct(">BQB")
+_REPLSTATE_V2 = struct.Struct(">BQBQQ")
 
 
 @dataclass(slots=True)
@@ -316,17 +318,29 @@ class ReplState:
     carrying a lower one come from a writer that lost its lease and are refused (fencing).
     ``replicated``: peers hold copies, so the change-log checkpoint follows their
     acknowledgements instead of advancing with every record.
+    ``copy_id``: nonzero while a whole-volume copy (of the source's state at sequence
+    ``copy_seq``) is being received: the volume's rows are incomplete and must not be
+    served, replayed onto or copied from (``cfs.store.replica.begin_copy``). Written
+    as version 2; a state without a copy in progress is written as version 1.
     """
 
     epoch: int = 0
     replicated: bool = False
+    copy_id: int = 0
+    copy_seq: int = 0
 
     def encode(self) -> bytes:
-        return _REPLSTATE.pack(REPL_V1, self.epoch, int(self.replicated))
+        if not self.copy_id:
+            return _REPLSTATE.pack(REPL_V1, self.epoch, int(self.replicated))
+        return _REPLSTATE_V2.pack(REPL_V2, self.epoch, int(self.replicated), self.copy_id, self.copy_seq)
 
     @classmethod
     def decode(cls, raw: bytes) -> "ReplState":
-        if len(raw) != _REPLSTATE.size or raw[0] != REPL_V1 or raw[-1] > 1:
-            raise CorruptRecord("replication state: bad length or version")
-        _v, epoch, replicated = _REPLSTATE.unpack(raw)
-        return cls(epoch, bool(replicated))
+        if len(raw) == _REPLSTATE.size and raw[0] == REPL_V1 and raw[-1] <= 1:
+            _v, epoch, replicated = _REPLSTATE.unpack(raw)
+            return cls(epoch, bool(replicated))
+        if len(raw) == _REPLSTATE_V2.size and raw[0] == REPL_V2:
+            _v, epoch, replicated, copy_id, copy_seq = _REPLSTATE_V2.unpack(raw)
+            if replicated <= 1 and copy_id:
+                return cls(epoch, bool(replicated), copy_id, copy_seq)
+        raise CorruptRecord("replication state: bad length or version")

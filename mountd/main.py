@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "for the data directory /var/lib/cfs, DATA_DIR/plugin.sock for any other)")
     parser.add_argument("--no-plugin", action="store_true", help="do not serve the Docker volume plugin")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--changelog-retain", type=int, default=StoreConfig.changelog_retain, metavar="N",
+                        help="change-log records kept per volume beyond what every replica has "
+                             f"(default: {StoreConfig.changelog_retain}); a replica further behind is "
+                             "copied whole. Small values are for tests and small deployments")
     cluster = parser.add_argument_group("cluster (without --etcd the node runs alone)")
     cluster.add_argument("--etcd", metavar="URL", default=None,
                          help="etcd endpoint holding the cluster's state, e.g. http://127.0.0.1:2379")
@@ -48,9 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> DaemonConfig:
     if args.commit_interval <= 0:
         raise CfsError("--commit-interval must be positive")
+    if args.changelog_retain < 1:
+        raise CfsError("--changelog-retain must be at least 1")
     data_dir = (args.data_dir or default_data_dir()).absolute()
     return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval,
-                        store=StoreConfig(reserve_bytes=args.reserve),
+                        store=StoreConfig(reserve_bytes=args.reserve, changelog_retain=args.changelog_retain),
                         plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
                         plugin_enabled=not args.no_plugin, cluster=cluster_config(args))
 

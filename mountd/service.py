@@ -267,7 +267,9 @@ class NodeService:
         """Mark the node draining (or not). ``still_here`` lists what keeps it from leaving:
         volumes it writes (unmount or move them) and copies not yet made elsewhere."""
         await self.cluster.coord.set_draining(self.cluster.node_id, bool(draining))
-        waiting = sorted(set(self.cluster.writing()) | self.cluster.healer.needs_me) if draining else []
+        waiting: list[str] = []
+        if draining:
+            waiting = sorted(set(self.cluster.writing()) | set(await self.cluster.healer.still_needed()))
         return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining), "still_here": waiting}
 
     async def fsck(self, volume: str | None, repair: bool,

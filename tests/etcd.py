@@ -28,8 +28,11 @@ def free_port() -> int:
 
 
 class Etcd:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, host: str = "127.0.0.1") -> None:
+        """``host``: the address etcd serves clients on (a loopback one unless a test
+        needs it reachable from other network namespaces)."""
         self.base = base
+        self.host = host
         self.data_dir = base / "data"
         self.log_path = base / "etcd.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -37,7 +40,7 @@ class Etcd:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     def __enter__(self) -> Self:
         return self.start()

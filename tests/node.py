@@ -26,8 +26,12 @@ MOUNTD = str(BIN / "cfs-mountd")
 
 
 class Node:
-    def __init__(self, base: Path, *, commit_interval: float = 1.0, extra_args: list[str] | None = None) -> None:
+    def __init__(self, base: Path, *, commit_interval: float = 1.0, extra_args: list[str] | None = None,
+                 wrapper: list[str] | None = None) -> None:
+        """``wrapper``: a command that execs the daemon in place (e.g. ``nsenter --net=…``),
+        so that the PID started is still the daemon's."""
         self.base = base
+        self.wrapper = wrapper or []
         self.data_dir = base / "data"
         self.log_path = base / "mountd.log"
         self.commit_interval = commit_interval
@@ -42,7 +46,7 @@ class Node:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [MOUNTD, "--data-dir", str(self.data_dir), "--commit-interval", str(self.commit_interval),
+            [*self.wrapper, MOUNTD, "--data-dir", str(self.data_dir), "--commit-interval", str(self.commit_interval),
              "--log-level", "DEBUG", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()

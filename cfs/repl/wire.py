@@ -45,6 +45,10 @@ Layouts (all integers big-endian; ``id`` = 16 bytes; ``blob`` = u32 length + byt
     VolumeInfo     volume id
     VolumeInfoReply volume id, epoch u64, applied seq u64, known u8 (0 or 1)
     Fence/Release  volume id, epoch u64
+    PushCopy       volume id, epoch u64
+    VolumeCopy     volume id, epoch u64, copy id u64 (not 0), snapshot seq u64, next local u64,
+                   flags u8 (1 first, 2 last), u32 count, row*
+                   (row = table u8, key u16 length (8 to 511) + bytes, value blob)
 """
 
 from __future__ import annotations
@@ -101,6 +105,12 @@ payload is 4 + sum(CHUNK_ENTRY_OVERHEAD + len(data)) for ``PutChunks``)."""
 
 LOG_RECORD_OVERHEAD = 8 + 4
 """Bytes a log record adds to an ``AppendLog``/``LogRecords`` payload besides its bytes."""
+
+COPY_ROW_OVERHEAD = 1 + 2 + 4
+"""Bytes a row adds to a ``VolumeCopy`` payload besides its key and value."""
+MIN_COPY_KEY = 8
+MAX_COPY_KEY = 511
+"""Row keys start with a volume-local inode number (8 bytes); LMDB keys are at most 511."""
 
 HELLO = 0x01
 AUTH = 0x02
@@ -793,3 +803,80 @@ class Release(_VolumeEpochRequest):
 
     TYPE: ClassVar[int] = 0x17
     REPLIES: ClassVar[tuple[type[Reply], ...]] = (Ack,)
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class PushCopy(_VolumeEpochRequest):
+    """To a node holding a complete copy: send the asker, which takes the volume's lease
+    with ``epoch``, a whole-volume copy (``VolumeCopy`` parts, chunks pushed ahead), then
+    answer with the sequence the copy holds (``LogAck``). Used when the asker's own copy
+    is further behind than the replier's log goes back."""
+
+    TYPE: ClassVar[int] = 0x18
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (LogAck,)
+
+
+CopyRow = tuple[int, bytes, bytes]
+_VOLUME_COPY_HEAD = struct.Struct(">16sQQQQB")
+COPY_FIRST = 1
+COPY_LAST = 2
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class VolumeCopy(Request):
+    """One part of a whole-volume copy: the volume's rows as they stood after record
+    ``snapshot_seq`` on the sender (volume-local keys, any per-volume table).
+
+    The ``first`` part makes the receiver drop its copy and mark the volume incomplete;
+    the parts of one copy share ``copy_id`` (random, not 0) and ``snapshot_seq``; the
+    ``last`` part completes the copy (the receiver's log then continues after
+    ``snapshot_seq``, its next inode is at least ``next_local``) and is answered with
+    ``LogAck``, the others with ``Ack``. Chunks the rows name are pushed ahead
+    (``PutChunks``); any the receiver lacks are marked remote."""
+
+    TYPE: ClassVar[int] = 0x19
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (Ack, LogAck)
+    volume_id: VolumeId
+    epoch: int
+    copy_id: int
+    snapshot_seq: int
+    next_local: int
+    first: bool
+    last: bool
+    rows: list[CopyRow] = field(default_factory=list)
+
+    def encode(self) -> bytes:
+        _check_id("volume id", self.volume_id)
+        if not self.copy_id:
+            raise ValueError("a volume copy needs a nonzero copy id")
+        flags = (COPY_FIRST if self.first else 0) | (COPY_LAST if self.last else 0)
+        parts = [_pack(_VOLUME_COPY_HEAD, self.volume_id, self.epoch, self.copy_id, self.snapshot_seq,
+                       self.next_local, flags), _pack(_U32, len(self.rows))]
+        for table, key, value in self.rows:
+            if not MIN_COPY_KEY <= len(key) <= MAX_COPY_KEY:
+                raise ValueError(f"copy row key of {len(key)} bytes")
+            parts += (_pack(_U8, table), _U16.pack(len(key)), key, _pack(_U32, len(value)), value)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> VolumeCopy:
+        reader = _Reader(payload, "volume copy")
+        volume_id, epoch, copy_id, seq, next_local, flags = _VOLUME_COPY_HEAD.unpack(
+            reader.take(_VOLUME_COPY_HEAD.size))
+        if not copy_id:
+            reader.fail("copy id 0")
+        if flags & ~(COPY_FIRST | COPY_LAST):
+            reader.fail(f"unknown flags {flags:#x}")
+        rows = []
+        for _ in range(reader.count(COPY_ROW_OVERHEAD + MIN_COPY_KEY)):
+            table = reader.u8()
+            key_length = reader.u16()
+            if not MIN_COPY_KEY <= key_length <= MAX_COPY_KEY:
+                reader.fail(f"row key of {key_length} bytes")
+            key = bytes(reader.take(key_length))
+            rows.append((table, key, bytes(reader.blob())))
+        reader.end()
+        return cls(VolumeId(volume_id), epoch, copy_id, seq, next_local, bool(flags & COPY_FIRST),
+                   bool(flags & COPY_LAST), rows)

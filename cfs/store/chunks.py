@@ -137,6 +137,27 @@ def reference(op: Op, cid: ChunkId, length: int) -> None:
             op.put(Table.REMOTE, cid, b"")
 
 
+def unreference(op: Op, cid: ChunkId, now_ns: int) -> None:
+    """Drop one reference of a volume being replaced by a whole-volume copy.
+
+    Unlike ``decref``, the last reference keeps the bytes, staged as of ``now_ns``: the
+    copy's rows will most likely name the chunk again, and then it need not travel; if
+    none does, the sweep of staged chunks removes it after its grace period.
+    """
+    raw = op.get(Table.CHUNKREFS, cid)
+    if raw is None:
+        log.error("chunk %s: dropping a reference to a chunk that has no count (run cfs fsck)", cid.hex())
+        return
+    refcount, length = decode_chunkref(raw)
+    if refcount > 1:
+        op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount - 1, length))
+        return
+    op.delete(Table.CHUNKREFS, cid)
+    op.delete(Table.REMOTE, cid)
+    if op.get(Table.CHUNKS, cid) is not None:
+        op.put(Table.STAGED, cid, now_ns.to_bytes(8, "big"))
+
+
 def stage(op: Op, cid: ChunkId, data: bytes, now_ns: int) -> bool:
     """Keep a chunk a peer pushed (already verified against ``cid``); False if it was here."""
     if op.get(Table.CHUNKREFS, cid) is not None:

@@ -16,21 +16,37 @@ replica any more.
 Checkpoint: on a replicated volume the writer's checkpoint is the lowest sequence every
 replica acknowledged (``acknowledge``); records after it are kept however many there are,
 so a replica that falls behind can catch up from the log.
+
+Whole-volume copies: a replica that needs records the log no longer has (a new replica,
+or one that fell more than ``changelog_retain`` records behind) gets every row of the
+volume as it stood at one sequence number S instead (``copy_origin``, ``copy_rows`` on
+the source; ``begin_copy``, ``add_copy_rows``, ``finish_copy`` here), then records after S
+as usual. From ``begin_copy`` until ``finish_copy`` the copy is marked incomplete in its
+``ReplState``, in the same transactions that change its rows: a crash leaves either the
+old copy, or one marked incomplete, never a half-copied volume that looks whole.
+An incomplete copy reports applied sequence 0, refuses replayed records (LogTrimmed: copy
+it again), and is neither served nor used as a source.
 """
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from cfs.codec import (
     ROW_DELETE, ROW_PUT, Change, Inode, ReplState, VolumeRecord, decode_block, decode_dirent, pack_u64,
+    stored_bytes,
 )
-from cfs.errors import CorruptRecord, LogGap, LogTrimmed, StaleEpoch
-from cfs.store import changelog, chunks
-from cfs.store.store import Op
+from cfs.errors import CorruptRecord, LogGap, LogTrimmed, ReplicationError, StaleEpoch
+from cfs.store import catalog, changelog, chunks
+from cfs.store.store import Op, View
 from cfs.store.tables import Table
 from cfs.types import LOCAL_MASK, LocalIno, Slot, VolumeId, make_ino
 
+COPY_TABLES = (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.BLOCKS, Table.XATTRS, Table.SYMLINKS)
+"""The per-volume tables, in the order a whole-volume copy sends them."""
 
-def state(op: Op, slot: Slot) -> ReplState:
+
+def state(op: View, slot: Slot) -> ReplState:
     raw = op.get(Table.VOLREPL, pack_u64(slot))
     return ReplState.decode(raw) if raw is not None else ReplState()
 
@@ -83,6 +99,9 @@ def apply(op: Op, record: VolumeRecord, epoch: int, seq: int, raw_change: bytes,
     caller's operation is then rolled back whole.
     """
     admit_epoch(op, record, epoch)
+    if incomplete(op, record.slot):
+        raise LogTrimmed(f"volume {record.name!r}: the copy here is incomplete (a whole-volume copy "
+                         "was interrupted); it must be copied whole again")
     vstate = changelog.load_state(op, record.slot)
     if seq < vstate.next_seq:
         return False
@@ -145,6 +164,96 @@ def _move_chunk_refs(op: Op, node_key: bytes, new_value: bytes | None) -> None:
         chunks.decref(op, decode_block(old)[0])
 
 
+# --- whole-volume copies: the receiving side -------------------------------------------
+
+def incomplete(view: View, slot: Slot) -> bool:
+    """Whether a whole-volume copy into ``slot`` began and has not finished."""
+    return state(view, slot).copy_id != 0
+
+
+def begin_copy(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int, now_ns: int) -> None:
+    """Replace this node's copy of the volume by the copy ``copy_id`` of the source's state
+    at ``seq``: every row of the volume goes, its change log too, and the volume is marked
+    incomplete until ``finish_copy``.
+
+    Chunks losing their last reference keep their bytes, staged (``chunks.unreference``):
+    the copy's rows will mostly name them again.
+    """
+    if copy_id == 0:
+        raise CorruptRecord("a volume copy needs a nonzero copy id")
+    admit_epoch(op, record, epoch)
+    lo, hi = catalog.slot_range(record.slot)
+    for _key, value in catalog.delete_rows(op, Table.BLOCKS, lo, hi):
+        chunks.unreference(op, decode_block(value)[0], now_ns)
+    for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS, Table.ORPHANS):
+        catalog.delete_rows(op, table, lo, hi)
+    catalog.delete_rows(op, Table.CHANGELOG, changelog.log_key(record.slot, 0),
+                        changelog.log_key(Slot(record.slot + 1), 0))
+    vstate = changelog.load_state(op, record.slot)
+    vstate.next_local, vstate.next_seq, vstate.checkpoint_seq = 2, 1, 0
+    changelog.save_state(op, record.slot, vstate)
+    repl = state(op, record.slot)
+    repl.copy_id, repl.copy_seq = copy_id, seq
+    save(op, record.slot, repl)
+
+
+def add_copy_rows(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int,
+                  rows: list[tuple[int, bytes, bytes]]) -> None:
+    """Write rows of copy ``copy_id`` (volume-local keys), validated like replayed rows;
+    block rows reference their chunks (REMOTE if the bytes are not here)."""
+    _check_copy(op, record, epoch, copy_id, seq)
+    for table, key, value in rows:
+        _apply_row(op, record.slot, table, ROW_PUT, key, value)
+
+
+def finish_copy(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int, next_local: int) -> None:
+    """Every row of copy ``copy_id`` is here: the copy holds the volume up to ``seq``."""
+    _check_copy(op, record, epoch, copy_id, seq)
+    used, top = 0, 1
+    for key, raw in op.range(Table.INODES, *catalog.slot_range(record.slot)):
+        used += stored_bytes(raw)
+        top = max(top, int.from_bytes(key[:8], "big") & LOCAL_MASK)
+    vstate = changelog.load_state(op, record.slot)
+    vstate.next_seq, vstate.checkpoint_seq = seq + 1, seq
+    vstate.next_local = max(next_local, top + 1)
+    # The operation adds its own change of bytes in use when it finishes (``Op``).
+    vstate.used_bytes = used - op.usage_change(record.slot)
+    changelog.save_state(op, record.slot, vstate)
+    repl = state(op, record.slot)
+    repl.copy_id = repl.copy_seq = 0
+    save(op, record.slot, repl)
+
+
+def _check_copy(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int) -> None:
+    admit_epoch(op, record, epoch)
+    repl = state(op, record.slot)
+    if repl.copy_id != copy_id or repl.copy_seq != seq:
+        raise ReplicationError(
+            f"volume {record.name!r}: part of copy {copy_id:x} (sequence {seq}) does not belong to the "
+            f"copy in progress here ({repl.copy_id:x}, sequence {repl.copy_seq}); start the copy again")
+
+
+# --- whole-volume copies: the sending side ----------------------------------------------
+
+def copy_origin(view: View, slot: Slot) -> tuple[int, int]:
+    """(S, next local inode) of the volume as ``view`` sees it: its rows are the state
+    after record S. Raises ReplicationError if this copy is itself incomplete."""
+    if incomplete(view, slot):
+        raise ReplicationError("the copy of the volume here is incomplete: it cannot be copied from")
+    vstate = changelog.load_state(view, slot)
+    return vstate.next_seq - 1, vstate.next_local
+
+
+def copy_rows(view: View, slot: Slot) -> Iterator[tuple[int, bytes, bytes]]:
+    """Every row of the volume as (table, volume-local key, value), table by table in key
+    order. Read it from a view that does not change under it (``Store.reading``)."""
+    lo, hi = catalog.slot_range(slot)
+    for table in COPY_TABLES:
+        for key, value in view.range(table, lo, hi):
+            local = (int.from_bytes(key[:8], "big") & LOCAL_MASK).to_bytes(8, "big")
+            yield int(table), local + bytes(key[8:]), bytes(value)
+
+
 # --- the writer's side --------------------------------------------------------------
 
 def acknowledge(op: Op, slot: Slot, seq: int, retain: int) -> None:
@@ -167,9 +276,8 @@ def records_after(op: Op, slot: Slot, after: int, max_bytes: int) -> list[tuple[
     out: list[tuple[int, bytes]] = []
     size = 0
     cursor = op.cursor(Table.CHANGELOG)
-    if not cursor.set_range(changelog.log_key(slot, after + 1)):
-        return out
-    for key, value in cursor:
+    found = cursor.set_range(changelog.log_key(slot, after + 1))
+    for key, value in cursor if found else ():
         key_slot, seq = changelog.split_key(key)
         if key_slot != slot:
             break

@@ -30,7 +30,8 @@ Thread rule: an LMDB write transaction belongs to the thread that opened it. Eve
 method here that writes, and ``view()``, must be called from the thread that created
 the ``Store`` (the trio thread in the daemon). ``snapshot()`` opens a read-only
 transaction that may be used from any one other thread (the environment is opened with
-MDB_NOTLS).
+MDB_NOTLS); ``reading()`` holds one for a block, across awaits or in a worker thread, and
+keeps the map from being grown (remapped under it) until the block ends.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Iterator
 import lmdb
 
 from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64, usage_delta
-from cfs.store import changelog
+from cfs.store import changelog, residency
 from cfs.store.chunkcache import ChunkCache
 from cfs.errors import CorruptRecord, NoSpace, ReadOnly
 from cfs.store.tables import SCHEMA_VERSION, Table
@@ -69,6 +70,9 @@ class StoreConfig:
     changelog_retain: int = 10_000
     """Change-log records kept per volume beyond what replicas have checkpointed."""
     min_map_size: int = 64 * GiB
+    mapped_limit_bytes: int = 256 * MiB
+    """Resident pages of the map above which a commit unmaps them (cfs.store.residency;
+    they stay in the kernel's page cache). 0: never."""
     chunk_cache_bytes: int = 64 * MiB
     """Verified chunk bytes kept in memory for reads (0: none)."""
 
@@ -100,6 +104,8 @@ class Store:
         volumes whose lease was lost. Any logged write to them raises ReadOnly (EROFS),
         so nothing but replayed records (cfs.store.replica) changes them."""
         self.chunk_cache = ChunkCache(config.chunk_cache_bytes)
+        self._readers: set[object] = set()
+        """Tokens of the snapshots open in ``reading()``: the map is not grown meanwhile."""
         self._check_schema()
 
     # --- lifetime ----------------------------------------------------------------
@@ -203,10 +209,34 @@ class Store:
             raise
         self.commits += 1
         self._grow_map_if_needed()
+        if self.config.mapped_limit_bytes:
+            self.release_mapped_pages(above=self.config.mapped_limit_bytes)
+
+    def release_mapped_pages(self, above: int) -> bool:
+        """Unmap the map's resident pages once they exceed ``above`` bytes (see
+        cfs.store.residency: they stay in the page cache); True if it did."""
+        if residency.mapped_file_bytes() <= above:
+            return False
+        residency.release(self.path / "data.mdb")
+        return True
 
     def snapshot(self) -> lmdb.Transaction:
         """A read-only view of the last commit, usable from another thread."""
         return self.env.begin(write=False)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[lmdb.Transaction]:
+        """``snapshot()`` for the duration of the block, which may await or run in another
+        thread. LMDB may remap (grow) the map only while no transaction of the process is
+        open, so growth waits for a commit after the last such snapshot is closed."""
+        token = object()
+        txn = self.snapshot()
+        self._readers.add(token)
+        try:
+            yield txn
+        finally:
+            self._readers.discard(token)
+            txn.abort()
 
     # --- space -------------------------------------------------------------------
 
@@ -271,6 +301,8 @@ class Store:
             raise NoSpace(f"store disk full: {max(free, 0) // MiB} MiB free, {reserve // MiB} MiB reserved for deletes")
 
     def _grow_map_if_needed(self) -> None:
+        if self._readers:
+            return  # a snapshot is open (``reading``): grown at a later commit
         info = self.env.info()
         used = (int(info["last_pgno"]) + 1) * self.page_size()
         if used > int(info["map_size"]) * 3 // 4:

@@ -9,6 +9,13 @@ Fencing: every request that carries an epoch raises this node's remembered epoch
 the volume (``replica.admit_epoch``) or is refused with STALE_EPOCH. When the raised
 epoch belongs to a volume this node is writing, this node has been fenced: ``on_fenced``
 is called and the volume stops taking writes at once.
+
+Whole-volume copies: ``VolumeCopy`` parts replace this node's copy of a volume
+(``cfs.store.replica.begin_copy`` ... ``finish_copy``; the last part is committed before
+``LogAck``); ``PushCopy`` asks this node to send such a copy to the asker (``push_copy``,
+the node's ``mountd.cluster.replicator.send_copy``), which answers once the copy is
+complete. A copy in progress here is reported as no copy (``VolumeInfoReply.known``
+False, applied 0).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from cfs.errors import (
 )
 from cfs.repl.wire import (
     MAX_CHUNK_SIZE, Ack, AppendLog, Chunks, Error, ErrorCode, Fence, FetchLog, GetChunks, LogAck,
-    LogRecords, Ping, Pong, PutChunks, Release, Reply, Request, VolumeInfo, VolumeInfoReply,
+    LogRecords, Ping, Pong, PushCopy, PutChunks, Release, Reply, Request, VolumeCopy, VolumeInfo,
+    VolumeInfoReply,
 )
 from cfs.store import Store, catalog, chunks, replica
 from cfs.types import NodeId, VolumeId
@@ -40,17 +48,21 @@ class PeerHandler:
                  adopt: Callable[[VolumeId], Awaitable[VolumeRecord | None]],
                  writing_epoch: Callable[[VolumeId], int | None],
                  on_fenced: Callable[[VolumeId, int], None],
-                 release: Callable[[VolumeId, int], Awaitable[None]]) -> None:
+                 release: Callable[[VolumeId, int], Awaitable[None]],
+                 push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None) -> None:
         """``adopt``: the local record of a volume, created from the cluster catalog if
         this node has none (None: no such volume). ``writing_epoch``: the epoch under
         which this node writes the volume, None if it does not. ``on_fenced``: this node's
         writer of the volume was superseded. ``release``: flush, ship and unmount the
-        volume because another node is taking it over."""
+        volume because another node is taking it over. ``push_copy``: copy the volume
+        whole to a node under an epoch, returning the sequence the copy holds (None:
+        ``PushCopy`` is refused)."""
         self.store = store
         self.adopt = adopt
         self.writing_epoch = writing_epoch
         self.on_fenced = on_fenced
         self.release = release
+        self.push_copy = push_copy
 
     async def __call__(self, peer: NodeId, request: Request) -> Reply:
         try:
@@ -76,9 +88,14 @@ class PeerHandler:
             return self._put_chunks(request)
         if isinstance(request, GetChunks):
             return self._get_chunks(request)
-        if isinstance(request, (AppendLog, FetchLog, VolumeInfo, Fence, Release)):
-            # Only records make this node a replica; the other requests ask about a copy.
-            if isinstance(request, AppendLog):
+        if isinstance(request, (AppendLog, VolumeCopy, FetchLog, VolumeInfo, Fence, Release, PushCopy)):
+            # Only records and copies make this node a replica; the others ask about a copy.
+            if isinstance(request, (AppendLog, VolumeCopy)):
+                with self.store.op(adds_data=False) as op:
+                    fence = replica.fence_of(op, request.volume_id)
+                if request.epoch < fence:  # refused before this node would become a replica
+                    return Error.of(ErrorCode.STALE_EPOCH, f"epoch {request.epoch} is stale, this node "
+                                    f"has seen epoch {fence}", fence)
                 record = await self.adopt(request.volume_id)
             else:
                 record = local_record(self.store, request.volume_id)
@@ -96,6 +113,10 @@ class PeerHandler:
             self._check_epoch(record, request.epoch)
             if isinstance(request, AppendLog):
                 return self._append(peer, record, request)
+            if isinstance(request, VolumeCopy):
+                return self._copy(peer, record, request)
+            if isinstance(request, PushCopy):
+                return await self._push_copy(peer, record, request)
             if isinstance(request, FetchLog):
                 return self._fetch(record, request)
             if isinstance(request, Release):
@@ -139,6 +160,8 @@ class PeerHandler:
         with self.store.op(adds_data=False) as op:
             repl = replica.state(op, record.slot)
             applied = replica.applied_seq(op, record.slot)
+        if repl.copy_id:  # a whole-volume copy is being received: no usable copy yet
+            return VolumeInfoReply(record.volume_id, repl.epoch, 0, False)
         return VolumeInfoReply(record.volume_id, repl.epoch, applied, True)
 
     def _append(self, peer: NodeId, record: VolumeRecord, request: AppendLog) -> Reply:
@@ -153,6 +176,32 @@ class PeerHandler:
             applied = replica.applied_seq(op, record.slot)
         self.store.commit()  # durable before we say so
         return LogAck(record.volume_id, applied)
+
+    def _copy(self, peer: NodeId, record: VolumeRecord, request: VolumeCopy) -> Reply:
+        if self.writing_epoch(record.volume_id) is not None:
+            return Error.of(ErrorCode.STALE_EPOCH, f"node writes volume {record.name!r} itself",
+                            self.writing_epoch(record.volume_id) or 0)
+        args = (record, request.epoch, request.copy_id, request.snapshot_seq)
+        with self.store.op() as op:
+            if request.first:
+                log.info("volume %s: receiving a whole copy (up to record %d) from node %s",
+                         record.name, request.snapshot_seq, peer.hex()[:8])
+                replica.begin_copy(op, *args, time.time_ns())
+            replica.add_copy_rows(op, *args, request.rows)
+            if request.last:
+                replica.finish_copy(op, *args, request.next_local)
+        if not request.last:
+            return Ack()
+        self.store.commit()  # durable before we say so
+        log.info("volume %s: whole copy up to record %d received", record.name, request.snapshot_seq)
+        return LogAck(record.volume_id, request.snapshot_seq)
+
+    async def _push_copy(self, peer: NodeId, record: VolumeRecord, request: PushCopy) -> Reply:
+        if self.push_copy is None:
+            return Error.of(ErrorCode.BAD_REQUEST, "this node does not send volume copies")
+        log.info("volume %s: node %s asks for a whole copy", record.name, peer.hex()[:8])
+        seq = await self.push_copy(peer, record, request.epoch)
+        return LogAck(record.volume_id, seq)
 
     def _fetch(self, record: VolumeRecord, request: FetchLog) -> Reply:
         with self.store.op(adds_data=False) as op:

@@ -8,9 +8,13 @@ copies go. If fewer than ``replicas`` are complete and this node is the best-ran
 (rendezvous hashing) of those with a complete copy, it ships the missing records and
 chunks to as many more nodes as needed: lagging copies first, then new nodes, each in
 rendezvous order. The copy of a draining node does not count, so draining a node copies
-what it holds elsewhere (``needs_me`` lists what is still waiting). A node counts as
+what it holds elsewhere (``still_needed`` says what is still waiting). A node counts as
 gone once its registration expired (``--lease-ttl``): that is the grace period. Copies
 of volumes the cluster removed are dropped.
+
+A copy whose log no longer reaches back far enough for a target is copied whole
+(``mountd.cluster.replicator.send_copy``, through the replicator); an interrupted copy
+here is never a source.
 
 Shipping uses the epoch of the last writer (the highest this node has seen), which every
 replica accepts unless a newer writer appeared meanwhile; then the round stops.
@@ -48,8 +52,6 @@ class Healer:
         self.rounds = 0
         self.shipped: dict[str, int] = {}
         """Volume name -> records shipped by this node's healer (for ``cfs status``)."""
-        self.needs_me: set[str] = set()
-        """While draining: volumes of which this node still holds a copy the cluster needs."""
 
     async def run(self) -> None:
         while True:
@@ -61,8 +63,8 @@ class Healer:
             self.rounds += 1
 
     async def heal_all(self) -> None:
+        draining = self.node.draining()
         specs = await self.node.coord.list_volumes()
-        self.needs_me &= {r.name for r in self.node.fs.volumes()}
         for record in self.node.fs.volumes():
             if self.node.writes(record.volume_id):
                 continue
@@ -70,12 +72,31 @@ class Healer:
             if spec is None or spec.volume_id != record.volume_id:
                 self._drop_removed(record)
                 continue
-            if spec.replicas <= 1 and not self.node.draining():
+            if spec.replicas <= 1 and not draining:
                 continue  # one copy, and it stays here
             holder = await self.node.coord.holder(record.name)
             if holder is not None and holder.alive:
                 continue
             await self._heal(record, spec)
+
+    async def still_needed(self) -> list[str]:
+        """Volumes whose copy here is one the cluster still needs if this node leaves:
+        complete here, and fewer than ``replicas`` complete copies on other live nodes.
+        Asked now, of the nodes themselves (``cfs node drain`` shows it)."""
+        me = self.node.node_id
+        specs = await self.node.coord.list_volumes()
+        needed = []
+        for record in self.node.fs.volumes():
+            spec = specs.get(record.name)
+            if spec is None or spec.volume_id != record.volume_id or self.node.writes(record.volume_id):
+                continue
+            copies = await self._copies(record, self.node.live_peers())
+            with self.node.store.op(adds_data=False) as op:
+                mine = replica.applied_seq(op, record.slot)
+            elsewhere = [n for n, seq in copies.items() if n != me and seq >= mine]
+            if len(elsewhere) < spec.replicas:
+                needed.append(record.name)
+        return needed
 
     def _drop_removed(self, record: VolumeRecord) -> None:
         """A copy of a volume the cluster removed (or replaced under its name) goes too."""
@@ -93,6 +114,8 @@ class Healer:
         peers = self.node.live_peers()
         copies = await self._copies(record, peers)
         with self.node.store.op(adds_data=False) as op:
+            if replica.incomplete(op, record.slot):
+                return  # an interrupted whole-volume copy: a node with a complete one heals
             copies[me] = replica.applied_seq(op, record.slot)
             epoch = replica.state(op, record.slot).epoch
         best = max(copies.values())
@@ -100,10 +123,6 @@ class Healer:
         # A draining node's copy does not count: it is leaving.
         draining = self.node.draining()
         counted = [n for n in complete if not (draining and n == me)]
-        if draining and copies[me] == best and len(counted) < spec.replicas:
-            self.needs_me.add(record.name)
-        else:
-            self.needs_me.discard(record.name)
         if len(counted) >= spec.replicas or placement.rank(spec.volume_id, complete)[0] != me:
             return  # enough copies, or another node with a complete copy does the shipping
         # Top up: copies that lag first (they hold most of it already), then new nodes,

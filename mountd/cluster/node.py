@@ -13,7 +13,10 @@ Opening a volume for writing (``open_volume``, on mount):
 2. fence: tell every reachable node the new epoch, so an old writer's records are
    refused from now on;
 3. catch up: fetch the records this node lacks from the node that has the most, and
-   replay them; chunks it lacks stay remote and are fetched when read;
+   replay them; chunks it lacks stay remote and are fetched when read. If that node's
+   log no longer reaches back to this node's copy (TRIMMED), or this node's copy is an
+   interrupted whole-volume copy, ask it to push a whole copy first (``PushCopy``: it
+   sends ``VolumeCopy`` parts here, then answers), and fetch the rest after it;
 4. start shipping new records to the volume's replicas.
 
 A node that is fenced (a peer has seen a newer epoch for a volume it writes) stops
@@ -41,23 +44,30 @@ import trio
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Coordinator, Lease, NodeInfo, NodeSession, NodeStatus, VolumeSpec
 from cfs.errors import (
-    CfsError, LeaseHeld, MissingChunk, ReadOnly, UserError, VolumeExists, VolumeNotFound,
+    CfsError, LeaseHeld, LogTrimmed, MissingChunk, ReadOnly, ReplicationError, UserError, VolumeExists,
+    VolumeNotFound,
 )
 from cfs.fs import Filesystem
 from cfs.repl import placement
-from cfs.repl.wire import Chunks, Fence, FetchLog, GetChunks, LogRecords, Release, VolumeInfo, VolumeInfoReply
+from cfs.repl.wire import (
+    Chunks, ErrorCode, Fence, FetchLog, GetChunks, LogAck, LogRecords, PushCopy, Release, VolumeInfo,
+    VolumeInfoReply,
+)
 from cfs.store import Table, catalog, chunks, replica
 from cfs.types import ChunkId, NodeId, Slot, VolumeId
 from mountd.cluster.handler import PeerHandler
 from mountd.cluster.healer import Healer
 from mountd.cluster.links import PeerError, PeerPool, PeerServer, PeerUnavailable
-from mountd.cluster.replicator import VolumeReplicator
+from mountd.cluster.replicator import VolumeReplicator, send_copy
 
 log = logging.getLogger(__name__)
 
 FETCH_BYTES = 3 << 20
 CONTROL_TIMEOUT = 5.0
 RELEASE_TIMEOUT = 20.0
+PUSH_COPY_TIMEOUT = 3600.0
+"""Seconds a mount waits for a whole-volume copy it asked for (each part has its own timeout)."""
+MAX_COPY_PULLS = 3
 STATS_EVERY = 5
 """Seconds between publications of the node's capacity and chunk count."""
 
@@ -116,7 +126,7 @@ class ClusterNode:
         self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self._address)
         self.healer = Healer(self, interval=max(2.0, config.lease_ttl / 2))
         self.handler = PeerHandler(self.store, adopt=self._adopt, writing_epoch=self._writing_epoch,
-                                   on_fenced=self._fenced, release=self._release)
+                                   on_fenced=self._fenced, release=self._release, push_copy=self._push_copy)
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -336,21 +346,55 @@ class ClusterNode:
             for peer in self._all_peers():
                 nursery.start_soon(ask, peer)
         mine = self._applied(record)
+        with self.store.op(adds_data=False) as op:
+            incomplete = replica.incomplete(op, record.slot)
         if not applied or max(applied.values()) <= mine:
+            if incomplete:
+                raise ReplicationError(
+                    f"volume {record.name!r}: this node's copy is incomplete (a whole-volume copy was "
+                    "interrupted) and no reachable node has a complete one")
             return
         source = max(applied, key=lambda p: applied[p])
         log.info("volume %s: catching up from record %d to %d (node %s)", record.name, mine,
                  applied[source], source.hex()[:8])
         retain = self.store.config.changelog_retain
+        pulls = 0
+        if incomplete:
+            await self._pull_copy(record, epoch, source)
+            pulls += 1
+        mine = self._applied(record)
         while mine < applied[source]:
-            reply = await self.pool.request(source, FetchLog(record.volume_id, epoch, mine, FETCH_BYTES))
-            assert isinstance(reply, LogRecords)
-            if not reply.records:
-                break
-            with self.store.op() as op:
-                for seq, raw in reply.records:
-                    replica.apply(op, record, epoch, seq, bytes(raw), retain)
+            try:
+                reply = await self.pool.request(source, FetchLog(record.volume_id, epoch, mine, FETCH_BYTES))
+                assert isinstance(reply, LogRecords)
+                if not reply.records:
+                    break
+                with self.store.op() as op:
+                    for seq, raw in reply.records:
+                        replica.apply(op, record, epoch, seq, bytes(raw), retain)
+            except (PeerError, LogTrimmed) as exc:
+                if (isinstance(exc, PeerError) and exc.code != ErrorCode.TRIMMED) or pulls >= MAX_COPY_PULLS:
+                    raise
+                pulls += 1
+                await self._pull_copy(record, epoch, source)
             mine = self._applied(record)
+
+    async def _pull_copy(self, record: VolumeRecord, epoch: int, source: NodeId) -> None:
+        """Have ``source`` copy the volume whole to this node (see the module doc)."""
+        log.info("volume %s: node %s's log does not reach back to this node's copy: copying the "
+                 "volume whole from it", record.name, source.hex()[:8])
+        reply = await self.pool.request(source, PushCopy(record.volume_id, epoch), timeout=PUSH_COPY_TIMEOUT)
+        assert isinstance(reply, LogAck)
+        log.info("volume %s: copied whole from node %s up to record %d", record.name, source.hex()[:8],
+                 reply.applied_seq)
+
+    async def _push_copy(self, peer: NodeId, record: VolumeRecord, epoch: int) -> int:
+        """The peer handler's ``PushCopy``: copy the volume whole to ``peer``."""
+        try:
+            return await send_copy(self.store, self.pool, record, epoch, peer)
+        except (PeerUnavailable, PeerError) as exc:
+            raise ReplicationError(
+                f"volume {record.name!r}: the copy to node {peer.hex()[:8]} failed: {exc}") from None
 
     def _applied(self, record: VolumeRecord) -> int:
         with self.store.op(adds_data=False) as op:
@@ -511,11 +555,23 @@ class ClusterNode:
             if opened.record.slot == slot:
                 if opened.fenced:
                     raise ReadOnly("the volume was taken over by another node")
-                if opened.replicator is not None:
-                    await opened.replicator.wait_replicated()
+                if opened.replicator is not None and not await opened.replicator.wait_replicated():
+                    await self._confirm_lease(opened)
                 if opened.fenced:  # fenced while waiting: the replicas refused these records
                     raise ReadOnly("the volume was taken over by another node")
                 return
+
+    async def _confirm_lease(self, opened: _Open) -> None:
+        """Before a degraded fsync succeeds, make sure no other node took the volume over
+        (a writer cut off from its peers could not hear about it from them)."""
+        if self.session is None:
+            return
+        try:
+            lost = await self.session.lease_lost(opened.lease)
+        except CfsError as exc:
+            raise ReadOnly(f"cannot confirm the volume's lease: {exc}") from None
+        if lost:
+            self._fenced(opened.record.volume_id, opened.lease.epoch + 1)
 
     # --- reports --------------------------------------------------------------------
 

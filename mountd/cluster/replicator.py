@@ -14,6 +14,14 @@ instead of failing the fsync: the data is durable on the nodes that answered.
 The checkpoint of the volume's log moves to the lowest acknowledged sequence, so
 records a replica has not acknowledged are kept for it.
 
+A replica that needs records the log no longer holds (a new replica, or one more than
+``changelog_retain`` records behind; the replica answers GAP or TRIMMED, or the records
+are gone here) gets the volume copied whole (``send_copy``): every row as of the last
+commit, sequence S, in ``VolumeCopy`` parts with their chunks pushed ahead; shipping
+then goes on from S. S is the head when the copy starts, so the records after it are
+after the checkpoint (which waits for this replica) and stay in the log; should they
+be gone anyway, the next round copies again.
+
 Concurrency: one task (``run``) ships; fsync callers only wait on ``_progress``. Reads
 of the store happen between awaits, in operations of their own.
 """
@@ -21,17 +29,19 @@ of the store happen between awaits, in operations of their own.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import os
+from typing import Callable, Iterator
 
 import trio
 
 from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block
-from cfs.errors import MissingChunk, ReadOnly
+from cfs.errors import Corrupted, LogTrimmed, MissingChunk, ReadOnly, ReplicationError
 from cfs.repl.wire import (
-    CHUNK_ENTRY_OVERHEAD, AppendLog, ErrorCode, LogAck, PutChunks, VolumeInfo, VolumeInfoReply,
+    CHUNK_ENTRY_OVERHEAD, COPY_ROW_OVERHEAD, AppendLog, CopyRow, ErrorCode, LogAck, PutChunks, VolumeCopy,
+    VolumeInfo, VolumeInfoReply,
 )
-from cfs.store import Store, Table, chunks, replica
-from cfs.types import ChunkId, NodeId
+from cfs.store import Store, Table, View, chunks, replica
+from cfs.types import ChunkId, NodeId, Slot
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,10 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 1 << 20
 """Records per AppendLog, and chunk bytes per PutChunks (well under the frame limit)."""
 RETRY_SECONDS = 2.0
+COPY_ROW_BYTES = 1 << 20
+"""Row bytes per VolumeCopy part."""
+COPY_CHUNK_BYTES = 8 << 20
+"""Bytes of the chunks a VolumeCopy part names, at most (they are held in memory to push)."""
 
 
 class VolumeReplicator:
@@ -57,6 +71,8 @@ class VolumeReplicator:
         self.acked: dict[NodeId, int] = {}
         self.failing: dict[NodeId, str] = {}
         self.degraded: str | None = None
+        self.copies: dict[NodeId, int] = {}
+        """Whole-volume copies sent: target -> the sequence the last one held."""
         self.fenced_by: int | None = None
         """The newer epoch a replica reported: this node may not write the volume any more."""
         self._wake = trio.Event()
@@ -77,26 +93,31 @@ class VolumeReplicator:
         with self.store.op(adds_data=False) as op:
             return replica.applied_seq(op, self.record.slot)
 
-    def caught_up(self, seq: int) -> bool:
-        targets = self.targets()
+    def caught_up(self, seq: int, *, reachable_only: bool = False) -> bool:
+        """Every target (``reachable_only``: every target not known to be failing) holds ``seq``."""
+        targets = [t for t in self.targets() if not (reachable_only and t in self.failing)]
         return all(self.acked.get(t, -1) >= seq for t in targets)
 
-    async def wait_replicated(self) -> None:
-        """Return when every replica holds the volume's records so far, or after ``timeout``
-        (then the volume is degraded: durable on this node and the replicas that answered)."""
+    async def wait_replicated(self) -> bool:
+        """Return when every replica holds the volume's records so far: True. Or False
+        after ``timeout``, the volume degraded (durable here and on the replicas that
+        answered). A replica already known to fail is not waited for again: the volume
+        is degraded until it answers."""
         seq = self.head()
         self._check_fenced()
         if self.caught_up(seq):
-            return
+            return True
         self.notify()
         with trio.move_on_after(self.timeout):
-            while not self.caught_up(seq):
+            while not self.caught_up(seq, reachable_only=True):
                 progress = self._progress
                 await progress.wait()
                 self._check_fenced()
-            return
+            if self.caught_up(seq):
+                return True
         lagging = [t.hex()[:8] for t in self.targets() if self.acked.get(t, -1) < seq]
         self._degrade(f"replicas {', '.join(lagging)} did not acknowledge within {self.timeout:g} s")
+        return False
 
     def _check_fenced(self) -> None:
         if self.fenced_by is not None:
@@ -108,6 +129,7 @@ class VolumeReplicator:
             "epoch": self.epoch, "head": self.head(),
             "replicas": {t.hex(): self.acked.get(t) for t in self.targets()},
             "degraded": self.degraded, "failing": {k.hex(): v for k, v in self.failing.items()},
+            "copied": {k.hex(): v for k, v in self.copies.items()},
         }
 
     # --- the shipping task ---------------------------------------------------------
@@ -142,10 +164,13 @@ class VolumeReplicator:
             while await self._ship_batch(target):
                 self._signal_progress()
             self.failing.pop(target, None)
+            targets = self.targets()
+            for gone in [t for t in self.failing if t not in targets]:
+                del self.failing[gone]  # no longer a replica (dead, draining): nothing to wait for
             if self.degraded and not self.failing and self.caught_up(self.head()):
                 log.info("volume %s: every replica caught up; no longer degraded", self.record.name)
                 self.degraded = None
-        except PeerUnavailable as exc:
+        except (PeerUnavailable, ReplicationError) as exc:
             self._failed(target, str(exc))
         except PeerError as exc:
             if exc.code == ErrorCode.STALE_EPOCH:
@@ -170,20 +195,41 @@ class VolumeReplicator:
     async def _ship_batch(self, target: NodeId) -> bool:
         """Send the next records ``target`` lacks; False when it has everything."""
         if target not in self.acked:
-            info = await self.pool.request(target, VolumeInfo(self.record.volume_id))
+            info = await self.pool.request(target, VolumeInfo(self.record.volume_id), timeout=self.timeout)
             assert isinstance(info, VolumeInfoReply)
             self.acked[target] = info.applied_seq
         with self.store.op(adds_data=False) as op:
-            records = replica.records_after(op, self.record.slot, self.acked[target], BATCH_BYTES)
-            pushes = _chunks_named(op, records)
+            try:
+                records = replica.records_after(op, self.record.slot, self.acked[target], BATCH_BYTES)
+            except LogTrimmed:
+                records = None
+            else:
+                pushes = _chunks_named(op, records)
+        if records is None:
+            await self._copy_to(target)
+            return True
         if not records:
             return False
         for batch in _batches(pushes):
-            await self.pool.request(target, PutChunks(batch))
-        reply = await self.pool.request(target, AppendLog(self.record.volume_id, self.epoch, records))
+            await self.pool.request(target, PutChunks(batch), timeout=self.timeout)
+        try:
+            reply = await self.pool.request(target, AppendLog(self.record.volume_id, self.epoch, records),
+                                            timeout=self.timeout)
+        except PeerError as exc:
+            if exc.code != ErrorCode.TRIMMED:
+                raise
+            await self._copy_to(target)  # its copy is incomplete: an earlier copy was cut short
+            return True
         assert isinstance(reply, LogAck)
         self.acked[target] = reply.applied_seq
         return True
+
+    async def _copy_to(self, target: NodeId) -> None:
+        log.info("volume %s: replica %s needs records from %d on, which the log no longer holds: "
+                 "copying the volume whole", self.record.name, target.hex()[:8], self.acked[target] + 1)
+        seq = await send_copy(self.store, self.pool, self.record, self.epoch, target)
+        self.acked[target] = self.copies[target] = seq
+        log.info("volume %s: copied whole to %s, up to record %d", self.record.name, target.hex()[:8], seq)
 
     def _checkpoint(self) -> None:
         targets = self.targets()
@@ -192,6 +238,72 @@ class VolumeReplicator:
         with self.store.op(adds_data=False) as op:
             replica.acknowledge(op, self.record.slot, min(self.acked[t] for t in targets),
                                 self.store.config.changelog_retain)
+
+
+async def send_copy(store: Store, pool: PeerPool, record: VolumeRecord, epoch: int, target: NodeId) -> int:
+    """Copy the volume whole to ``target`` under lease ``epoch``; the sequence S it holds.
+
+    The rows are read from a snapshot of the last commit, taken after committing, so
+    that it is the volume's state at its head S; the snapshot does not change while the
+    parts go out, across awaits, while this node keeps writing. Each part's chunks are
+    pushed ahead of it, those this node does not hold are left for the target to mark
+    remote. Raises PeerError/PeerUnavailable (the target refused or went away: the next
+    attempt starts over) and ReplicationError (this node's copy is incomplete itself).
+    """
+    store.commit()
+    with store.reading() as txn:
+        view = View(store, txn)
+        seq, next_local = replica.copy_origin(view, record.slot)
+        copy_id = int.from_bytes(os.urandom(8), "big") or 1
+        pages = _copy_pages(view, record.slot)
+        page, cids = next(pages, ([], []))
+        first = True
+        while True:
+            following = next(pages, None)
+            for batch in _batches(_held(view, cids)):
+                await pool.request(target, PutChunks(batch))
+            part = VolumeCopy(record.volume_id, epoch, copy_id, seq, next_local, first, following is None, page)
+            reply = await pool.request(target, part)
+            if following is None:
+                break
+            (page, cids), first = following, False
+    assert isinstance(reply, LogAck)
+    return seq
+
+
+def _copy_pages(view: View, slot: Slot) -> Iterator[tuple[list[CopyRow], list[bytes]]]:
+    """The volume's rows in parts of about COPY_ROW_BYTES, each with the chunks its block
+    rows name first in the copy (so each chunk is pushed once)."""
+    seen: set[bytes] = set()
+    page: list[CopyRow] = []
+    cids: list[bytes] = []
+    row_bytes = chunk_bytes = 0
+    for table, key, value in replica.copy_rows(view, slot):
+        if page and (row_bytes >= COPY_ROW_BYTES or chunk_bytes >= COPY_CHUNK_BYTES):
+            yield page, cids
+            page, cids, row_bytes, chunk_bytes = [], [], 0, 0
+        page.append((table, key, value))
+        row_bytes += COPY_ROW_OVERHEAD + len(key) + len(value)
+        if table == Table.BLOCKS:
+            cid, length = decode_block(value)
+            if cid not in seen:
+                seen.add(cid)
+                cids.append(cid)
+                chunk_bytes += length
+    if page:
+        yield page, cids
+
+
+def _held(view: View, cids: list[bytes]) -> list[tuple[ChunkId, bytes]]:
+    out = []
+    for cid in cids:
+        try:
+            out.append((ChunkId(cid), chunks.get(view, ChunkId(cid))))
+        except MissingChunk:
+            pass  # remote here too: the target marks it remote
+        except Corrupted as exc:
+            log.warning("chunk %s is damaged here, not sent with a volume copy: %s", cid.hex(), exc)
+    return out
 
 
 def _chunks_named(op: object, records: list[tuple[int, bytes]]) -> list[tuple[ChunkId, bytes]]:

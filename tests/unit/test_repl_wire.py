@@ -15,7 +15,7 @@ from cfs.repl import wire
 from cfs.repl.wire import (
     MAX_CHUNK_SIZE, MAX_ERROR_MESSAGE, MESSAGES, Ack, AppendLog, Auth, Chunks, Error, ErrorCode,
     Fence, FetchLog, FrameHeader, GetChunks, Hello, LogAck, LogRecords, Message, Ping, Pong,
-    PutChunks, Release, Reply, Request, VolumeInfo, VolumeInfoReply,
+    PushCopy, PutChunks, Release, Reply, Request, VolumeCopy, VolumeInfo, VolumeInfoReply,
 )
 from cfs.types import ChunkId, NodeId, VolumeId
 
@@ -48,6 +48,10 @@ def log_records_replies(draw: st.DrawFn) -> LogRecords:
     return LogRecords(draw(volume_ids), draw(st.integers(low, 2**64 - 1)), records)
 
 
+copy_rows = st.lists(st.tuples(st.integers(0, 255), st.binary(min_size=8, max_size=40), st.binary(max_size=60)),
+                     max_size=5)
+
+
 MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     Ping: st.builds(Ping, u64),
     Pong: st.builds(Pong, u64),
@@ -64,6 +68,9 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     VolumeInfoReply: st.builds(VolumeInfoReply, volume_ids, u64, u64, st.booleans()),
     Fence: st.builds(Fence, volume_ids, u64),
     Release: st.builds(Release, volume_ids, u64),
+    PushCopy: st.builds(PushCopy, volume_ids, u64),
+    VolumeCopy: st.builds(VolumeCopy, volume_ids, u64, st.integers(1, 2**64 - 1), u64, u64, st.booleans(),
+                          st.booleans(), copy_rows),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 requests = st.one_of(*(s for cls, s in MESSAGE_STRATEGIES.items() if issubclass(cls, Request)))
@@ -236,6 +243,30 @@ def test_log_records_beyond_last_seq() -> None:
     with pytest.raises(ProtocolError, match="beyond"):
         LogRecords.decode(raw)
     assert decode(LogRecords(VOL, 9, [])) == LogRecords(VOL, 9, [])
+
+
+# --- whole-volume copies ---------------------------------------------------------------
+
+def test_volume_copy_layout_and_checks() -> None:
+    message = VolumeCopy(VOL, 3, 7, 9, 11, True, False, [(1, b"k" * 8, b"value")])
+    raw = message.encode()
+    assert raw == (VOL + struct.pack(">QQQQB", 3, 7, 9, 11, 1) + struct.pack(">IBH", 1, 1, 8) + b"k" * 8
+                   + struct.pack(">I", 5) + b"value")
+    assert decode(message) == message
+    head = VOL + struct.pack(">QQQQ", 3, 7, 9, 11)
+    with pytest.raises(ProtocolError, match="flags"):
+        VolumeCopy.decode(head + b"\x04" + bytes(4))
+    with pytest.raises(ProtocolError, match="copy id"):
+        VolumeCopy.decode(VOL + struct.pack(">QQQQB", 3, 0, 9, 11, 0) + bytes(4))
+    for key in (b"short", b"k" * 512):
+        with pytest.raises(ValueError):
+            VolumeCopy(VOL, 3, 7, 9, 11, False, False, [(1, key, b"")]).encode()
+        with pytest.raises(ProtocolError, match="key"):
+            VolumeCopy.decode(head + b"\0" + struct.pack(">IBH", 1, 1, len(key)) + key + bytes(12))
+    with pytest.raises(ProtocolError, match="cannot fit"):
+        VolumeCopy.decode(head + b"\0" + b"\xff\xff\xff\xff" + bytes(100))
+    with pytest.raises(ValueError):
+        VolumeCopy(VOL, 3, 0, 9, 11, False, False, []).encode()
 
 
 # --- small messages ------------------------------------------------------------------

@@ -1,0 +1,443 @@
+"""A real cluster for tests: one etcd and node daemons on loopback, every one stopped by PID.
+
+``Cluster(base).start(3)`` starts an etcd (``tests.etcd.Etcd``) and three ``cfs-mountd``
+daemons, each with its own data directory, peer port and mount directories under
+``base/<name>``, sharing one cluster secret in a 0600 file. Leases and replication use
+short timeouts (``LEASE_TTL``, ``REPLICATION_TIMEOUT``) so that deaths and unreachable
+replicas show within seconds. ``start`` returns once every node sees every other as up.
+
+With ``network=Network()`` (``tests.cluster.netns``) each node runs in a network
+namespace of its own, on links a test can cut; etcd then serves on the address those
+namespaces reach.
+
+``close`` runs whatever happened in the test: frozen daemons are resumed, every daemon
+gets SIGTERM (SIGKILL after a short grace), every mount below ``base`` is detached (a
+daemon killed with -9 leaves its FUSE mounts dead but attached), then etcd is stopped and
+the namespaces are deleted. It never touches a process it did not start.
+
+Helpers used by the tests live here too: volume create/mount and the roles of the nodes
+for a volume (``roles``), trees of files written with fsync and verified by hash, a
+process writing from inside a mount (``Writer``), a poll with a deadline, and the JSON
+views of the command line (status, inspect, node ls, fsck).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from cfs.repl import placement
+from cfs.types import NodeId
+from tests.cluster.netns import Network
+from tests.etcd import Etcd, free_port
+from tests.node import Node, detach_mounts_under, mounts_under
+
+LEASE_TTL = 3
+REPLICATION_TIMEOUT = 3.0
+STOP_GRACE = 15.0
+"""Seconds a daemon gets to stop cleanly at teardown before SIGKILL."""
+
+T = TypeVar("T")
+
+
+def write_secret(path: Path, secret: bytes) -> Path:
+    """A cluster secret file the daemon accepts: mode 0600 from its creation."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, secret)
+    finally:
+        os.close(fd)
+    return path
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 20.0, interval: float = 0.2) -> T:
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+class Member(Node):
+    """One node daemon of a ``Cluster``: a ``Node`` with its peer port, id and mount dirs."""
+
+    def __init__(self, base: Path, name: str, *, etcd_url: str, secret_file: Path, lease_ttl: int,
+                 replication_timeout: float, host: str = "127.0.0.1", wrapper: list[str] | None = None,
+                 daemon_args: list[str] | None = None) -> None:
+        self.name = name
+        self.host = host
+        self.port = free_port()
+        super().__init__(base, wrapper=wrapper, extra_args=[
+            "--etcd", etcd_url, "--listen", f"{host}:{self.port}", "--secret-file", str(secret_file),
+            "--lease-ttl", str(lease_ttl), "--replication-timeout", str(replication_timeout),
+            "--no-plugin", *(daemon_args or [])])
+        self.node_id = ""
+        self.frozen = False
+
+    def __repr__(self) -> str:
+        return f"<node {self.name} {self.node_id[:8]} :{self.port}>"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30) -> Self:
+        super().start(timeout)
+        self.node_id = self.status()["cluster"]["node_id"]
+        return self
+
+    # --- processes ---------------------------------------------------------------
+
+    def freeze(self) -> None:
+        """SIGSTOP the daemon: it neither answers peers nor renews its etcd lease."""
+        os.kill(self.pid, signal.SIGSTOP)
+        self.frozen = True
+
+    def resume(self) -> None:
+        if self.frozen and self.proc is not None and self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGCONT)
+        self.frozen = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # --- views -------------------------------------------------------------------
+
+    def mount_dir(self, label: str) -> Path:
+        path = self.base / "mnt" / label
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def is_mounted(self, path: Path) -> bool:
+        return str(path) in mounts_under(self.base)
+
+    def status(self) -> dict[str, Any]:
+        """What ``cfs status --json`` prints (asked over the control socket: cheap to poll)."""
+        return self.api("status")
+
+    def inspect(self, volume: str) -> dict[str, Any]:
+        """What ``cfs volume inspect --json`` prints (over the control socket)."""
+        return self.api("volume.inspect", name=volume)
+
+    def node_ls(self) -> list[dict[str, Any]]:
+        return self.api("node.ls")
+
+    def fsck(self) -> dict[str, Any]:
+        """``cfs fsck --json`` of the whole store; a report with problems is returned, not raised."""
+        result = self.cli("--json", "fsck", check=False)
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            raise AssertionError(f"cfs fsck on {self.name} failed: {result.stderr}") from None
+
+    def log_lines(self, needle: str) -> list[str]:
+        return [line for line in self.log_text().splitlines() if needle in line]
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def cleanup(self) -> None:
+        self.resume()
+        super().cleanup()
+
+
+class Cluster:
+    """An etcd and ``cfs-mountd`` daemons under ``base`` (see the module doc)."""
+
+    def __init__(self, base: Path, *, lease_ttl: int = LEASE_TTL,
+                 replication_timeout: float = REPLICATION_TIMEOUT, network: Network | None = None,
+                 daemon_args: list[str] | None = None) -> None:
+        """``network``: put each node in a network namespace of its own (``tests.cluster.netns``);
+        the cluster closes it last. ``daemon_args``: more ``cfs-mountd`` options for every node
+        (e.g. ``["--changelog-retain", "5"]``)."""
+        self.daemon_args = list(daemon_args or [])
+        self.base = base
+        self.network = network
+        self.lease_ttl = lease_ttl
+        self.replication_timeout = replication_timeout
+        self.secret = os.urandom(24).hex().encode()
+        self.secret_file = write_secret(base / "secret", self.secret)
+        self.etcd = Etcd(base / "etcd", host=network.etcd_host if network else "127.0.0.1")
+        self.nodes: list[Member] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, count: int = 3, *, secrets: dict[int, bytes] | None = None) -> Self:
+        """etcd, then ``count`` nodes started together; ``secrets`` gives some of them (by
+        index) another secret than the cluster's."""
+        (self.base / "etcd").mkdir(exist_ok=True)
+        self.etcd.start()
+        self.add_nodes(count, secrets=secrets)
+        return self
+
+    def add_nodes(self, count: int, *, secrets: dict[int, bytes] | None = None) -> list[Member]:
+        """Start ``count`` more nodes and wait until every node sees all nodes up."""
+        new = []
+        for i in range(count):
+            name = "abcdefgh"[len(self.nodes)]
+            secret_file = self.secret_file
+            if secrets and i in secrets:
+                secret_file = write_secret(self.base / f"secret-{name}", secrets[i])
+            (self.base / name).mkdir()
+            host, wrapper = self.network.attach(name) if self.network else ("127.0.0.1", None)
+            member = Member(self.base / name, name, etcd_url=self.etcd.url, secret_file=secret_file,
+                            lease_ttl=self.lease_ttl, replication_timeout=self.replication_timeout,
+                            host=host, wrapper=wrapper, daemon_args=self.daemon_args)
+            self.nodes.append(member)
+            new.append(member)
+        _parallel(lambda m: m.start(), new)
+        self.wait_members(len(self.nodes))
+        return new
+
+    def wait_members(self, count: int, timeout: float = 20.0) -> None:
+        """Every running node lists ``count`` nodes up (its own view, as it refreshes it)."""
+        def all_up(node: Member) -> bool:
+            listed = node.node_ls()
+            return sum(1 for n in listed if n["state"] == "up") == count
+        for node in self.nodes:
+            if node.alive() and not node.frozen:
+                wait_for(f"{node.name} to see {count} nodes up", lambda node=node: all_up(node), timeout)
+        time.sleep(1.2)  # the daemons refresh their member lists every second
+
+    def __getitem__(self, name: str) -> Member:
+        return next(n for n in self.nodes if n.name == name)
+
+    def replica_of(self, volume_id_hex: str, writer: Member, among: Iterable[Member]) -> Member:
+        """The node ``writer``'s replicator ships ``volume_id_hex`` to (replicas=2), by the
+        same rendezvous placement the daemons use."""
+        candidates = {NodeId(bytes.fromhex(m.node_id)): m for m in among if m is not writer}
+        [chosen] = placement.choose(bytes.fromhex(volume_id_hex), list(candidates), 1)
+        return candidates[chosen]
+
+    def close(self) -> None:
+        """Stop every daemon and etcd by PID and detach every mount, whatever state they are in."""
+        try:
+            for node in self.nodes:
+                node.resume()
+                if node.alive():
+                    node.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            deadline = time.monotonic() + STOP_GRACE
+            for node in self.nodes:
+                if node.proc is not None:
+                    try:
+                        node.proc.wait(max(0.1, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+            for node in self.nodes:
+                node.kill()
+                detach_mounts_under(node.base)
+        finally:
+            self.etcd.stop()
+            if self.network is not None:
+                self.network.close()
+
+
+def _parallel(fn: Callable[[Member], object], members: list[Member]) -> None:
+    errors: list[BaseException] = []
+
+    def run(member: Member) -> None:
+        try:
+            fn(member)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+            errors.append(exc)
+    threads = [threading.Thread(target=run, args=(m,)) for m in members]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+# --- volumes on the cluster --------------------------------------------------------
+
+VOLUME = "vol"
+
+
+def create_volume(node: Member, name: str = VOLUME, replicas: int = 2) -> dict[str, Any]:
+    return node.cli("volume", "create", name, "-o", f"replicas={replicas}", json_out=True)
+
+
+def mount(node: Member, name: str = VOLUME, *, takeover: bool = False, label: str | None = None) -> Path:
+    path = node.mount_dir(label or name)
+    node.cli("mount", name, str(path), *(["--takeover"] if takeover else []))
+    assert node.is_mounted(path)
+    return path
+
+
+def roles(cluster: Cluster, volume_id: str) -> tuple[Member, Member, Member]:
+    """(a, r, b): the first writer, the node a ships to, the third node."""
+    a = cluster["a"]
+    r = cluster.replica_of(volume_id, a, cluster.nodes)
+    b = next(n for n in cluster.nodes if n is not a and n is not r)
+    return a, r, b
+
+
+def assert_tree(root: Path, expected: dict[str, str]) -> None:
+    found = tree_hashes(root)
+    missing = sorted(set(expected) - set(found))
+    wrong = sorted(p for p in expected if p in found and found[p] != expected[p])
+    assert not missing and not wrong, f"under {root}: missing {missing[:10]}, wrong content {wrong[:10]}"
+
+
+def assert_clean(*nodes: Member) -> None:
+    for node in nodes:
+        report = node.fsck()
+        assert report["clean"], f"fsck on {node.name}: {report['lines']}"
+
+
+def wait_until_down(observer: Member, dead: Member, cluster: Cluster) -> None:
+    """``observer`` lists ``dead`` as down: its etcd lease expired."""
+    wait_for(f"{dead.name} to be down in etcd",
+             lambda: any(n["node_id"] == dead.node_id and n["state"] != "up" for n in observer.node_ls()),
+             timeout=3 * cluster.lease_ttl + 5)
+
+
+def replicated(node: Member, name: str = VOLUME) -> dict[str, Any] | None:
+    """The writer's replication state if every replica acknowledged its head, else None."""
+    repl = node.inspect(name)["replication"]
+    if repl is None or not repl["replicas"]:
+        return None
+    if all(seq == repl["head"] for seq in repl["replicas"].values()):
+        return repl
+    return None
+
+
+# --- trees of files ------------------------------------------------------------------
+
+TREE_SIZES = (0, 1, 4095, 65535, 65536, 65537, 200_000, 300_001, 1_048_577)
+
+
+def write_file(root: Path, name: str, seed: int, size: int = 150_000) -> dict[str, str]:
+    """One file of random bytes, fsync'd (the file only: cheap on a degraded volume, where
+    every fsync and close-after-write waits out the replication timeout)."""
+    data = random.Random(seed).randbytes(size)
+    write_synced(root / name, data)
+    return {name: hashlib.sha256(data).hexdigest()}
+
+
+def make_tree(root: Path, seed: int, *, dirs: int = 4, files_per_dir: int = 4) -> dict[str, str]:
+    """Write a tree of files (sizes around 64 KiB block boundaries, a few MiB in all) and
+    fsync each file and directory; returns {relative path: sha256}."""
+    rng = random.Random(seed)
+    written: dict[str, str] = {}
+    for d in range(dirs):
+        directory = root / f"s{seed}" / f"d{d}" / ("deep" if d % 2 else "")
+        directory.mkdir(parents=True, exist_ok=True)
+        for f in range(files_per_dir):
+            size = rng.choice(TREE_SIZES)
+            data = rng.randbytes(size)
+            path = directory / f"f{f}.bin"
+            write_synced(path, data)
+            written[str(path.relative_to(root))] = hashlib.sha256(data).hexdigest()
+        fsync_dir(directory)
+    fsync_dir(root)
+    return written
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every regular file below ``root``."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+# --- a process writing inside a mount --------------------------------------------------
+
+_WRITER = r"""
+import json, os, sys
+name, report = sys.argv[1], sys.argv[2]
+steps = {}
+def note(step, outcome):
+    steps[step] = outcome
+    with open(report, "w") as f:
+        json.dump(steps, f)
+note("started", "ok")
+sys.stdin.readline()
+note("go", "ok")
+try:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+    note("open", "ok")
+    os.write(fd, b"WRITTEN BY A NODE THAT LOST THE VOLUME " * 5000)
+    note("write", "ok")
+    os.fsync(fd)
+    note("fsync", "ok")
+    os.close(fd)
+    note("close", "ok")
+except OSError as exc:
+    note("error", exc.errno)
+"""
+
+
+class Writer:
+    """A process whose working directory is inside a mount, as a container's would be: it
+    keeps using the volume after the mount is detached (lazily) from the host's tree.
+    ``go`` makes it create, write and fsync ``name`` there; ``result`` says how far it got
+    (steps "open", "write", "fsync", "close" marked "ok", or "error": errno)."""
+
+    def __init__(self, cwd: Path, name: str, report: Path) -> None:
+        self.report = report
+        self.proc = subprocess.Popen([sys.executable, "-c", _WRITER, name, str(report)], cwd=cwd,
+                                     stdin=subprocess.PIPE)
+        wait_for("the writer to start", report.exists, timeout=10, interval=0.02)
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def result(self, timeout: float = 60) -> dict[str, Any]:
+        self.proc.wait(timeout)
+        return json.loads(self.report.read_text())
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,327 @@
+"""Whole-volume copies (cfs.store.replica, sent by mountd.cluster.replicator.send_copy).
+
+A replica that needs records the writer's log no longer holds gets every row of the
+volume as of one sequence number S, then records after S as usual. Two real stores
+stand for two nodes, with a change log that keeps 2 records beyond the checkpoint; the
+copy goes part by part, with its chunks pushed ahead as the replicator does. After a
+copy, the replica's rows equal the writer's, its chunk counts match its block maps, its
+counters are right (fsck clean on both), and records after S replay on it.
+
+An interrupted copy (begun, never finished) is marked incomplete: it reports no
+records, refuses replayed ones, is skipped by fsck (named, not a problem) and is
+replaced by the next full copy. The last tests run the replicator and the peer handler
+against each other over an in-memory pool (messages encoded and decoded on the way);
+the very last check the copy's mark in ``ReplState`` and the daemon's ``--changelog-retain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from cfs.check import check
+from cfs.codec import ReplState, decode_block
+from cfs.errors import CfsError, CorruptRecord, LogTrimmed, ReplicationError, StaleEpoch
+from cfs.repl import wire
+from cfs.repl.wire import Error, Message, Request
+from cfs.store import StoreConfig, Table, View, catalog, changelog, chunks, replica
+from cfs.types import NodeId, Slot
+from mountd.cluster import replicator
+from mountd.cluster.handler import PeerHandler
+from mountd.cluster.links import PeerError
+from mountd.cluster.replicator import VolumeReplicator, send_copy
+from mountd.main import add_arguments, config_from
+
+from test_replica import Node, assert_same, make_replicated, ship, volume_rows, workload
+from unit_support import Vol, assert_chunks_consistent, chunk_refs, rows
+
+RETAIN = 2
+COPY_ID = 0xC0FFEE
+
+
+@pytest.fixture
+def nodes(tmp_path: Path):
+    a, b = Node(tmp_path / "a"), Node(tmp_path / "b")
+    yield a, b
+    a.store.close()
+    b.store.close()
+
+
+def busy(vol: Vol, rounds: int = 12) -> None:
+    """Many operations, so that a log of 2 records forgets most of them."""
+    for i in range(rounds):
+        ino = vol.create(b"busy%d" % i, bytes([i]) * (3000 + 500 * i))
+        if i % 3 == 0:
+            vol.fs.unlink(vol.root, b"busy%d" % i)
+            vol.fs.forget(ino, 1)
+
+
+def trim(node: Node, slot: Slot) -> int:
+    """Every replica acknowledged everything: from now on the writer keeps only RETAIN records."""
+    node.store.config = StoreConfig(changelog_retain=RETAIN)
+    head = node.applied(slot)
+    with node.store.op() as op:
+        replica.acknowledge(op, slot, head, RETAIN)
+    return head
+
+
+def copy_whole(src: Node, slot: Slot, dst: Node, dst_record, epoch: int = 1, *, page: int = 5,
+               parts: int | None = None) -> int:
+    """Copy the volume part by part as ``send_copy`` does; stop after ``parts`` parts
+    (an interrupted copy) if given. Returns S."""
+    src.store.commit()
+    with src.store.reading() as txn:
+        view = View(src.store, txn)
+        seq, next_local = replica.copy_origin(view, slot)
+        rows_ = list(replica.copy_rows(view, slot))
+        pages = [rows_[i:i + page] for i in range(0, len(rows_), page)]
+        for n, part in enumerate(pages):
+            with dst.store.op() as op:   # the chunks ahead of their rows
+                for table, _key, value in part:
+                    cid = decode_block(value)[0] if table == Table.BLOCKS else None
+                    if cid is not None and chunks.has_bytes(view, cid):  # type: ignore[arg-type]
+                        chunks.stage(op, cid, chunks.get(view, cid), time.time_ns())
+            with dst.store.op() as op:
+                if n == 0:
+                    replica.begin_copy(op, dst_record, epoch, COPY_ID, seq, time.time_ns())
+                replica.add_copy_rows(op, dst_record, epoch, COPY_ID, seq, part)
+                if n == len(pages) - 1:
+                    replica.finish_copy(op, dst_record, epoch, COPY_ID, seq, next_local)
+            if parts is not None and n + 1 == parts:
+                break
+    return seq
+
+
+def sweep(node: Node) -> None:
+    with node.store.op() as op:
+        chunks.sweep_staged(op, time.time_ns() + 1)
+
+
+def test_a_new_replica_is_copied_whole_when_the_log_was_trimmed(nodes) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    busy(vol)
+    head = trim(a, vol.slot)
+    with pytest.raises(LogTrimmed):
+        ship(a, vol.slot, b, brec)
+    assert copy_whole(a, vol.slot, b, brec) == head
+    assert_same(a, vol.slot, b, brec.slot)
+    assert rows(b.store, Table.REMOTE) == [] and rows(b.store, Table.STAGED) == []
+    assert_chunks_consistent(b.store)
+    with b.store.op(adds_data=False) as op:
+        assert not replica.incomplete(op, brec.slot)
+        assert changelog.load_state(op, brec.slot).checkpoint_seq == head
+        assert replica.records_after(op, brec.slot, head, 1 << 20) == []
+        with pytest.raises(LogTrimmed):   # the replica's log starts after S
+            replica.records_after(op, brec.slot, head - 1, 1 << 20)
+    # shipping goes on from S
+    vol.create(b"after-copy", b"A" * 9000)
+    vol.fs.unlink(vol.root, b"busy1")
+    assert ship(a, vol.slot, b, brec) == a.applied(vol.slot) - head > 0
+    assert_same(a, vol.slot, b, brec.slot)
+
+
+def test_a_stale_replica_is_replaced_whole(nodes) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    vol.create(b"doomed", b"D" * 6000)          # b will hold it; a deletes it meanwhile
+    ship(a, vol.slot, b, brec)
+    # b's other volume shares a chunk with the copied one: counts are per node
+    other = Vol(b.store, b.fs, next(r for r in b.fs.volumes() if r.name == "other"))
+    other.create(b"shared", b"S" * 4096)
+    vol.create(b"shared-too", b"S" * 4096)
+    doomed = vol.find(vol.root, b"doomed")
+    vol.fs.unlink(vol.root, b"doomed")
+    vol.fs.forget(doomed, 1)
+    busy(vol)
+    head = trim(a, vol.slot)
+    with pytest.raises(LogTrimmed):
+        ship(a, vol.slot, b, brec)
+    assert copy_whole(a, vol.slot, b, brec, page=3) == head
+    assert volume_rows(a.store, vol.slot) == volume_rows(b.store, brec.slot)
+    sweep(b)   # chunks only the old copy named were kept, staged, in case the copy named them
+    assert_same(a, vol.slot, b, brec.slot)
+    assert_chunks_consistent(b.store)
+    with a.store.op(adds_data=False) as op:
+        shared = next(decode_block(v)[0] for _k, v in op.range(Table.BLOCKS, *catalog.slot_range(vol.slot))
+                      if chunks.get(op, decode_block(v)[0]) == b"S" * 4096)
+    assert chunk_refs(b.store)[shared] == 2
+    with b.store.op(adds_data=False) as op:
+        assert changelog.load_state(op, brec.slot).used_bytes == changelog.count_used(op, brec.slot)
+    vol.create(b"later", b"L" * 100)
+    assert ship(a, vol.slot, b, brec) == a.applied(vol.slot) - head > 0
+    assert_same(a, vol.slot, b, brec.slot)
+
+
+def test_an_interrupted_copy_is_incomplete_until_a_full_copy(nodes, tmp_path: Path) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    ship(a, vol.slot, b, brec)                  # b held a complete, older copy
+    busy(vol)
+    trim(a, vol.slot)
+    copy_whole(a, vol.slot, b, brec, page=3, parts=2)
+    b.store.close()                             # the node stops (what it committed stays)
+    b.__init__(tmp_path / "b")
+    with b.store.op(adds_data=False) as op:
+        assert replica.incomplete(op, brec.slot)
+        assert replica.applied_seq(op, brec.slot) == 0
+        with pytest.raises(ReplicationError):   # never a source
+            replica.copy_origin(op, brec.slot)
+    head = a.applied(vol.slot)
+    with a.store.op(adds_data=False) as aop:
+        _seq, raw = replica.records_after(aop, vol.slot, head - 1, 1 << 20)[0]
+    with pytest.raises(LogTrimmed, match="incomplete"):
+        with b.store.op() as op:
+            replica.apply(op, brec, 1, 1, raw, RETAIN)
+    with pytest.raises(ReplicationError):       # a part of another copy
+        with b.store.op() as op:
+            replica.add_copy_rows(op, brec, 1, COPY_ID + 1, head, [])
+    report = check(b.store)
+    assert report.clean, report.lines()
+    assert report.incomplete_copies == ["vol"]
+    assert any("vol: incomplete copy" in line for line in report.lines())
+    copy_whole(a, vol.slot, b, brec)
+    sweep(b)
+    assert_same(a, vol.slot, b, brec.slot)
+    assert check(b.store).incomplete_copies == []
+    assert_chunks_consistent(b.store)
+
+
+def test_copy_parts_carry_the_fencing_epoch(nodes) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    vol.create(b"f", b"x")
+    with b.store.op() as op:
+        replica.admit_epoch(op, brec, 3)
+    before = volume_rows(b.store, brec.slot)
+    with pytest.raises(StaleEpoch):
+        copy_whole(a, vol.slot, b, brec, epoch=2)
+    assert volume_rows(b.store, brec.slot) == before
+    assert copy_whole(a, vol.slot, b, brec, epoch=3) == a.applied(vol.slot)
+    assert_same(a, vol.slot, b, brec.slot)
+
+
+# --- the replicator and the peer handler, over an in-memory pool ------------------------
+
+class LoopbackPool:
+    """Requests go to the target's handler, encoded and decoded on the way, as over TCP."""
+
+    def __init__(self, me: NodeId, handlers: dict[NodeId, PeerHandler]) -> None:
+        self.me = me
+        self.handlers = handlers
+        self.sent: list[str] = []
+
+    async def request(self, peer: NodeId, message: Request, timeout: float = 30.0) -> Message:
+        self.sent.append(type(message).__name__)
+        message = wire.decode_message(message.TYPE, message.encode())  # type: ignore[assignment]
+        reply = await self.handlers[peer](self.me, message)  # type: ignore[arg-type]
+        reply = wire.decode_message(reply.TYPE, reply.encode())
+        if isinstance(reply, Error):
+            raise PeerError(peer.hex()[:8], reply)
+        assert isinstance(reply, message.REPLIES)
+        return reply
+
+
+def handler_for(node: Node, push_copy=None) -> PeerHandler:
+    async def adopt(volume_id):
+        with node.store.op(adds_data=False) as op:
+            return catalog.by_id(op, volume_id)
+
+    async def release(_volume_id, _epoch) -> None:
+        return None
+    return PeerHandler(node.store, adopt=adopt, writing_epoch=lambda _v: None,
+                       on_fenced=lambda _v, _e: None, release=release, push_copy=push_copy)
+
+
+def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch) -> None:
+    a, b = nodes
+    monkeypatch.setattr(replicator, "COPY_ROW_BYTES", 300)    # many parts
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    ship(a, vol.slot, b, brec)
+    busy(vol)
+    trim(a, vol.slot)
+    bid = NodeId(b.store.node_id())
+    pool = LoopbackPool(NodeId(a.store.node_id()), {bid: handler_for(b)})
+    rep = VolumeReplicator(a.store, pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
+                           on_fenced=lambda _e: None, timeout=1.0)
+    trio.run(rep.ship_once)
+    head = a.applied(vol.slot)
+    assert rep.acked[bid] == head and rep.copies[bid] == head and not rep.failing
+    assert pool.sent.count("VolumeCopy") > 2 and "PutChunks" in pool.sent
+    sweep(b)
+    assert_same(a, vol.slot, b, brec.slot)
+    assert_chunks_consistent(b.store)
+    # then records again, not a copy
+    vol.create(b"next", b"n" * 5000)
+    pool.sent.clear()
+    trio.run(rep.ship_once)
+    assert "VolumeCopy" not in pool.sent and rep.acked[bid] == a.applied(vol.slot)
+    assert_same(a, vol.slot, b, brec.slot)
+
+
+def test_a_node_asks_another_to_push_it_a_copy(nodes) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    busy(vol)
+    trim(a, vol.slot)
+    aid, bid = NodeId(a.store.node_id()), NodeId(b.store.node_id())
+    handlers: dict[NodeId, PeerHandler] = {}
+    a_pool, b_pool = LoopbackPool(aid, handlers), LoopbackPool(bid, handlers)
+    handlers[aid] = handler_for(a, push_copy=lambda peer, record, epoch: send_copy(
+        a.store, a_pool, record, epoch, peer))  # type: ignore[arg-type]
+    handlers[bid] = handler_for(b)
+
+    async def catch_up() -> None:
+        with pytest.raises(PeerError) as trimmed:
+            await b_pool.request(aid, wire.FetchLog(vol.record.volume_id, 2, 0, 1 << 20))
+        assert trimmed.value.code == wire.ErrorCode.TRIMMED
+        reply = await b_pool.request(aid, wire.PushCopy(vol.record.volume_id, 2))
+        assert reply == wire.LogAck(vol.record.volume_id, a.applied(vol.slot))
+    trio.run(catch_up)
+    assert_same(a, vol.slot, b, brec.slot)
+    with a.store.op(adds_data=False) as op:   # the asker's epoch reached the source too
+        assert replica.state(op, vol.slot).epoch == 2
+
+
+def test_an_incomplete_copy_reports_no_copy_and_is_not_a_source(nodes) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    busy(vol)
+    trim(a, vol.slot)
+    copy_whole(a, vol.slot, b, brec, page=3, parts=1)
+    handler = handler_for(b)
+
+    async def ask() -> None:
+        info = await handler(NodeId(a.store.node_id()), wire.VolumeInfo(brec.volume_id))
+        assert info == wire.VolumeInfoReply(brec.volume_id, 1, 0, False)
+    trio.run(ask)
+
+
+def test_the_replication_state_records_a_copy_in_progress() -> None:
+    plain = ReplState(7, True)
+    assert len(plain.encode()) == 10 and ReplState.decode(plain.encode()) == plain   # version 1, as before
+    copying = ReplState(7, True, copy_id=5, copy_seq=99)
+    assert copying.encode()[0] == 2 and ReplState.decode(copying.encode()) == copying
+    for bad in (copying.encode()[:-1], b"\x02" + copying.encode()[1:10] + bytes(16)):
+        with pytest.raises(CorruptRecord):
+            ReplState.decode(bad)
+
+
+def test_the_daemon_takes_a_change_log_retention() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from(parser.parse_args(["--data-dir", "/nonexistent"])).store.changelog_retain == 10_000
+    args = parser.parse_args(["--data-dir", "/nonexistent", "--changelog-retain", "5"])
+    assert config_from(args).store.changelog_retain == 5
+    with pytest.raises(CfsError, match="at least 1"):
+        config_from(parser.parse_args(["--data-dir", "/nonexistent", "--changelog-retain", "0"]))
