@@ -8,7 +8,9 @@ copies go. If fewer than ``replicas`` are complete and this node is the best-ran
 (rendezvous hashing) of those with a complete copy, it ships the missing records and
 chunks to as many more nodes as needed: lagging copies first, then new nodes, each in
 rendezvous order. The copy of a draining node does not count, so draining a node copies
-what it holds elsewhere (``still_needed`` says what is still waiting). A node counts as
+what it holds elsewhere (``still_needed`` says what is still waiting). Surplus copies
+(a writer's replicator moved to a node that joined; a drained node) are dropped: the
+best-ranked ``replicas`` complete copies stay. A node counts as
 gone once its registration expired (``--lease-ttl``): that is the grace period. Copies
 of volumes the cluster removed are dropped.
 
@@ -123,15 +125,22 @@ class Healer:
         # A draining node's copy does not count: it is leaving.
         draining = self.node.draining()
         counted = [n for n in complete if not (draining and n == me)]
-        if len(counted) >= spec.replicas or placement.rank(spec.volume_id, complete)[0] != me:
-            return  # enough copies, or another node with a complete copy does the shipping
-        # Top up: copies that lag first (they hold most of it already), then new nodes,
-        # each group in rendezvous order, so every node would pick the same ones.
-        lagging = placement.rank(spec.volume_id, [n for n in copies if copies[n] < best and n != me])
-        fresh = placement.rank(spec.volume_id, [n for n in peers if n not in copies])
-        targets = (lagging + fresh)[:spec.replicas - len(counted)]
-        if not targets:
+        if len(counted) >= spec.replicas:
+            # Enough complete copies. Any other copy is surplus (a writer moved its replica
+            # to a node that joined; this node is draining): the best-ranked complete
+            # copies stay, the rest go.
+            keep = placement.rank(spec.volume_id, counted)[:spec.replicas]
+            if me not in keep:  # complete but surplus, or lagging behind enough others
+                await self.node.drop_copy(record, copies[me])
             return
+        else:
+            # Top up: copies that lag first (they hold most of it already), then new
+            # nodes, each group in rendezvous order, so every node picks the same ones.
+            lagging = placement.rank(spec.volume_id, [n for n in copies if copies[n] < best and n != me])
+            fresh = placement.rank(spec.volume_id, [n for n in peers if n not in copies])
+            targets = (lagging + fresh)[:spec.replicas - len(counted)]
+        if not targets or placement.rank(spec.volume_id, complete)[0] != me:
+            return  # nothing to copy, or another node with a complete copy does the shipping
         log.info("volume %s: copying %d records to %s (self-heal)", record.name, best,
                  ", ".join(n.hex()[:8] for n in targets))
         rep = VolumeReplicator(self.node.store, self.node.pool, record, epoch,

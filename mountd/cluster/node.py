@@ -41,7 +41,7 @@ from typing import Any
 
 import trio
 
-from cfs.codec import VolumeRecord
+from cfs.codec import VolumeRecord, decode_block
 from cfs.coord.api import Coordinator, Lease, NodeInfo, NodeSession, NodeStatus, VolumeSpec
 from cfs.errors import (
     CfsError, LeaseHeld, LogTrimmed, MissingChunk, ReadOnly, ReplicationError, UserError, VolumeExists,
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 FETCH_BYTES = 3 << 20
 CONTROL_TIMEOUT = 5.0
 RELEASE_TIMEOUT = 20.0
+PREFETCH_BATCH = 32
+"""Chunks asked for per GetChunks in the background fetch (up to 2 MiB of 64 KiB blocks)."""
 PUSH_COPY_TIMEOUT = 3600.0
 """Seconds a mount waits for a whole-volume copy it asked for (each part has its own timeout)."""
 MAX_COPY_PULLS = 3
@@ -105,6 +107,10 @@ class _Open:
     users: int = 1
     replicator: VolumeReplicator | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """The replicator's task."""
+    prefetch: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """The background fetch of the chunks this node lacks."""
+    prefetched: int = 0
     fenced: bool = False
     closed: trio.Event = field(default_factory=trio.Event)
 
@@ -279,6 +285,7 @@ class ClusterNode:
             if self.config.clustered:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._watch_lease, opened)
+                self._nursery.start_soon(self._prefetch, opened)
             log.info("volume %s: writing here with epoch %d", name, lease.epoch)
             return record
 
@@ -458,6 +465,7 @@ class ClusterNode:
                         await opened.replicator.wait_replicated()
             finally:
                 opened.scope.cancel()
+                opened.prefetch.cancel()
                 await self._release_lease(opened.lease)
                 if opened.fenced:
                     self._discard(opened.record)
@@ -479,6 +487,65 @@ class ClusterNode:
             log.warning("volume %s: local copy discarded after fencing; it will be copied again", record.name)
         except CfsError as exc:
             log.error("volume %s: could not discard the fenced copy: %s", record.name, exc)
+
+    async def _prefetch(self, opened: _Open) -> None:
+        """Fetch, in the background, the chunks of a volume that moved here and that this
+        node lacks, so reads soon stop waiting for peers. Reads fetch what they need
+        meanwhile; whatever fails here is left to them."""
+        with opened.prefetch:
+            missing = self._remote_chunks(opened.record)
+            if not missing:
+                return
+            log.info("volume %s: fetching %d chunks held by peers in the background",
+                     opened.record.name, len(missing))
+            for start in range(0, len(missing), PREFETCH_BATCH):
+                batch = missing[start:start + PREFETCH_BATCH]
+                if not await self._fetch_batch(batch):
+                    log.warning("volume %s: background fetch stopped; reads fetch what they need",
+                                opened.record.name)
+                    return
+                opened.prefetched += len(batch)
+            log.info("volume %s: every chunk is here now", opened.record.name)
+
+    def _remote_chunks(self, record: VolumeRecord) -> list[ChunkId]:
+        lo, hi = catalog.slot_range(record.slot)
+        found: dict[ChunkId, None] = {}
+        with self.store.op(adds_data=False) as op:
+            for _key, value in op.range(Table.BLOCKS, lo, hi):
+                cid = decode_block(value)[0]
+                if cid not in found and chunks.is_remote(op, cid):
+                    found[cid] = None
+        return list(found)
+
+    async def _fetch_batch(self, batch: list[ChunkId]) -> bool:
+        """Ask peers for ``batch`` until each chunk came or no peer has it; False if no
+        peer could be asked at all."""
+        wanted = set(batch)
+        asked_any = False
+        for peer in self._all_peers():
+            if not wanted:
+                break
+            try:
+                reply = await self.pool.request(peer, GetChunks(sorted(wanted)), timeout=CONTROL_TIMEOUT)
+            except (PeerUnavailable, PeerError):
+                continue
+            asked_any = True
+            assert isinstance(reply, Chunks)
+            with self.store.op(expect_bytes=sum(len(d) for _c, d in reply.found)) as op:
+                for cid, data in reply.found:  # verified against their ids by the session
+                    if cid in wanted and chunks.is_remote(op, cid):
+                        chunks.fill(op, cid, bytes(data))
+                    wanted.discard(cid)
+        return asked_any
+
+    async def drop_copy(self, record: VolumeRecord, seq: int) -> None:
+        """Drop this node's copy of a volume (up to ``seq``: unchanged since the healer saw
+        it) that enough other nodes hold whole; not while it is mounted or being mounted."""
+        async with self._lock(record.name):
+            if self.writes(record.volume_id) or self._applied(record) != seq:
+                return
+            self.fs.remove_volume(record.name, force=True)
+            log.info("volume %s: its placed copies are complete; dropped this node's copy", record.name)
 
     # --- callbacks of the peer handler and the replicators ----------------------------
 
@@ -510,6 +577,7 @@ class ClusterNode:
         if opened.replicator is not None:
             opened.replicator.fence(epoch)
         opened.scope.cancel()
+        opened.prefetch.cancel()
         name = opened.record.name
         log.error("volume %s: fenced: another node writes it with epoch %d (ours %d); "
                   "refusing writes and unmounting", name, epoch, opened.lease.epoch)
@@ -580,7 +648,7 @@ class ClusterNode:
         if opened is None:
             return None
         out: dict[str, Any] = {"epoch": opened.lease.epoch, "replicas": opened.spec.replicas,
-                               "fenced": opened.fenced, "degraded": None}
+                               "fenced": opened.fenced, "degraded": None, "prefetched_chunks": opened.prefetched}
         if opened.replicator is not None:
             out.update(opened.replicator.status())
         return out

@@ -5,6 +5,8 @@
 * A chunk damaged on the writer's disk is fetched from the replica, verified and
   rewritten: the read returns the right bytes and fsck is clean afterwards.
 * Removing a volume drops its copies on the other nodes.
+* Draining a node copies what it holds elsewhere; a node that joins takes its share;
+  a volume that moved fetches its chunks in the background.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 
 import pytest
 
+from cfs.repl import placement
+from cfs.types import NodeId
 from tests.cluster.cluster import (
     Cluster,
     Member,
@@ -122,3 +126,69 @@ def test_draining_a_node_copies_what_it_holds_elsewhere(cluster: Cluster) -> Non
     where = holders[0].mount_dir(VOLUME)
     holders[0].cli("mount", VOLUME, str(where))
     assert tree_hashes(where) == expected
+
+
+def test_a_moved_volume_fetches_its_chunks_in_the_background(cluster: Cluster) -> None:
+    a = cluster["a"]
+    info = a.cli("volume", "create", VOLUME, "-o", "replicas=2", json_out=True)
+    r = cluster.replica_of(info["id"], a, cluster.nodes)
+    third = next(n for n in cluster.nodes if n is not a and n is not r)
+    mnt = a.mount_dir(VOLUME)
+    a.cli("mount", VOLUME, str(mnt))
+    expected = make_tree(mnt, seed=13, dirs=2, files_per_dir=3)
+    fsync_dir(mnt)
+    a.cli("umount", str(mnt))
+    where = third.mount_dir(VOLUME)
+    third.cli("mount", VOLUME, str(where))          # the metadata catches up; no chunk is here
+    wait_for("the chunks to arrive without being read",
+             lambda: third.fsck()["counts"]["remote_chunks"] == 0
+             and third.inspect(VOLUME)["replication"]["prefetched_chunks"] > 0, timeout=30)
+    for node in (a, r):
+        node.stop()                                 # nobody else could serve them now
+    assert tree_hashes(where) == expected
+
+
+def test_a_node_that_joins_takes_its_share(cluster: Cluster) -> None:
+    """Volumes a writes keep their copy on a plus the node placement picks among the
+    others. After d joins, the next write of each volume ships to d where d now ranks
+    first; the copy it displaced, now behind, is dropped once nobody writes the volume."""
+    a, b, c = cluster["a"], cluster["b"], cluster["c"]
+    ids = {}
+    for i in range(6):
+        name = f"share{i}"
+        ids[name] = a.cli("volume", "create", name, "-o", "replicas=2", json_out=True)["id"]
+        write_round(a, name, b"before")
+    [d] = cluster.add_nodes(1)
+    for name in ids:
+        write_round(a, name, b"after")
+
+    def ident(node: Member) -> NodeId:
+        return NodeId(bytes.fromhex(node.node_id))
+
+    def expected(name: str) -> set[str]:
+        """a, and the node a's replicator picks among the others now that d is there."""
+        [replica] = placement.choose(bytes.fromhex(ids[name]), [ident(b), ident(c), ident(d)], 1)
+        return {a.node_id, replica.hex()}
+
+    def holders(name: str) -> set[str]:
+        return {n.node_id for n in cluster.nodes if volume_here(n, name)}
+
+    assert any(d.node_id in expected(name) for name in ids), "pick other names: d ranks nowhere"
+    wait_for("every volume's copies to be the expected two",
+             lambda: all(holders(name) == expected(name) for name in ids), timeout=60)
+    for node in cluster.nodes:
+        assert node.fsck()["clean"]
+    for name in ids:  # and the volume reads whole from where it is now
+        holder = next(n for n in cluster.nodes if n.node_id in expected(name))
+        where = holder.mount_dir(name)
+        holder.cli("mount", name, str(where), "--takeover")
+        assert (where / "after").read_bytes() == b"after"
+        holder.cli("umount", str(where))
+
+
+def write_round(node: Member, name: str, content: bytes) -> None:
+    mnt = node.mount_dir(name)
+    node.cli("mount", name, str(mnt))
+    (mnt / content.decode()).write_bytes(content)
+    fsync_dir(mnt)
+    node.cli("umount", str(mnt))
