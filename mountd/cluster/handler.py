@@ -29,9 +29,9 @@ from cfs.errors import (
     CorruptRecord, LogGap, LogTrimmed, MissingChunk, NoSpace, ReplicationError, StaleEpoch,
 )
 from cfs.repl.wire import (
-    MAX_CHUNK_SIZE, Ack, AppendLog, Chunks, Error, ErrorCode, Fence, FetchLog, GetChunks, LogAck,
-    LogRecords, Ping, Pong, PushCopy, PutChunks, Release, Reply, Request, VolumeCopy, VolumeInfo,
-    VolumeInfoReply,
+    DEFAULT_MAX_PAYLOAD, MAX_CHUNK_SIZE, Ack, AppendLog, Chunks, Error, ErrorCode, Fence, FetchLog,
+    GetChunks, LogAck, LogRecords, Ping, Pong, PushCopy, PutChunks, Release, Reply, Request,
+    VolumeCopy, VolumeInfo, VolumeInfoReply,
 )
 from cfs.store import Store, catalog, chunks, replica
 from cfs.types import NodeId, VolumeId
@@ -39,6 +39,9 @@ from cfs.types import NodeId, VolumeId
 log = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 4 * MAX_CHUNK_SIZE
+MAX_RECORD_BYTES = DEFAULT_MAX_PAYLOAD - 64 * 1024
+"""The largest change record that is shipped as a record; larger ones (rare: an operation
+touching ~100,000 rows) make the volume travel as a whole-volume copy."""
 
 
 class PeerHandler:
@@ -208,7 +211,13 @@ class PeerHandler:
             records = replica.records_after(op, record.slot, request.after_seq,
                                             min(request.max_bytes, MAX_REPLY_BYTES))
             last = replica.applied_seq(op, record.slot)
-        return LogRecords(record.volume_id, last, records)
+        oversized = next((i for i, (_seq, raw) in enumerate(records) if len(raw) > MAX_RECORD_BYTES), None)
+        if oversized == 0:
+            # One operation's record is larger than a frame may carry (a truncate of a huge
+            # file): the asker gets the volume whole instead (PushCopy), in parts.
+            return Error.of(ErrorCode.TRIMMED, f"record {records[0][0]} is {len(records[0][1])} bytes, "
+                            "more than a frame carries: copy the volume whole")
+        return LogRecords(record.volume_id, last, records[:oversized])
 
 
 def local_record(store: Store, volume_id: VolumeId) -> VolumeRecord | None:

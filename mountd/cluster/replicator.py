@@ -42,6 +42,7 @@ from cfs.repl.wire import (
 )
 from cfs.store import Store, Table, View, chunks, replica
 from cfs.types import ChunkId, NodeId, Slot
+from mountd.cluster.handler import MAX_RECORD_BYTES
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ class VolumeReplicator:
                 self.degraded = None
         except (PeerUnavailable, ReplicationError) as exc:
             self._failed(target, str(exc))
+        except ValueError as exc:  # a message the session refuses to send (over the peer's limit)
+            self._failed(target, f"cannot send: {exc}")
         except PeerError as exc:
             if exc.code == ErrorCode.STALE_EPOCH:
                 self.fence(exc.value)
@@ -204,9 +207,14 @@ class VolumeReplicator:
             except LogTrimmed:
                 records = None
             else:
-                pushes = _chunks_named(op, records)
+                # A record too large for a frame (a truncate of ~100,000 blocks) goes as a copy.
+                oversized = next((i for i, (_seq, raw) in enumerate(records) if len(raw) > MAX_RECORD_BYTES), None)
+                if oversized is not None:
+                    records = records[:oversized] or None
+                if records is not None:
+                    pushes = _chunks_named(op, records)
         if records is None:
-            await self._copy_to(target)
+            await self._copy_to(target)  # trimmed, or the next record is too large for a frame
             return True
         if not records:
             return False

@@ -30,6 +30,8 @@ from cfs.repl import wire
 from cfs.repl.wire import Error, Message, Request
 from cfs.store import StoreConfig, Table, View, catalog, changelog, chunks, replica
 from cfs.types import NodeId, Slot
+from cfs.fs import SetAttr
+from mountd.cluster import handler as handler_module
 from mountd.cluster import replicator
 from mountd.cluster.handler import PeerHandler
 from mountd.cluster.links import PeerError
@@ -37,7 +39,7 @@ from mountd.cluster.replicator import VolumeReplicator, send_copy
 from mountd.main import add_arguments, config_from
 
 from test_replica import Node, assert_same, make_replicated, ship, volume_rows, workload
-from unit_support import Vol, assert_chunks_consistent, chunk_refs, rows
+from unit_support import BLOCK_SIZE, Vol, assert_chunks_consistent, chunk_refs, rows
 
 RETAIN = 2
 COPY_ID = 0xC0FFEE
@@ -325,3 +327,32 @@ def test_the_daemon_takes_a_change_log_retention() -> None:
     assert config_from(args).store.changelog_retain == 5
     with pytest.raises(CfsError, match="at least 1"):
         config_from(parser.parse_args(["--data-dir", "/nonexistent", "--changelog-retain", "0"]))
+
+
+def test_a_record_too_large_for_a_frame_travels_as_a_copy(nodes, monkeypatch) -> None:
+    """An operation whose record would not fit a frame (a truncate of a file of some
+    100,000 blocks) is shipped as a whole-volume copy; a fetch of it is answered TRIMMED."""
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    ship(a, vol.slot, b, brec)
+    big = vol.create(b"big", b"z" * (40 * BLOCK_SIZE))
+    vol.fs.setattr(big, SetAttr(size=0))                       # one record naming 40 block rows
+    with a.store.op(adds_data=False) as op:
+        pending = replica.records_after(op, vol.slot, b.applied(brec.slot), 1 << 30)
+    largest, big_seq = max((len(raw), seq) for seq, raw in pending)
+    monkeypatch.setattr(replicator, "MAX_RECORD_BYTES", largest - 1)
+    monkeypatch.setattr(handler_module, "MAX_RECORD_BYTES", largest - 1)
+    bid = NodeId(b.store.node_id())
+    pool = LoopbackPool(NodeId(a.store.node_id()), {bid: handler_for(b)})
+    rep = VolumeReplicator(a.store, pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
+                           on_fenced=lambda _e: None, timeout=1.0)
+    trio.run(rep.ship_once)
+    assert "VolumeCopy" in pool.sent and rep.acked[bid] == a.applied(vol.slot) and not rep.failing
+    sweep(b)
+    assert_same(a, vol.slot, b, brec.slot)
+    fetch = handler_for(a)
+    reply = trio.run(fetch, NodeId(b.store.node_id()), wire.FetchLog(vol.record.volume_id, 1, 0, 1 << 30))
+    assert isinstance(reply, wire.LogRecords) and reply.records[-1][0] == big_seq - 1  # stops before it
+    reply = trio.run(fetch, NodeId(b.store.node_id()), wire.FetchLog(vol.record.volume_id, 1, big_seq - 1, 1 << 30))
+    assert isinstance(reply, Error) and reply.code == wire.ErrorCode.TRIMMED
