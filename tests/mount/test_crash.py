@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -69,6 +70,11 @@ def test_kill9_loses_nothing_fsynced(node: Node, short_tmp: Path, kill_after: in
     facts = logged_facts(log)
     assert len(facts) >= kill_after
     node.start()
-    assert verify(mnt, facts) > 0
+    assert str(mnt) in node.cli("status", json_out=True)["mounts"], node.log()
+    assert os.path.ismount(mnt), f"the restarted daemon did not mount {mnt} again:\n{node.log()}"
+    try:
+        assert verify(mnt, facts) > 0
+    except (AssertionError, OSError) as exc:
+        raise AssertionError(f"{exc}\n--- daemon log ---\n{node.log()}") from exc
     report = node.cli("fsck", json_out=True)
     assert report["clean"], report
