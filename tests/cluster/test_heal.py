@@ -36,16 +36,23 @@ def volume_here(node: Member, name: str = VOLUME) -> bool:
     return any(v["name"] == name and v["here"] for v in node.api("volume.ls"))
 
 
-def test_a_lost_copy_of_an_unmounted_volume_is_made_again(cluster: Cluster) -> None:
+def written_by_a(cluster: Cluster, seed: int) -> tuple[Member, Member, Member, dict[str, str]]:
+    """a writes a tree into a new replicas=2 volume and unmounts it: (a, its replica r,
+    the third node, the tree's hashes). Nobody writes the volume afterwards."""
     a = cluster["a"]
     info = a.cli("volume", "create", VOLUME, "-o", "replicas=2", json_out=True)
     r = cluster.replica_of(info["id"], a, cluster.nodes)
     third = next(n for n in cluster.nodes if n is not a and n is not r)
     mnt = a.mount_dir(VOLUME)
     a.cli("mount", VOLUME, str(mnt))
-    expected = make_tree(mnt, seed=7, dirs=2, files_per_dir=3)
+    expected = make_tree(mnt, seed=seed, dirs=2, files_per_dir=3)
     fsync_dir(mnt)
-    a.cli("umount", str(mnt))                      # nobody writes it now: copies on a and r
+    a.cli("umount", str(mnt))
+    return a, r, third, expected
+
+
+def test_a_lost_copy_of_an_unmounted_volume_is_made_again(cluster: Cluster) -> None:
+    a, r, third, expected = written_by_a(cluster, seed=7)   # copies on a and r
     assert volume_here(r) and not volume_here(third)
 
     r.kill()                                       # r's copy is gone with r
@@ -129,15 +136,7 @@ def test_draining_a_node_copies_what_it_holds_elsewhere(cluster: Cluster) -> Non
 
 
 def test_a_moved_volume_fetches_its_chunks_in_the_background(cluster: Cluster) -> None:
-    a = cluster["a"]
-    info = a.cli("volume", "create", VOLUME, "-o", "replicas=2", json_out=True)
-    r = cluster.replica_of(info["id"], a, cluster.nodes)
-    third = next(n for n in cluster.nodes if n is not a and n is not r)
-    mnt = a.mount_dir(VOLUME)
-    a.cli("mount", VOLUME, str(mnt))
-    expected = make_tree(mnt, seed=13, dirs=2, files_per_dir=3)
-    fsync_dir(mnt)
-    a.cli("umount", str(mnt))
+    a, r, third, expected = written_by_a(cluster, seed=13)
     where = third.mount_dir(VOLUME)
     third.cli("mount", VOLUME, str(where))          # the metadata catches up; no chunk is here
     wait_for("the chunks to arrive without being read",
