@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cfs.fs.core import DIRTY_LIMIT
+from cfs.fuse.session import DEFAULT_SPIN_US
 from cfs.store import StoreConfig
 from mountd.cluster.node import ClusterConfig
 
@@ -34,6 +35,8 @@ class DaemonConfig:
     """Written blocks kept in memory before they are hashed and stored (see cfs.fs.cache)."""
     commit_interval: float = 1.0
     """Seconds between background commits: the most a crash can lose of what was not fsync'd."""
+    fuse_spin_us: int = DEFAULT_SPIN_US
+    """Microseconds the FUSE loop polls for the next request before sleeping (cfs.fuse.session)."""
     store: StoreConfig = field(default_factory=StoreConfig)
     foreground_log_level: str = "INFO"
     plugin_socket_path: Path | None = None

@@ -174,7 +174,7 @@ class Daemon:
     async def _fuse(self, nursery: trio.Nursery) -> None:
         """pyfuse3's workers; if the session ends on its own (fusermount -u), stop the node."""
         workers = CLUSTER_FUSE_WORKERS if self.config.cluster.clustered else FUSE_WORKERS
-        await session.run(workers)
+        await session.run(workers, spin_us=self.config.fuse_spin_us)
         log.warning("the FUSE session ended; stopping")
         nursery.cancel_scope.cancel()
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from cfs.errors import CfsError
+from cfs.fuse.session import DEFAULT_SPIN_US
 from cfs.store import StoreConfig
 from cfs.repl.session import MIN_SECRET_SIZE
 from mountd.cluster.node import ClusterConfig
@@ -20,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"where the node keeps its state (default: {default_data_dir()})")
     parser.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
                         help="seconds between background commits; fsync always commits at once (default: 1)")
+    parser.add_argument("--fuse-spin-us", type=int, default=DEFAULT_SPIN_US, metavar="MICROSECONDS",
+                        help="how long the FUSE loop polls for the next request before it sleeps; "
+                             f"saves ~18 us per request when requests come back to back, 0 turns it off "
+                             f"(default: {DEFAULT_SPIN_US})")
     parser.add_argument("--reserve", type=int, default=None, metavar="BYTES",
                         help="disk space kept free for deletes (default: 1%% of the disk, 8 MiB to 256 MiB)")
     parser.add_argument("--plugin-socket", type=Path, default=None, metavar="PATH",
@@ -52,10 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> DaemonConfig:
     if args.commit_interval <= 0:
         raise CfsError("--commit-interval must be positive")
+    if not 0 <= args.fuse_spin_us <= 10_000:
+        raise CfsError("--fuse-spin-us must be between 0 and 10000")
     if args.changelog_retain < 1:
         raise CfsError("--changelog-retain must be at least 1")
     data_dir = (args.data_dir or default_data_dir()).absolute()
-    return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval,
+    return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval, fuse_spin_us=args.fuse_spin_us,
                         store=StoreConfig(reserve_bytes=args.reserve, changelog_retain=args.changelog_retain),
                         plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
                         plugin_enabled=not args.no_plugin, cluster=cluster_config(args))
