@@ -231,6 +231,13 @@ class Cluster:
         [chosen] = placement.choose(bytes.fromhex(volume_id_hex), list(candidates), 1)
         return candidates[chosen]
 
+    def first_placed(self, volume_id_hex: str) -> Member:
+        """The node ranked first for the volume among all of the cluster's: the healer
+        keeps its copy whoever writes the volume (it drops copies outside the first
+        ``replicas``, cfs.repl.placement)."""
+        by_id = {NodeId(bytes.fromhex(m.node_id)): m for m in self.nodes}
+        return by_id[placement.rank(bytes.fromhex(volume_id_hex), list(by_id))[0]]
+
     def close(self) -> None:
         """Stop every daemon and etcd by PID and detach every mount, whatever state they are in."""
         try:
