@@ -39,7 +39,7 @@ from cfs.fs.attrs import Attr, Caller, SetAttr
 from cfs.fs.cache import DirtyBlocks
 from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
-from cfs.store import Op, Store, Table, View, catalog, changelog, chunks
+from cfs.store import Op, Store, Table, View, catalog, changelog, chunks, replica
 from cfs.types import (
     NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, VolumeId, local_of, slot_of, volume_root,
 )
@@ -87,14 +87,20 @@ class Filesystem:
     def create_volume(self, name: str, *, block_size: int = DEFAULT_BLOCK_SIZE,
                       options: dict[str, str] | None = None, uid: int = 0, gid: int = 0,
                       mode: int = 0o755, volume_id: VolumeId | None = None,
-                      created_ns: int | None = None) -> VolumeRecord:
-        """A new, empty volume; ``volume_id`` when the cluster catalog named it already."""
+                      created_ns: int | None = None, replicated: bool = False) -> VolumeRecord:
+        """A new, empty volume; ``volume_id`` when the cluster catalog named it already.
+
+        ``replicated``: peers will hold copies, so the volume keeps its change log from
+        its first record on (cfs.store.changelog.append).
+        """
         options = dict(options or {})
         if "size" in options:  # a size limit, in bytes (cfs.fs.quota)
             options["size"] = str(quota.parse_size(options["size"]))
         with self.store.op() as op:
             record = catalog.create(op, name, block_size, options, volume_id=volume_id,
                                     created_ns=created_ns)
+            if replicated:
+                replica.set_replicated(op, record.slot, True)
             now = op.time_ns
             root = Inode(stat.S_IFDIR | (mode & 0o7777), uid, gid, 2,
                          atime_ns=now, mtime_ns=now, ctime_ns=now)

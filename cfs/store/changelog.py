@@ -3,8 +3,8 @@
 Each filesystem operation that changes a volume appends one ``Change`` (its row puts and
 deletes, with volume-local keys) under ``slot + sequence``. Sequence numbers start at 1
 and have no gaps. The log is bounded: records at or below the volume's checkpoint (what
-every replica has applied; on a single node, everything) are trimmed once more than
-``retain`` records are kept.
+every replica has applied) are trimmed once more than ``retain`` records are kept. A
+volume without replicas keeps no records at all (see ``append``).
 
 The volume's counters live beside its log (``VolumeState``): the next inode number, the
 log positions, and the bytes in use, which ``Op`` moves with every inode row it writes
@@ -75,17 +75,25 @@ def save_state(op: "Op", slot: Slot, state: VolumeState) -> None:
 
 
 def append(op: "Op", slot: Slot, change: Change, retain: int) -> int:
-    """Append ``change`` to the volume's log, trim what is checkpointed, return its sequence."""
+    """Record ``change`` as the volume's next change, return its sequence.
+
+    Only a replicated volume keeps the record, for its replicas to fetch, and trims what
+    every replica has (the checkpoint, moved by cfs.store.replica.acknowledge) once more
+    than ``retain`` records are kept. A single copy has no reader for it: the sequence
+    moves on, the change is checkpointed at once, and no record is written, so an
+    operation costs two fewer row writes and a store emptied of files is empty again.
+    A replica added later starts from a whole copy of the volume (records_after raises
+    LogTrimmed), as one further behind than ``retain`` would.
+    """
     state = _count_change(op, slot, load_state(op, slot))
     seq = state.next_seq
-    op.put(Table.CHANGELOG, log_key(slot, seq), change.encode())
     state.next_seq = seq + 1
-    if not _replicated(op, slot):
-        # A single copy has no replica to wait for: everything appended is checkpointed.
-        # Replicated volumes move the checkpoint when every replica has acknowledged
-        # (cfs.store.replica.acknowledge).
+    if _replicated(op, slot):
+        op.put(Table.CHANGELOG, log_key(slot, seq), change.encode())
+        trim(op, slot, state, retain)
+    else:
         state.checkpoint_seq = seq
-    trim(op, slot, state, retain)
+        trim(op, slot, state, 0)  # records kept while the volume was replicated
     save_state(op, slot, state)
     return seq
 

@@ -227,7 +227,8 @@ class ClusterNode:
         await self.coord.create_volume(name, spec)
         try:
             record = self.fs.create_volume(name, block_size=block_size, options=dict(options), uid=uid,
-                                           gid=gid, mode=mode, volume_id=volume_id, created_ns=spec.created_ns)
+                                           gid=gid, mode=mode, volume_id=volume_id, created_ns=spec.created_ns,
+                                           replicated=replicas > 1)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self.coord.delete_volume(name)

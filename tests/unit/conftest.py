@@ -6,7 +6,10 @@ boundaries. Fixtures:
 * ``store_path``: where the store lives (a directory under tmp_path);
 * ``store``: a ``Store`` there, closed (and so committed) at teardown;
 * ``fs``: a ``Filesystem`` over ``store``;
-* ``vol``: a ``unit_support.Vol``, the volume ``vol`` (slot 1) with ``BLOCK_SIZE`` blocks;
+* ``vol``: a ``unit_support.Vol``, the volume ``vol`` (slot 1) with ``BLOCK_SIZE`` blocks,
+  without replicas (it keeps no change-log records, cfs.store.changelog.append), or
+  replicated from its creation on (it keeps every record, from 1, the root directory,
+  until replicas acknowledge them) when the test is marked ``@pytest.mark.replicated``;
 * ``small_disk``: a 64 MiB tmpfs mounted for the test and unmounted after it (root only).
 """
 
@@ -22,7 +25,13 @@ import pytest
 from cfs.fs import Filesystem
 from cfs.store import Store, StoreConfig
 
-from unit_support import BLOCK_SIZE, Vol
+from unit_support import BLOCK_SIZE, Vol, marked_replicated
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "replicated: the test's volume (fixture vol, or tree in test_check) is created "
+        "replicated, so that it keeps its change log")
 
 
 @pytest.fixture
@@ -43,8 +52,8 @@ def fs(store: Store) -> Filesystem:
 
 
 @pytest.fixture
-def vol(store: Store, fs: Filesystem) -> Vol:
-    return Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE))
+def vol(request: pytest.FixtureRequest, store: Store, fs: Filesystem) -> Vol:
+    return Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE, replicated=marked_replicated(request)))
 
 
 @pytest.fixture

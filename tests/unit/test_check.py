@@ -27,6 +27,8 @@ from cfs.hashing import chunk_id
 from cfs.store import Store, Table, changelog
 from cfs.types import InodeId, Slot, local_of, make_ino, volume_root
 
+from unit_support import marked_replicated
+
 BS = 512
 ROOT = Caller()
 
@@ -125,10 +127,11 @@ class Tree:
             assert self.read(self.ino[path]) == self.content[path], path
 
 
-def build(store: Store, fs: Filesystem, name: str = "vol", seed: int = 1) -> Tree:
+def build(store: Store, fs: Filesystem, name: str = "vol", seed: int = 1, replicated: bool = False) -> Tree:
     """/big (6 blocks), /dup (same bytes), /sparse (a hole), /dir/small, /dir/sub/hard
-    (a second name of /big), /sym, an xattr; no kernel lookups left behind."""
-    record = fs.create_volume(name, block_size=BS)
+    (a second name of /big), /sym, an xattr; no kernel lookups left behind. A
+    ``replicated`` volume keeps its change log (cfs.store.changelog.append)."""
+    record = fs.create_volume(name, block_size=BS, replicated=replicated)
     tree = Tree(store, fs, record.slot)
     rng = random.Random(seed)
     big = rng.randbytes(5 * BS + 100)
@@ -164,8 +167,9 @@ def _file(tree: Tree, parent: InodeId, name: bytes, path: str, data: bytes) -> I
 
 
 @pytest.fixture
-def tree(store: Store, fs: Filesystem) -> Tree:
-    return build(store, fs)
+def tree(request: pytest.FixtureRequest, store: Store, fs: Filesystem) -> Tree:
+    """The volume ``vol``; replicated (keeping its change log) if the test is marked so."""
+    return build(store, fs, replicated=marked_replicated(request))
 
 
 def problems(report: check.Report, kind: str) -> list[check.Problem]:
@@ -500,6 +504,7 @@ def test_rows_of_a_slot_without_a_volume_are_dropped(tree: Tree) -> None:
     tree.assert_intact()
 
 
+@pytest.mark.replicated
 def test_change_log_and_counters_of_a_slot_without_a_volume_are_dropped(tree: Tree) -> None:
     raw_put(tree.store, Table.CHANGELOG, changelog.log_key(Slot(5), 1), b"anything")
     raw_put(tree.store, Table.VOLSTATE, pack_u64(5), VolumeState().encode())
@@ -540,6 +545,7 @@ def test_orphan_rows(tree: Tree) -> None:
     tree.assert_intact()
 
 
+@pytest.mark.replicated
 def test_volume_counters_behind_what_is_used(tree: Tree) -> None:
     key = pack_u64(tree.slot)
     state = VolumeState.decode(raw_get(tree.store, Table.VOLSTATE, key))
@@ -579,6 +585,7 @@ def test_damaged_inode_record_is_reported_not_guessed(tree: Tree) -> None:
     assert not report.problems[0].repaired
 
 
+@pytest.mark.replicated
 def test_repairs_of_volume_tables_are_logged(tree: Tree) -> None:
     edit_inode(tree.store, tree.ino["/big"], nlink=9)
     with tree.store.op(adds_data=False) as op:

@@ -475,6 +475,7 @@ def test_rename_exchange_needs_both_names(vol: Vol) -> None:
         vol.fs.rename(vol.root, b"missing", vol.root, b"a")
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_rename_onto_a_hard_link_of_itself_does_nothing(vol: Vol) -> None:
     ino = vol.create(b"a", b"data")
     vol.fs.link(ino, vol.root, b"b")
@@ -892,6 +893,7 @@ def test_bit_rot_in_the_data_file_reads_as_eio(store_path: Path, vol: Vol) -> No
         store.close()
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_write_into_a_damaged_block_fails_whole(vol: Vol) -> None:
     fs = vol.fs
     data = random.Random(14).randbytes(2 * BLOCK_SIZE)
@@ -927,6 +929,7 @@ def test_storing_the_same_bytes_again_heals_a_damaged_chunk(vol: Vol) -> None:
 
 # --- volumes ---------------------------------------------------------------------------------
 
+@pytest.mark.replicated  # the test reads the change log
 def test_volume_removal_frees_its_chunks_but_not_shared_ones(vol: Vol) -> None:
     fs = vol.fs
     other = Vol(vol.store, fs, fs.create_volume("other", block_size=BLOCK_SIZE))

@@ -96,6 +96,7 @@ def test_no_cache_reads_the_store_every_time(tmp_path) -> None:
 
 # --- reads without operations ------------------------------------------------------------
 
+@pytest.mark.replicated  # the test reads the change log
 def test_reads_see_uncommitted_operations_and_log_nothing(vol: Vol) -> None:
     ino = vol.create(b"f", b"abc")
     vol.fs.setattr(ino, SetAttr(atime_ns=time.time_ns(), mtime_ns=OLD, ctime_ns=OLD))
@@ -112,6 +113,7 @@ def test_reads_see_uncommitted_operations_and_log_nothing(vol: Vol) -> None:
     assert changes(vol.store, vol.slot) == log
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_a_due_atime_is_written_in_an_operation_of_its_own(vol: Vol) -> None:
     ino = vol.create(b"f", b"abc")
     vol.fs.setattr(ino, SetAttr(atime_ns=OLD, mtime_ns=OLD, ctime_ns=OLD))

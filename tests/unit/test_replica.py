@@ -59,9 +59,10 @@ def nodes(tmp_path: Path):
 
 
 def make_replicated(a: Node, b: Node) -> tuple[Vol, object]:
-    rec = a.fs.create_volume("vol", block_size=BLOCK_SIZE)
+    """A volume replicated from its creation on ``a`` (its log starts at record 1, the
+    root directory), and an empty copy of it on ``b``."""
+    rec = a.fs.create_volume("vol", block_size=BLOCK_SIZE, replicated=True)
     with a.store.op() as op:
-        replica.set_replicated(op, rec.slot, True)
         replica.admit_epoch(op, rec, 1)
     # another slot on purpose: rows must be rewritten into the replica's own slot
     b.fs.create_volume("other", block_size=BLOCK_SIZE)

@@ -196,6 +196,32 @@ def test_an_interrupted_copy_is_incomplete_until_a_full_copy(nodes, tmp_path: Pa
     assert_chunks_consistent(b.store)
 
 
+def test_a_volume_that_gains_replicas_later_is_copied_whole_then_shipped(nodes) -> None:
+    """A volume created without replicas kept no change log: its first replica starts
+    from a whole copy, and records after the copy replay as usual."""
+    a, b = nodes
+    rec = a.fs.create_volume("vol", block_size=BLOCK_SIZE)
+    vol = Vol(a.store, a.fs, rec)
+    workload(vol)
+    assert rows(a.store, Table.CHANGELOG) == []
+    with a.store.op() as op:                    # a replica is added
+        replica.set_replicated(op, rec.slot, True)
+        replica.admit_epoch(op, rec, 1)
+    with b.store.op() as op:
+        brec = catalog.create(op, "vol", BLOCK_SIZE, {}, volume_id=rec.volume_id, created_ns=rec.created_ns)
+    vol.create(b"first-kept", b"K" * 5000)      # kept from now on, but the log starts here
+    with pytest.raises(LogTrimmed):
+        ship(a, vol.slot, b, brec)
+    head = a.applied(vol.slot)
+    assert copy_whole(a, vol.slot, b, brec, page=3) == head
+    assert_same(a, vol.slot, b, brec.slot)
+    assert_chunks_consistent(b.store)
+    vol.fs.unlink(vol.root, b"first-kept")
+    vol.create(b"after-copy", b"A" * 9000)
+    assert ship(a, vol.slot, b, brec) == a.applied(vol.slot) - head > 0
+    assert_same(a, vol.slot, b, brec.slot)
+
+
 def test_copy_parts_carry_the_fencing_epoch(nodes) -> None:
     a, b = nodes
     vol, brec = make_replicated(a, b)

@@ -12,11 +12,12 @@ from typing import Callable
 
 import pytest
 
-from cfs.codec import ROW_DELETE, ROW_PUT, Inode, ino_key, pack_u64
-from cfs.errors import CorruptRecord, FsError, NoSpace
+from cfs.check import check as fsck
+from cfs.codec import ROW_DELETE, ROW_PUT, Inode, VolumeState, ino_key, pack_u64
+from cfs.errors import CorruptRecord, FsError, LogTrimmed, NoSpace
 from cfs.fs import Attr, Filesystem, SetAttr
-from cfs.store import Store, StoreConfig, Table, catalog, changelog
-from cfs.types import LOCAL_MASK, InodeId, make_ino
+from cfs.store import Store, StoreConfig, Table, catalog, changelog, replica
+from cfs.types import LOCAL_MASK, InodeId, Slot, make_ino
 
 from unit_support import (
     BLOCK_SIZE, ROOT, Vol, assert_chunks_consistent, block_refs, changes, chunk_refs, rows, stored_chunks,
@@ -36,6 +37,7 @@ class Boom(Exception):
     pass
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_failed_op_rolls_back_every_row_of_that_op_and_nothing_else(vol: Vol) -> None:
     store, slot = vol.store, vol.slot
     kept = make_ino(slot, 100)
@@ -166,7 +168,7 @@ CHILD = textwrap.dedent("""
 
 def test_kill_9_keeps_what_was_synced_and_loses_the_uncommitted_batch(store_path: Path) -> None:
     store = Store(store_path)
-    Filesystem(store).create_volume("vol", block_size=BLOCK_SIZE)
+    Filesystem(store).create_volume("vol", block_size=BLOCK_SIZE, replicated=True)  # keeps its log
     store.close()
 
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(store_path)], cwd=REPO,
@@ -297,6 +299,7 @@ def _mutations(vol: Vol) -> list[tuple[str, Callable[[], object]]]:
     ]
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_every_mutating_operation_appends_exactly_one_record(vol: Vol) -> None:
     log = changes(vol.store, vol.slot)
     assert [seq for seq, _ in log] == [1]  # creating the volume made its root
@@ -309,6 +312,7 @@ def test_every_mutating_operation_appends_exactly_one_record(vol: Vol) -> None:
     assert vol.names(vol.root) == [b"s"]
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_reads_and_failed_operations_append_nothing(vol: Vol) -> None:
     fs = vol.fs
     ino = vol.create(b"f", b"data")
@@ -335,7 +339,7 @@ def test_reads_and_failed_operations_append_nothing(vol: Vol) -> None:
 
 def test_change_keys_are_volume_local_and_replay_to_the_volume(vol: Vol) -> None:
     """Replaying a volume's log from the start rebuilds exactly its rows, with local keys."""
-    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE))
+    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE, replicated=True))
     assert other.slot == 2  # so node inode numbers carry slot bits the log must drop
     fs = other.fs
     d = other.mkdir(b"dir")
@@ -372,16 +376,35 @@ def test_change_keys_are_volume_local_and_replay_to_the_volume(vol: Vol) -> None
     assert replayed == actual
 
 
-def test_log_keeps_at_most_changelog_retain_records(tmp_path: Path) -> None:
+def acknowledge(store: Store, slot: Slot, seq: int) -> None:
+    """Every replica holds the records up to ``seq``, as the replicator records it."""
+    with store.op(adds_data=False) as op:
+        replica.acknowledge(op, slot, seq, store.config.changelog_retain)
+
+
+def test_log_keeps_changelog_retain_records_beyond_the_checkpoint(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", StoreConfig(changelog_retain=5))
     try:
         fs = Filesystem(store)
-        vol = Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE))
+        vol = Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE, replicated=True))
         ino = vol.create(b"f")
-        for i in range(20):
+        for i in range(10):
             fs.write(ino, i, b"x")
-        seqs = [seq for seq, _ in changes(store, vol.slot)]
-        assert seqs == list(range(18, 23))  # 1 volume + 1 create + 20 writes
+        # no replica acknowledged anything: every record stays, however many
+        assert [seq for seq, _ in changes(store, vol.slot)] == list(range(1, 13))  # volume, create, 10 writes
+        acknowledge(store, vol.slot, 12)
+        assert [seq for seq, _ in changes(store, vol.slot)] == list(range(8, 13))
+        for i in range(10, 20):
+            fs.write(ino, i, b"x")
+        # each append dropped the checkpointed records more than 5 behind; none unacknowledged
+        assert [seq for seq, _ in changes(store, vol.slot)] == list(range(13, 23))
+        for seq in range(23, 28):   # replicas keeping up: the log holds the last 5
+            fs.write(ino, seq, b"x")
+            acknowledge(store, vol.slot, seq)
+            assert [s for s, _ in changes(store, vol.slot)] == list(range(seq - 4, seq + 1))
+        with store.op(adds_data=False) as op:
+            state = changelog.load_state(op, vol.slot)
+        assert (state.next_seq, state.checkpoint_seq) == (28, 27)
     finally:
         store.close()
 
@@ -389,10 +412,11 @@ def test_log_keeps_at_most_changelog_retain_records(tmp_path: Path) -> None:
 def test_lowering_changelog_retain_trims_the_log(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", StoreConfig(changelog_retain=50))
     fs = Filesystem(store)
-    record = fs.create_volume("vol", block_size=BLOCK_SIZE)
+    record = fs.create_volume("vol", block_size=BLOCK_SIZE, replicated=True)
     ino = Vol(store, fs, record).create(b"f")
     for i in range(20):
         fs.write(ino, i, b"x")
+    acknowledge(store, record.slot, 22)   # all checkpointed, and fewer than 50
     assert len(changes(store, record.slot)) == 22
     store.close()
 
@@ -405,8 +429,9 @@ def test_lowering_changelog_retain_trims_the_log(tmp_path: Path) -> None:
         store.close()
 
 
+@pytest.mark.replicated  # the test reads the change log
 def test_each_volume_has_its_own_log(vol: Vol) -> None:
-    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE))
+    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE, replicated=True))
     vol.create(b"a")
     vol.create(b"b")
     other.create(b"c")
@@ -421,8 +446,9 @@ def test_each_volume_has_its_own_log(vol: Vol) -> None:
 
 
 def test_volume_removal_drops_its_log_and_rows(vol: Vol) -> None:
-    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE))
+    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE, replicated=True))
     other.create(b"c", b"content")
+    assert [seq for seq, _ in changes(vol.store, other.slot)] == [1, 2, 3]  # volume, create, write
     vol.fs.remove_volume("other")
     assert changes(vol.store, other.slot) == []
     lo, hi = catalog.slot_range(other.slot)
@@ -430,6 +456,119 @@ def test_volume_removal_drops_its_log_and_rows(vol: Vol) -> None:
         if table.per_volume:
             assert rows(vol.store, table, lo, hi) == [], table
     assert [r.name for r in vol.fs.volumes()] == ["vol"]
+
+
+# --- a volume without replicas keeps no change log -----------------------------------
+
+def volume_state(vol: Vol) -> VolumeState:
+    with vol.store.op(adds_data=False) as op:
+        return changelog.load_state(op, vol.slot)
+
+
+def assert_fsck_clean(store: Store) -> None:
+    store.commit()
+    report = fsck(store)
+    assert report.clean, report.lines()
+
+
+def test_a_volume_without_replicas_keeps_no_records_but_counts_its_changes(vol: Vol) -> None:
+    state = volume_state(vol)
+    assert (state.next_seq, state.checkpoint_seq) == (2, 1)  # creating the volume was change 1
+    for what, mutate in _mutations(vol):
+        before = volume_state(vol).next_seq
+        mutate()
+        state = volume_state(vol)
+        assert (state.next_seq, state.checkpoint_seq) == (before + 1, before), what
+        assert changes(vol.store, vol.slot) == [], what
+    ino = vol.create(b"many")
+    before = volume_state(vol).next_seq
+    for i in range(300):
+        vol.fs.write(ino, 7 * i, b"w" * 9)
+    state = volume_state(vol)
+    assert (state.next_seq, state.checkpoint_seq) == (before + 300, before + 299)
+    assert rows(vol.store, Table.CHANGELOG) == []
+    assert_fsck_clean(vol.store)
+
+
+@pytest.mark.replicated
+def test_records_left_from_replicated_times_go_at_the_next_operation(vol: Vol) -> None:
+    other = Vol(vol.store, vol.fs, vol.fs.create_volume("other", block_size=BLOCK_SIZE, replicated=True))
+    vol.create(b"a", b"1")
+    vol.create(b"b", b"2")
+    other.create(b"c", b"3")
+    assert [seq for seq, _ in changes(vol.store, vol.slot)] == [1, 2, 3, 4, 5]  # volume, 2 x (create, write)
+    with vol.store.op() as op:
+        replica.set_replicated(op, vol.slot, False)   # its replicas went away
+    # no volume row changed: nothing appended, nothing trimmed yet
+    assert [seq for seq, _ in changes(vol.store, vol.slot)] == [1, 2, 3, 4, 5]
+    vol.mkdir(b"d")
+    assert changes(vol.store, vol.slot) == []   # the leftovers, and no record of the mkdir
+    state = volume_state(vol)
+    assert (state.next_seq, state.checkpoint_seq) == (7, 6)
+    assert [seq for seq, _ in changes(vol.store, other.slot)] == [1, 2, 3]   # still replicated
+    assert_fsck_clean(vol.store)
+
+
+def test_a_volume_without_replicas_emptied_of_files_leaves_the_store_as_it_was(vol: Vol) -> None:
+    """Every table holds as many rows as right after the volume was created: no change-log
+    records, no chunks, no counts, no orphans left behind; and the LMDB pages in use
+    (Store.used_pages) are back to within 10% of what they were."""
+    fs, root = vol.fs, vol.root
+
+    def counts() -> dict[Table, int]:
+        return {table: len(rows(vol.store, table)) for table in Table}
+
+    empty, used, pages = counts(), volume_state(vol).used_bytes, vol.store.used_pages()
+    assert empty[Table.CHANGELOG] == empty[Table.CHUNKS] == empty[Table.CHUNKREFS] == 0
+    data = random.Random(8).randbytes(5 * BLOCK_SIZE + 3)
+    d = vol.mkdir(b"d")
+    sub = vol.mkdir(b"sub", parent=d)
+    f = vol.create(b"f", data, parent=d)
+    g = vol.create(b"g", data[:BLOCK_SIZE] + b"tail")          # shares a chunk with f
+    fs.setxattr(f, b"user.k", b"v", 0)
+    fs.forget(fs.link(f, root, b"hard").ino, 1)
+    sym = fs.symlink(root, b"sym", b"d/f", ROOT).ino
+    fifo = fs.mknod(sub, b"fifo", 0o10644, 0, ROOT).ino
+    opened = vol.create(b"open", b"o" * 3000, keep_open=True)
+    for i in range(50):                                        # many operations, many sequences
+        fs.write(g, i * 100, bytes([i]) * 100)
+    full = counts()
+    assert full[Table.CHUNKS] > 0 and full[Table.CHUNKREFS] > 0 and full[Table.XATTRS] == 1
+    assert full[Table.CHANGELOG] == 0
+    assert vol.store.used_pages() > 1.1 * pages
+
+    fs.unlink(root, b"open")                                   # open: an orphan until released
+    assert counts()[Table.ORPHANS] == empty[Table.ORPHANS] + 1
+    fs.release(opened)
+    for parent, name in ((d, b"f"), (root, b"hard"), (root, b"g"), (root, b"sym"), (sub, b"fifo")):
+        fs.unlink(parent, name)
+    fs.rmdir(d, b"sub")
+    fs.rmdir(root, b"d")
+    for ino in (d, sub, f, g, sym, fifo, opened):              # the kernel forgets them last
+        fs.forget(ino, 1)
+    assert vol.names(root) == []
+    after = counts()
+    assert after == empty, {table.name: (empty[table], n) for table, n in after.items() if n != empty[table]}
+    assert after[Table.CHANGELOG] == after[Table.CHUNKS] == after[Table.CHUNKREFS] == 0
+    assert volume_state(vol).used_bytes == used
+    assert vol.store.used_pages() <= 1.1 * pages, (pages, vol.store.used_pages())
+    assert_fsck_clean(vol.store)
+
+
+def test_a_later_replica_of_a_volume_without_replicas_must_copy_it_whole(vol: Vol) -> None:
+    with vol.store.op(adds_data=False) as op, pytest.raises(LogTrimmed):   # even its creation,
+        replica.records_after(op, vol.slot, 0, 1 << 20)                     # change 1, left no record
+    vol.create(b"f", b"data")
+    vol.mkdir(b"d")
+    state = volume_state(vol)
+    head = state.next_seq - 1
+    assert head == 4   # volume, create, write, mkdir
+    with vol.store.op(adds_data=False) as op:
+        for after in range(head):
+            with pytest.raises(LogTrimmed):
+                replica.records_after(op, vol.slot, after, 1 << 20)
+        assert replica.records_after(op, vol.slot, head, 1 << 20) == []   # up to date: nothing to send
+        assert replica.copy_origin(op, vol.slot) == (head, state.next_local)   # a whole copy of it, as of now
 
 
 # --- a full disk -------------------------------------------------------------------

@@ -11,6 +11,8 @@ import collections
 import stat
 from dataclasses import dataclass
 
+import pytest
+
 from cfs.codec import Change, Inode, VolumeRecord, decode_block, decode_chunkref
 from cfs.fs import Attr, Caller, Filesystem
 from cfs.store import Store, Table
@@ -21,6 +23,12 @@ BLOCK_SIZE = 4096
 """Tiny blocks, so that a few KiB of test data crosses block boundaries."""
 
 ROOT = Caller()
+
+
+def marked_replicated(request: pytest.FixtureRequest) -> bool:
+    """Whether the test asking for a fixture is marked ``@pytest.mark.replicated``: its
+    volume is then created replicated, and keeps its change log (conftest.py)."""
+    return request.node.get_closest_marker("replicated") is not None
 
 
 def rows(store: Store, table: Table, lo: bytes = b"", hi: bytes | None = None) -> list[tuple[bytes, bytes]]:
