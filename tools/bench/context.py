@@ -105,6 +105,9 @@ class Context:
     can_drop_caches: bool
     tree: dict[str, int]
     """Files and bytes in the untar tarball (``inputs/tree.tar``)."""
+    empty: dict[str, int] | None = None
+    """What the target held when it started, before any job wrote (``scenarios.space_in_use``):
+    the size reclaim compares with. Recorded by the runner only when reclaim runs."""
 
     def work(self, name: str) -> Path:
         path = self.target.path / name

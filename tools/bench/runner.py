@@ -90,6 +90,7 @@ def registry(plan: Plan) -> list[Job]:
         *fio,
         Job("untar", "scenarios", scenarios.untar),
         Job("dedup", "scenarios", scenarios.dedup),
+        Job("reclaim", "scenarios", scenarios.reclaim),
         Job("overwrite", "scenarios", scenarios.overwrite),
         Job("metadata", "meta", metadata.small_files),
         Job("bigdir", "meta", metadata.big_directory),
@@ -115,10 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the suite, measures little")
     parser.add_argument("--only", action="append", metavar="JOB",
                         help="run only these jobs (comma-separated, repeatable): "
-                             "seqwrite seqread randread randwrite verify untar dedup overwrite metadata bigdir, "
-                             "or the groups fio, scenarios, meta")
+                             "seqwrite seqread randread randwrite verify untar dedup reclaim overwrite metadata "
+                             "bigdir, or the groups fio, scenarios, meta (reclaim deletes everything "
+                             "the jobs before it wrote)")
     parser.add_argument("--size", type=_size, default=None, metavar="BYTES",
-                        help="size of the sequential file and of each dedup copy (e.g. 512M; default 1G)")
+                        help="size of the sequential file, of each dedup copy and of reclaim's large file "
+                             "(e.g. 512M; default 1G)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the run's directory goes, on the disk under test (default /var/tmp)")
     parser.add_argument("--targets", default=None,
@@ -254,6 +257,12 @@ class Bench:
             summary.description = target.description  # start may have learnt more
             _say(f"[{target.name}] {target.description} at {target.path}")
             ctx = Context(target, self.plan, inputs, self.fio, self.drop_caches, tree)
+            if any(j.name == "reclaim" for j in self.jobs):
+                # before the first job writes: the empty size reclaim must come back to
+                try:
+                    ctx.empty = scenarios.space_in_use(target)
+                except OSError as exc:  # reclaim then measures at its start, or refuses
+                    _say(f"[{target.name}] could not measure the empty target: {exc}")
             for job in self.jobs:
                 if not target.alive():
                     raise procs.BenchError("the target's daemon is gone")
