@@ -55,12 +55,16 @@ class ControlServer:
                 line = await _read_line(stream)
                 op, args = protocol.parse_request(line)
                 reply = await self._dispatch(stream, op, args)
+                refused = False
             except protocol.ProtocolError as exc:
                 reply = protocol.error(f"bad request: {exc}", "ProtocolError")
+                refused = True
             except (trio.BrokenResourceError, trio.TooSlowError):
                 return
             try:
                 await stream.send_all(reply)
+                if refused:
+                    await _discard_rest(stream)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
@@ -106,6 +110,24 @@ class ControlServer:
                 return await self.service.fsck(volume, bool(repair), progress)
             finally:
                 nursery.cancel_scope.cancel()
+
+
+DISCARD_BYTES = 64 << 20
+DISCARD_SECONDS = 2.0
+
+
+async def _discard_rest(stream: trio.SocketStream) -> None:
+    """Read what a refused client is still sending (a request over the size limit),
+    for a bounded time and amount, before the socket is closed: closing a Unix socket
+    with unread bytes resets the connection, and the client could lose the reply that
+    says why it was refused."""
+    received = 0
+    with trio.move_on_after(DISCARD_SECONDS):
+        while received < DISCARD_BYTES:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            received += len(data)
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:
