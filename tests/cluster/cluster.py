@@ -41,6 +41,7 @@ from cfs.types import NodeId
 from tests.cluster.netns import Network
 from tests.etcd import Etcd, free_port
 from tests.node import Node, detach_mounts_under, mounts_under
+from tools.bench.procs import fsync_dir
 
 LEASE_TTL = 3
 REPLICATION_TIMEOUT = 3.0
@@ -370,14 +371,6 @@ def write_synced(path: Path, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -38,19 +38,11 @@ from mountd.cluster.links import PeerError
 from mountd.cluster.replicator import VolumeReplicator, send_copy
 from mountd.main import add_arguments, config_from
 
-from test_replica import Node, assert_same, make_replicated, ship, volume_rows, workload
+from test_replica import Node, assert_same, make_replicated, nodes, ship, volume_rows, workload  # noqa: F401 (nodes: a fixture)
 from unit_support import BLOCK_SIZE, Vol, assert_chunks_consistent, chunk_refs, rows
 
 RETAIN = 2
 COPY_ID = 0xC0FFEE
-
-
-@pytest.fixture
-def nodes(tmp_path: Path):
-    a, b = Node(tmp_path / "a"), Node(tmp_path / "b")
-    yield a, b
-    a.store.close()
-    b.store.close()
 
 
 def busy(vol: Vol, rounds: int = 12) -> None:
