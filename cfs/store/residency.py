@@ -25,6 +25,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MADV_DONTNEED = 4
+MADV_NOHUGEPAGE = 15
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
@@ -38,18 +39,108 @@ def mapped_file_bytes() -> int:
     return 0
 
 
-def release(path: Path) -> int:
-    """Unmap the resident pages of every mapping of ``path``; how many bytes were covered."""
+def _regions(path: Path) -> list[tuple[int, int, int]]:
+    """(start, end, offset in the file) of every mapping of ``path`` in this process."""
     target = os.fspath(path)
-    covered = 0
     with open("/proc/self/maps") as maps:
-        regions = [line.split(maxsplit=5) for line in maps]
-    for fields in regions:
+        rows = [line.split(maxsplit=5) for line in maps]
+    out = []
+    for fields in rows:
         if len(fields) == 6 and fields[5].rstrip("\n") == target:
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            if _libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
-                err = ctypes.get_errno()
-                log.warning("madvise of %s failed: %s", target, os.strerror(err))
-                continue
-            covered += hi - lo
+            out.append((lo, hi, int(fields[2], 16)))
+    return out
+
+
+def map_small_pages(path: Path) -> int:
+    """Ask the kernel to map ``path``'s pages 4 KiB at a time (MADV_NOHUGEPAGE); how many
+    bytes of mappings were marked.
+
+    The page cache of a file written in large runs holds large folios (2 MiB on ext4
+    since Linux 6.x), and a read fault inside one maps the whole folio with one PMD: a
+    lookup in the B-tree that needs one 4 KiB page puts 2 MiB into the daemon's RSS.
+    Measured: two thirds of the map's resident pages were such PMD mappings
+    (``FilePmdMapped`` in /proc/PID/smaps). With the mark, a fault maps at most the
+    kernel's fault-around window (64 KiB). Done again after every remap (the map grows).
+    """
+    marked = 0
+    for lo, hi, _ in _regions(path):
+        if _libc.madvise(lo, hi - lo, MADV_NOHUGEPAGE) != 0:
+            err = ctypes.get_errno()
+            log.warning("madvise(MADV_NOHUGEPAGE) of %s failed: %s", path, os.strerror(err))
+            continue
+        marked += hi - lo
+    return marked
+
+
+def release(path: Path) -> int:
+    """Unmap the resident pages of every mapping of ``path``; how many bytes were covered.
+
+    Only the part of a mapping the file fills can hold pages, so only that part is
+    walked: the map reserves far more address space than the file uses (cfs.store), and
+    walking the page tables of all of it costs milliseconds.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+    covered = 0
+    for lo, hi, offset in _regions(path):
+        hi = min(hi, lo + max(0, size - offset))
+        if hi <= lo:
+            continue
+        if _libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
+            err = ctypes.get_errno()
+            log.warning("madvise of %s failed: %s", path, os.strerror(err))
+            continue
+        covered += hi - lo
     return covered
+
+
+class MappedPages:
+    """Keeps the resident pages of one map under a limit, checked while the work is done.
+
+    Checking only at commits is not enough: one operation (the flush of the write-back
+    cache, deleting a large file) or a long read can touch hundreds of MiB of the map
+    between two commits. So the store calls ``note()`` for every chunk value it reads,
+    writes or deletes, the accesses that map the most pages; every ``every`` notes
+    the resident shared pages are read from ``/proc/self/statm`` (a kept-open file, a few
+    microseconds) and released above ``limit_bytes``. Between two checks at most
+    ``every`` chunks' worth of pages (and the pages faulted in around them) is added.
+
+    ``statm`` counts file-backed and shared-memory pages together; the daemon has no
+    shared memory of its own, so that is the map (and LMDB's small lock file).
+    """
+
+    def __init__(self, path: Path, limit_bytes: int, every: int = 32) -> None:
+        self.path = path
+        self.limit_bytes = limit_bytes
+        self.every = every
+        self.releases = 0
+        self._notes = 0
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if limit_bytes else -1
+
+    def note(self) -> None:
+        """One chunk value was read, written or deleted through the map."""
+        self._notes += 1
+        if self._notes >= self.every:
+            self.check()
+
+    def resident_bytes(self) -> int:
+        """File-backed and shared resident memory of this process, in bytes."""
+        return int(os.pread(self._statm, 256, 0).split()[2]) * self._page
+
+    def check(self) -> bool:
+        """Release the map's pages if the process holds more than the limit; True if it did."""
+        self._notes = 0
+        if self._statm < 0 or self.resident_bytes() <= self.limit_bytes:
+            return False
+        release(self.path)
+        self.releases += 1
+        return True
+
+    def close(self) -> None:
+        if self._statm >= 0:
+            os.close(self._statm)
+            self._statm = -1

@@ -70,9 +70,10 @@ class StoreConfig:
     changelog_retain: int = 10_000
     """Change-log records kept per volume beyond what replicas have checkpointed."""
     min_map_size: int = 64 * GiB
-    mapped_limit_bytes: int = 256 * MiB
-    """Resident pages of the map above which a commit unmaps them (cfs.store.residency;
-    they stay in the kernel's page cache). 0: never."""
+    mapped_limit_bytes: int = 128 * MiB
+    """Resident pages of the map above which they are unmapped (cfs.store.residency:
+    they stay in the kernel's page cache); checked every 32 chunk values read, written
+    or deleted, and at each commit. 0: never."""
     chunk_cache_bytes: int = 64 * MiB
     """Verified chunk bytes kept in memory for reads (0: none)."""
 
@@ -104,6 +105,8 @@ class Store:
         volumes whose lease was lost. Any logged write to them raises ReadOnly (EROFS),
         so nothing but replayed records (cfs.store.replica) changes them."""
         self.chunk_cache = ChunkCache(config.chunk_cache_bytes)
+        self.mapped = residency.MappedPages(self.path / "data.mdb", config.mapped_limit_bytes)
+        residency.map_small_pages(self.path / "data.mdb")
         self._readers: set[object] = set()
         """Tokens of the snapshots open in ``reading()``: the map is not grown meanwhile."""
         self._check_schema()
@@ -133,6 +136,7 @@ class Store:
         if self._batch is not None:
             self.commit()
         self.env.close()
+        self.mapped.close()
 
     # --- transactions ------------------------------------------------------------
 
@@ -209,16 +213,7 @@ class Store:
             raise
         self.commits += 1
         self._grow_map_if_needed()
-        if self.config.mapped_limit_bytes:
-            self.release_mapped_pages(above=self.config.mapped_limit_bytes)
-
-    def release_mapped_pages(self, above: int) -> bool:
-        """Unmap the map's resident pages once they exceed ``above`` bytes (see
-        cfs.store.residency: they stay in the page cache); True if it did."""
-        if residency.mapped_file_bytes() <= above:
-            return False
-        residency.release(self.path / "data.mdb")
-        return True
+        self.mapped.check()
 
     def snapshot(self) -> lmdb.Transaction:
         """A read-only view of the last commit, usable from another thread."""
@@ -309,6 +304,7 @@ class Store:
             new = max(int(info["map_size"]) * 2, self._wanted_map_size())
             log.info("growing the LMDB map from %d to %d GiB", info["map_size"] // GiB, new // GiB)
             self.env.set_mapsize(new)
+            residency.map_small_pages(self.path / "data.mdb")  # a new mapping: mark it again
 
     # --- node metadata -----------------------------------------------------------
 
@@ -344,6 +340,8 @@ class View:
         self.txn = txn
 
     def get(self, table: Table, key: bytes) -> bytes | None:
+        if table is Table.CHUNKS:
+            self.store.mapped.note()
         return self.txn.get(key, db=self.store.dbs[table])
 
     def cursor(self, table: Table) -> lmdb.Cursor:
@@ -386,7 +384,11 @@ class Op(View):
             self.txn.put(key, value, db=self.store.dbs[table])
         except lmdb.MapFullError:
             raise NoSpace("the store map is full") from None
-        self.added_bytes += len(value) if table is Table.CHUNKS else 64
+        if table is Table.CHUNKS:
+            self.added_bytes += len(value)
+            self.store.mapped.note()
+        else:
+            self.added_bytes += 64
         if logged and table.per_volume:
             self._log(table, ROW_PUT, key, value)
 
@@ -394,6 +396,8 @@ class Op(View):
         """Delete one row; ``logged=False`` for node-level housekeeping such as volume removal."""
         if table is Table.INODES:
             self._count_usage(key, self.txn.get(key, db=self.store.dbs[table]), None)
+        if table is Table.CHUNKS:
+            self.store.mapped.note()
         found = self.txn.delete(key, db=self.store.dbs[table])
         if found and logged and table.per_volume:
             self._log(table, ROW_DELETE, key, b"")

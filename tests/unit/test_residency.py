@@ -1,4 +1,5 @@
-"""cfs.store.residency: unmapping the LMDB map's resident pages loses nothing."""
+"""cfs.store.residency: unmapping the LMDB map's resident pages loses nothing, and the
+store keeps them under its limit within one operation, not only at commits."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 from cfs.store import Store, StoreConfig, Table, residency
+
+MiB = 1 << 20
 
 
 def test_released_pages_read_back_the_same(tmp_path: Path) -> None:
@@ -25,6 +28,58 @@ def test_released_pages_read_back_the_same(tmp_path: Path) -> None:
             assert all(bytes(op.get(Table.META, k)) == v for k, v in values.items())
             residency.release(store.path / "data.mdb")
             assert all(bytes(op.get(Table.META, k)) == v for k, v in values.items())
-        assert store.release_mapped_pages(above=1 << 50) is False
+    finally:
+        store.close()
+
+
+def test_statm_agrees_with_status(tmp_path: Path) -> None:
+    """The cheap reading (statm) and RssFile from /proc/self/status describe the same pages."""
+    pages = residency.MappedPages(tmp_path / "none", 1)
+    try:
+        status = residency.mapped_file_bytes()
+        statm = pages.resident_bytes()
+        assert abs(statm - status) <= 4 * MiB, (statm, status)
+    finally:
+        pages.close()
+
+
+def _fill(store: Store, count: int, size: int) -> list[bytes]:
+    keys = [i.to_bytes(16, "big") for i in range(count)]
+    for start in range(0, count, 64):
+        with store.op() as op:
+            for key in keys[start:start + 64]:
+                op.put(Table.CHUNKS, key, os.urandom(size), logged=False)
+        store.commit()
+    return keys
+
+
+def test_chunk_reads_between_commits_stay_under_the_limit(tmp_path: Path) -> None:
+    limit = 32 * MiB
+    store = Store(tmp_path / "s", StoreConfig(mapped_limit_bytes=limit))
+    try:
+        keys = _fill(store, 2048, 64 * 1024)       # 128 MiB of chunk values
+        store.mapped.check()
+        releases = store.mapped.releases
+        peak = 0
+        view = store.view()                        # one read, no commit: 128 MiB faulted in
+        for n, key in enumerate(keys):
+            assert view.get(Table.CHUNKS, key) is not None
+            if n % 16 == 0:
+                peak = max(peak, store.mapped.resident_bytes())
+        assert store.mapped.releases > releases
+        # at most 32 values (2 MiB) and the pages faulted in around them between checks
+        assert peak < limit + 16 * MiB, peak // MiB
+    finally:
+        store.close()
+
+
+def test_without_a_limit_nothing_is_released(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s", StoreConfig(mapped_limit_bytes=0))
+    try:
+        keys = _fill(store, 256, 64 * 1024)
+        view = store.view()
+        for key in keys:
+            view.get(Table.CHUNKS, key)
+        assert store.mapped.check() is False and store.mapped.releases == 0
     finally:
         store.close()
