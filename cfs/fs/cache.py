@@ -6,13 +6,19 @@ put, and the next write to the same block does it all again. Here a written bloc
 in memory, whole, until the file is flushed (close, fsync, the commit timer, or memory
 pressure); it is then hashed and stored once.
 
-Owner: ``Filesystem``. Invariants: a cached block holds the block's full current
-content (bytes past end of file are zero), and it is newer than whatever the store holds
-for that block. Nothing here touches the store; the core decides when to flush.
+Owner: ``Filesystem``. Invariants: a cached block holds the block's current content up
+to its length, and everything past its length, up to the block size, is zeros (bytes
+past end of file are zero); it is newer than whatever the store holds for that block.
+Nothing here touches the store; the core decides when to flush.
 
-The bytes held are counted per volume too (``volume_bytes``): storing a cached block can
-add at most its length to the volume's bytes in use, so that is what the core holds in
-reserve against a volume's size limit (cfs.fs.quota).
+Blocks are as short as what was written into them: the 1 KiB of a small file is a
+1 KiB bytearray, not a zero-filled 64 KiB one that the flush then has to search back
+through for the last non-zero byte (26 us per small file, measured).
+
+Every block is counted at the full block size, whatever its length: that is the most
+memory it can grow to, and the most storing it can add to the volume's bytes in use,
+so it is what the core holds in reserve against a volume's size limit (cfs.fs.quota,
+``volume_bytes``).
 
 Concurrency: used only from the trio thread, between awaits, like the rest of the core.
 """
@@ -27,6 +33,8 @@ class DirtyBlocks:
         self.limit_bytes = limit_bytes
         self.bytes = 0
         self._files: dict[InodeId, dict[int, bytearray]] = {}
+        self._block_size: dict[InodeId, int] = {}
+        """Per file with cached blocks: its volume's block size, what each block counts."""
         self._volume_bytes: dict[Slot, int] = {}
 
     def volume_bytes(self, slot: Slot) -> int:
@@ -46,11 +54,13 @@ class DirtyBlocks:
         blocks = self._files.get(ino)
         return blocks.get(n) if blocks else None
 
-    def put(self, ino: InodeId, n: int, block: bytearray) -> None:
+    def put(self, ino: InodeId, n: int, block: bytearray, block_size: int) -> None:
+        """Cache ``block`` (possibly short, see above) as block n of a file with ``block_size`` blocks."""
         blocks = self._files.setdefault(ino, {})
-        old = blocks.get(n)
+        self._block_size[ino] = block_size
+        if blocks.get(n) is None:
+            self._count(ino, block_size)
         blocks[n] = block
-        self._count(ino, len(block) - (0 if old is None else len(old)))
 
     def blocks(self, ino: InodeId) -> dict[int, bytearray]:
         """The file's dirty blocks by number (a live view: do not change it)."""
@@ -62,15 +72,16 @@ class DirtyBlocks:
     def take(self, ino: InodeId) -> dict[int, bytearray]:
         """Remove and return the file's dirty blocks (to store them, or to drop them)."""
         blocks = self._files.pop(ino, {})
+        block_size = self._block_size.pop(ino, 0)
         if blocks:
-            self._count(ino, -sum(len(b) for b in blocks.values()))
+            self._count(ino, -len(blocks) * block_size)
         return blocks
 
-    def give_back(self, ino: InodeId, blocks: dict[int, bytearray]) -> None:
+    def give_back(self, ino: InodeId, blocks: dict[int, bytearray], block_size: int) -> None:
         """Return blocks whose store failed, without overwriting newer ones written since."""
         for n, block in blocks.items():
             if self.get(ino, n) is None:
-                self.put(ino, n, block)
+                self.put(ino, n, block, block_size)
 
     def truncate(self, ino: InodeId, size: int, block_size: int) -> None:
         """Drop blocks past ``size`` and zero the tail of the block that holds it."""
@@ -79,13 +90,14 @@ class DirtyBlocks:
             return
         keep = (size + block_size - 1) // block_size
         for n in [n for n in blocks if n >= keep]:
-            self._count(ino, -len(blocks.pop(n)))
+            del blocks[n]
+            self._count(ino, -block_size)
         tail = size % block_size
         if tail and (size // block_size) in blocks:
-            block = blocks[size // block_size]
-            block[tail:] = bytes(len(block) - tail)
+            del blocks[size // block_size][tail:]  # shorter: zeros from ``tail`` on
         if not blocks:
             del self._files[ino]
+            del self._block_size[ino]
 
     def files(self) -> list[InodeId]:
         return list(self._files)
@@ -95,4 +107,5 @@ class DirtyBlocks:
         return self.bytes > self.limit_bytes
 
     def __len__(self) -> int:
+        """How many blocks are cached."""
         return sum(len(b) for b in self._files.values())

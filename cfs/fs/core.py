@@ -704,7 +704,7 @@ class Filesystem:
         for n, edge in ((offset // block_size, offset % block_size),
                         ((end - 1) // block_size, end % block_size)):
             if edge and n not in loaded and self.dirty.get(ino, n) is None:
-                loaded[n] = data.load_block(op, ino, n, block_size)
+                loaded[n] = data.load_block(op, ino, n)
         view = memoryview(buf)
         pos = offset
         while pos < end:
@@ -713,9 +713,9 @@ class Filesystem:
             lo, hi = pos - start, min(block_size, end - start)
             block = self.dirty.get(ino, n)
             if block is None:
-                block = loaded.get(n) or bytearray(block_size)
-                self.dirty.put(ino, n, block)
-            block[lo:hi] = view[pos - offset:pos - offset + hi - lo]
+                block = loaded.get(n) or bytearray()
+                self.dirty.put(ino, n, block, block_size)
+            data.patch(block, lo, view[pos - offset:pos - offset + hi - lo])
             pos = start + hi
 
     def _store_dirty(self, op: Op, ino: InodeId, inode: Inode, blocks: dict[int, bytearray],
@@ -744,7 +744,7 @@ class Filesystem:
                 inodes.save(op, ino, inode)
                 self._check_limit(op, self._volume(slot_of(ino)))
         except FsError as exc:
-            self.dirty.give_back(ino, blocks)
+            self.dirty.give_back(ino, blocks, block_size)
             if isinstance(exc, Corrupted):
                 self._report(ino, exc)
             raise

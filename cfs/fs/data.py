@@ -77,14 +77,21 @@ def read(view: View, ino: InodeId, inode: Inode, offset: int, size: int, block_s
     return b"".join(pieces)
 
 
-def load_block(view: View, ino: InodeId, n: int, block_size: int) -> bytearray:
-    """The current content of block n, whole (zeros past the stored bytes)."""
+def load_block(view: View, ino: InodeId, n: int) -> bytearray:
+    """The current content of block n as far as it is stored: zeros follow, up to the
+    block size (a hole is empty). ``patch`` writes into it."""
     current = _block(view, ino, n)
-    buf = bytearray(block_size)
-    if current is not None:
-        data = chunks.get(view, current[0], f" at block {n}")
-        buf[:len(data)] = data
-    return buf
+    if current is None:
+        return bytearray()
+    return bytearray(chunks.get(view, current[0], f" at block {n}"))
+
+
+def patch(block: bytearray, offset: int, piece: bytes | bytearray | memoryview) -> None:
+    """Write ``piece`` at ``offset`` of a block held short (zeros past its length),
+    growing it as needed; a gap before ``offset`` becomes zeros."""
+    if offset > len(block):
+        block.extend(bytes(offset - len(block)))
+    block[offset:offset + len(piece)] = piece
 
 
 _ZEROS = memoryview(bytes(1 << 20))
@@ -157,8 +164,8 @@ def write(op: Op, ino: InodeId, inode: Inode, offset: int, data: bytes, block_si
         if lo == 0 and hi == block_size:
             content: bytes | bytearray = piece.tobytes()
         else:
-            content = load_block(op, ino, n, block_size)
-            content[lo:hi] = piece
+            content = load_block(op, ino, n)
+            patch(content, lo, piece)
         store_block(op, ino, inode, n, content)
         pos = block_start + hi
     inode.size = max(inode.size, end)
@@ -179,7 +186,7 @@ def truncate(op: Op, ino: InodeId, inode: Inode, new_size: int, block_size: int)
         if tail:
             n = new_size // block_size
             if _block(op, ino, n) is not None:
-                content = load_block(op, ino, n, block_size)
-                content[tail:] = bytes(block_size - tail)
+                content = load_block(op, ino, n)
+                del content[tail:]
                 store_block(op, ino, inode, n, content)
     inode.size = new_size

@@ -52,7 +52,7 @@ from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64, usage_delta
 from cfs.store import changelog, residency
 from cfs.store.chunkcache import ChunkCache
 from cfs.errors import CorruptRecord, NoSpace, ReadOnly
-from cfs.store.tables import SCHEMA_VERSION, Table
+from cfs.store.tables import PER_VOLUME, SCHEMA_VERSION, Table
 from cfs.types import LOCAL_MASK, Slot
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ class Op(View):
             self.store.mapped.note()
         else:
             self.added_bytes += 64
-        if logged and table.per_volume:
+        if logged and table in PER_VOLUME:
             self._log(table, ROW_PUT, key, value)
 
     def delete(self, table: Table, key: bytes, *, logged: bool = True) -> bool:
@@ -399,7 +399,7 @@ class Op(View):
         if table is Table.CHUNKS:
             self.store.mapped.note()
         found = self.txn.delete(key, db=self.store.dbs[table])
-        if found and logged and table.per_volume:
+        if found and logged and table in PER_VOLUME:
             self._log(table, ROW_DELETE, key, b"")
         return found
 
