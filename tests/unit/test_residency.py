@@ -83,3 +83,25 @@ def test_without_a_limit_nothing_is_released(tmp_path: Path) -> None:
         assert store.mapped.check() is False and store.mapped.releases == 0
     finally:
         store.close()
+
+
+def _vm_flags(path: Path) -> list[list[str]]:
+    """The VmFlags of every mapping of ``path`` in this process (/proc/self/smaps)."""
+    flags, inside = [], False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
+                inside = line.rstrip("\n").endswith(str(path))
+            elif inside and line.startswith("VmFlags:"):
+                flags.append(line.split()[1:])
+    return flags
+
+
+def test_the_map_is_mapped_in_small_pages(tmp_path: Path) -> None:
+    """A fault must not map a whole 2 MiB folio of data.mdb: the map is MADV_NOHUGEPAGE."""
+    store = Store(tmp_path / "s", StoreConfig())
+    try:
+        flags = _vm_flags(store.path / "data.mdb")
+        assert flags and all("nh" in f for f in flags), flags
+    finally:
+        store.close()
