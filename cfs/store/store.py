@@ -160,6 +160,7 @@ class Store:
         other operation can run in between on this thread.
         """
         assert not self._in_op, "a view cannot be read while an operation is open"
+        self.mapped.note()
         return View(self, self.batch)
 
     @contextlib.contextmanager
@@ -189,6 +190,7 @@ class Store:
                 raise NoSpace("the store map is full") from None
         finally:
             self._in_op = False
+            self.mapped.note()
         self.pending_bytes += op.added_bytes
         self._bytes_since_check += op.added_bytes
         if self.low_space or self.pending_bytes >= self.config.commit_bytes:
@@ -314,14 +316,20 @@ class Store:
         return bytes(raw)
 
 
-def key_range(cursor: lmdb.Cursor, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The rows of ``cursor``'s table with lo <= key < hi, in key order."""
+def key_range(cursor: lmdb.Cursor, lo: bytes, hi: bytes,
+              mapped: residency.MappedPages | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """The rows of ``cursor``'s table with lo <= key < hi, in key order; every 64 rows
+    (about a leaf page) are noted to ``mapped``, so a long scan cannot fill the RSS."""
     if not cursor.set_range(lo):
         return
+    rows = 0
     for key, value in cursor:
         if key >= hi:
             return
         yield key, value
+        rows += 1
+        if mapped is not None and not rows & 63:
+            mapped.note()
 
 
 def _is_no_space(exc: lmdb.Error) -> bool:
@@ -349,7 +357,7 @@ class View:
 
     def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
-        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi)
+        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi, self.store.mapped)
 
     def usage_change(self, slot: Slot) -> int:
         """Bytes in use this transaction changed in the volume: none, for a view (see ``Op``)."""

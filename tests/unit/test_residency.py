@@ -105,3 +105,23 @@ def test_the_map_is_mapped_in_small_pages(tmp_path: Path) -> None:
         assert flags and all("nh" in f for f in flags), flags
     finally:
         store.close()
+
+
+def test_a_long_range_scan_stays_under_the_limit(tmp_path: Path) -> None:
+    """Rows of no chunk at all: a scan is noted every 64 rows, so it is checked too."""
+    limit = 16 * MiB
+    store = Store(tmp_path / "s", StoreConfig(mapped_limit_bytes=limit))
+    try:
+        row = os.urandom(400)
+        with store.op() as op:
+            for i in range(160_000):                  # ~70 MiB of leaf pages
+                op.put(Table.META, b"row-%08d" % i, row, logged=False)
+        store.commit()
+        peak = 0
+        for n, _row in enumerate(store.view().range(Table.META, b"row-", b"row-~")):
+            if n % 500 == 0:
+                peak = max(peak, store.mapped.resident_bytes())
+        assert n == 159_999
+        assert peak < limit + 24 * MiB, peak // MiB
+    finally:
+        store.close()
