@@ -30,20 +30,22 @@ class Plan:
     dedup_size: int
     overwrite_size: int
     overwrite_writes: int
+    big_size: int
+    """The file ``bigwrite`` writes while it watches the daemon's memory (not run by default)."""
     job_cap: int = 50
     """Seconds any one timed job may take (fio's ``runtime``; the overwrite loop stops)."""
 
     @classmethod
-    def full(cls, size: int | None = None) -> "Plan":
+    def full(cls, size: int | None = None, big_size: int | None = None) -> "Plan":
         return cls(seq_size=size or GiB, rand_runtime=20, verify_size=64 * MiB, meta_files=10_000,
                    bigdir_files=100_000, tree_max_files=None, dedup_size=size or GiB,
-                   overwrite_size=256 * MiB, overwrite_writes=20_000)
+                   overwrite_size=256 * MiB, overwrite_writes=20_000, big_size=big_size or 10 * GiB)
 
     @classmethod
-    def quick(cls, size: int | None = None) -> "Plan":
+    def quick(cls, size: int | None = None, big_size: int | None = None) -> "Plan":
         return cls(seq_size=size or 16 * MiB, rand_runtime=1, verify_size=2 * MiB, meta_files=200,
                    bigdir_files=1_000, tree_max_files=200, dedup_size=size or 8 * MiB,
-                   overwrite_size=4 * MiB, overwrite_writes=200, job_cap=20)
+                   overwrite_size=4 * MiB, overwrite_writes=200, big_size=big_size or 32 * MiB, job_cap=20)
 
 
 class Probe:

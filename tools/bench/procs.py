@@ -144,14 +144,24 @@ def open_files_limit(pid: int) -> int | None:
     return int(line.split()[3]) if line and line.split()[3].isdigit() else None
 
 
-def anon_rss(pid: int) -> int | None:
-    """RssAnon: the process's own memory, without the pages of mapped files (LMDB's map)."""
+def resident(pid: int) -> dict[str, int] | None:
+    """VmRSS, RssAnon and RssFile of a running process, in bytes (None: it is gone).
+
+    RssAnon is the process's own memory; RssFile the pages of mapped files it has
+    touched (for cfs, LMDB's map: page cache, reclaimable, but counted in VmRSS)."""
+    wanted = ("VmRSS:", "RssAnon:", "RssFile:")
     try:
         with open(f"/proc/{pid}/status") as f:
-            line = next((line for line in f if line.startswith("RssAnon:")), None)
+            lines = [line.split() for line in f if line.startswith(wanted)]
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return int(line.split()[1]) * 1024 if line else None
+    return {fields[0].rstrip(":"): int(fields[1]) * 1024 for fields in lines}
+
+
+def anon_rss(pid: int) -> int | None:
+    """RssAnon: the process's own memory, without the pages of mapped files (LMDB's map)."""
+    figures = resident(pid)
+    return figures.get("RssAnon") if figures else None
 
 
 def reset_peak(pid: int) -> bool:

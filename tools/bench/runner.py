@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import cfs
-from tools.bench import fio_jobs, metadata, procs, scenarios
+from tools.bench import fio_jobs, memory, metadata, procs, scenarios
 from tools.bench.context import Context, Plan
 from tools.bench.report import Report, Row, TargetSummary
 from tools.bench.targets import Bindfs, Cfs, Disk, PassthroughHp, Target
@@ -46,6 +46,8 @@ class Job:
     name: str
     group: str
     run: Callable[[Context], list[Row]]
+    default: bool = True
+    """Part of a run without ``--only``; the others run only when named."""
 
 
 def _fio_job(spec: fio_jobs.FioJob) -> Callable[[Context], list[Row]]:
@@ -83,7 +85,8 @@ def _ensure_data_file(ctx: Context, directory: Path) -> None:
 
 
 def registry(plan: Plan) -> list[Job]:
-    """Every job, in the order a run takes them (the large directory last: it is the slowest to build)."""
+    """Every job, in the order a run takes them (the large directory last of the default
+    ones: it is the slowest to build; then the jobs that run only when named)."""
     fio = [Job(spec.name, "fio", _fio_job(spec))
            for spec in fio_jobs.jobs(plan.seq_size, plan.rand_runtime, plan.verify_size, plan.job_cap)]
     return [
@@ -94,13 +97,15 @@ def registry(plan: Plan) -> list[Job]:
         Job("overwrite", "scenarios", scenarios.overwrite),
         Job("metadata", "meta", metadata.small_files),
         Job("bigdir", "meta", metadata.big_directory),
+        Job("bigwrite", "memory", memory.big_write, default=False),
     ]
 
 
 def select(jobs: list[Job], only: list[str] | None) -> list[Job]:
-    """Jobs named by ``--only`` (job names or groups: fio, scenarios, meta), in run order."""
+    """Jobs named by ``--only`` (job names or groups: fio, scenarios, meta, memory), in run
+    order; without it, the default jobs."""
     if not only:
-        return jobs
+        return [j for j in jobs if j.default]
     wanted = {name.strip() for item in only for name in item.split(",") if name.strip()}
     known = {j.name for j in jobs} | {j.group for j in jobs}
     unknown = sorted(wanted - known)
@@ -118,10 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only these jobs (comma-separated, repeatable): "
                              "seqwrite seqread randread randwrite verify untar dedup reclaim overwrite metadata "
                              "bigdir, or the groups fio, scenarios, meta (reclaim deletes everything "
-                             "the jobs before it wrote)")
+                             "the jobs before it wrote); bigwrite (group memory) runs only when named")
     parser.add_argument("--size", type=_size, default=None, metavar="BYTES",
                         help="size of the sequential file, of each dedup copy and of reclaim's large file "
                              "(e.g. 512M; default 1G)")
+    parser.add_argument("--big-size", type=_size, default=None, metavar="BYTES",
+                        help="size of the file bigwrite writes while it watches the daemon's memory "
+                             "(default 10G; 32M with --quick)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the run's directory goes, on the disk under test (default /var/tmp)")
     parser.add_argument("--targets", default=None,
@@ -166,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.plan = Plan.quick(args.size) if args.quick else Plan.full(args.size)
+        self.plan = (Plan.quick if args.quick else Plan.full)(args.size, args.big_size)
         self.jobs = select(registry(self.plan), args.only)
         self.target_names = self._target_names()
         self.fio = shutil.which("fio")

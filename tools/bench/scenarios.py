@@ -68,7 +68,7 @@ def untar(ctx: Context) -> list[Row]:
                     files_per_s=round(facts["files"] / p.seconds))]
 
 
-def _write_copy(path: Path, mib: int, first: int = 0) -> None:
+def write_unique(path: Path, mib: int, first: int = 0) -> None:
     """``mib`` MiB of ``unique_mib`` from index ``first`` on, then fsync."""
     with open(path, "wb", buffering=0) as f:
         for i in range(mib):
@@ -82,10 +82,10 @@ def dedup(ctx: Context) -> list[Row]:
     d = ctx.work("dedup")
     before = ctx.target.store_usage(d)
     with ctx.probe() as p1:
-        _write_copy(d / "copy-1.bin", mib)
+        write_unique(d / "copy-1.bin", mib)
     after_first = ctx.target.store_usage(d / "copy-1.bin")
     with ctx.probe() as p2:
-        _write_copy(d / "copy-2.bin", mib)
+        write_unique(d / "copy-2.bin", mib)
     after_second = ctx.target.store_usage(d / "copy-2.bin")
     rows = [ctx.row("dedup-copy1", "MiB/s", "MiB/s", mib / p1.seconds, p1),
             ctx.row("dedup-copy2", "MiB/s", "MiB/s", mib / p2.seconds, p2)]
@@ -198,7 +198,7 @@ def reclaim(ctx: Context) -> list[Row]:
         empty = space_in_use(target)
     mib = ctx.plan.dedup_size // MiB
     d = ctx.work("reclaim")
-    _write_copy(d / "large.bin", mib, RECLAIM_FIRST)
+    write_unique(d / "large.bin", mib, RECLAIM_FIRST)
     small = _write_small_files(d, RECLAIM_SMALL_FILES, RECLAIM_FIRST + mib)
     target.durable(d)
     full = space_in_use(target)
@@ -241,7 +241,7 @@ def overwrite(ctx: Context) -> list[Row]:
     """
     size = ctx.plan.overwrite_size
     path = ctx.work("overwrite") / "large.bin"
-    _write_copy(path, size // MiB)
+    write_unique(path, size // MiB)
     rng = random.Random(4)
     offsets = [rng.randrange(0, (size - 4096) // 512) * 512 for _ in range(ctx.plan.overwrite_writes)]
     payload = bytearray(_BASE[:4096])
