@@ -72,8 +72,8 @@ class StoreConfig:
     min_map_size: int = 64 * GiB
     mapped_limit_bytes: int = 128 * MiB
     """Resident pages of the map above which they are unmapped (cfs.store.residency:
-    they stay in the kernel's page cache); checked every 32 chunk values read, written
-    or deleted, and at each commit. 0: never."""
+    they stay in the kernel's page cache); checked as operations work, and at each
+    commit against twice this. 0: never."""
     chunk_cache_bytes: int = 64 * MiB
     """Verified chunk bytes kept in memory for reads (0: none)."""
 
@@ -106,7 +106,6 @@ class Store:
         so nothing but replayed records (cfs.store.replica) changes them."""
         self.chunk_cache = ChunkCache(config.chunk_cache_bytes)
         self.mapped = residency.MappedPages(self.path / "data.mdb", config.mapped_limit_bytes)
-        residency.map_small_pages(self.path / "data.mdb")
         self._readers: set[object] = set()
         """Tokens of the snapshots open in ``reading()``: the map is not grown meanwhile."""
         self._check_schema()
@@ -160,7 +159,6 @@ class Store:
         other operation can run in between on this thread.
         """
         assert not self._in_op, "a view cannot be read while an operation is open"
-        self.mapped.note()
         return View(self, self.batch)
 
     @contextlib.contextmanager
@@ -215,7 +213,8 @@ class Store:
             raise
         self.commits += 1
         self._grow_map_if_needed()
-        self.mapped.check()
+        # Commits also follow reads, which fault back in what is released: twice the room.
+        self.mapped.check(2 * self.config.mapped_limit_bytes)
 
     def snapshot(self) -> lmdb.Transaction:
         """A read-only view of the last commit, usable from another thread."""
@@ -306,7 +305,6 @@ class Store:
             new = max(int(info["map_size"]) * 2, self._wanted_map_size())
             log.info("growing the LMDB map from %d to %d GiB", info["map_size"] // GiB, new // GiB)
             self.env.set_mapsize(new)
-            residency.map_small_pages(self.path / "data.mdb")  # a new mapping: mark it again
 
     # --- node metadata -----------------------------------------------------------
 
@@ -348,8 +346,6 @@ class View:
         self.txn = txn
 
     def get(self, table: Table, key: bytes) -> bytes | None:
-        if table is Table.CHUNKS:
-            self.store.mapped.note()
         return self.txn.get(key, db=self.store.dbs[table])
 
     def cursor(self, table: Table) -> lmdb.Cursor:
@@ -357,7 +353,7 @@ class View:
 
     def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
-        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi, self.store.mapped)
+        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi)
 
     def usage_change(self, slot: Slot) -> int:
         """Bytes in use this transaction changed in the volume: none, for a view (see ``Op``)."""
@@ -384,6 +380,15 @@ class Op(View):
         self._rows: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
         self._usage: dict[int, int] = {}
         self.time_ns = time.time_ns()
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        if table is Table.CHUNKS:
+            self.store.mapped.note()
+        return self.txn.get(key, db=self.store.dbs[table])
+
+    def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
+        return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi, self.store.mapped)
 
     def put(self, table: Table, key: bytes, value: bytes, *, logged: bool = True) -> None:
         if table is Table.INODES:

@@ -53,7 +53,7 @@ def _fill(store: Store, count: int, size: int) -> list[bytes]:
     return keys
 
 
-def test_chunk_reads_between_commits_stay_under_the_limit(tmp_path: Path) -> None:
+def test_chunk_reads_in_an_operation_stay_under_the_limit(tmp_path: Path) -> None:
     limit = 32 * MiB
     store = Store(tmp_path / "s", StoreConfig(mapped_limit_bytes=limit))
     try:
@@ -61,14 +61,35 @@ def test_chunk_reads_between_commits_stay_under_the_limit(tmp_path: Path) -> Non
         store.mapped.check()
         releases = store.mapped.releases
         peak = 0
-        view = store.view()                        # one read, no commit: 128 MiB faulted in
-        for n, key in enumerate(keys):
-            assert view.get(Table.CHUNKS, key) is not None
-            if n % 16 == 0:
-                peak = max(peak, store.mapped.resident_bytes())
+        with store.op(adds_data=False) as op:      # one operation, no commit: 128 MiB read
+            for n, key in enumerate(keys):
+                assert op.get(Table.CHUNKS, key) is not None
+                if n % 16 == 0:
+                    peak = max(peak, store.mapped.resident_bytes())
         assert store.mapped.releases > releases
         # at most 32 values (2 MiB) and the pages faulted in around them between checks
         assert peak < limit + 16 * MiB, peak // MiB
+    finally:
+        store.close()
+
+
+def test_reads_outside_operations_stay_mapped_until_the_next_check(tmp_path: Path) -> None:
+    """A view's reads are not noted (a random reader would fault its chunks in again
+    after every release); the next operation's check or commit releases them."""
+    limit = 32 * MiB
+    store = Store(tmp_path / "s", StoreConfig(mapped_limit_bytes=limit))
+    try:
+        keys = _fill(store, 2048, 64 * 1024)
+        store.mapped.check()
+        releases = store.mapped.releases
+        view = store.view()
+        for key in keys:
+            assert view.get(Table.CHUNKS, key) is not None
+        assert store.mapped.releases == releases
+        assert store.mapped.resident_bytes() > limit
+        store.commit()   # nothing to commit: the check runs all the same
+        assert store.mapped.releases == releases + 1
+        assert store.mapped.resident_bytes() < limit
     finally:
         store.close()
 
@@ -85,30 +106,8 @@ def test_without_a_limit_nothing_is_released(tmp_path: Path) -> None:
         store.close()
 
 
-def _vm_flags(path: Path) -> list[list[str]]:
-    """The VmFlags of every mapping of ``path`` in this process (/proc/self/smaps)."""
-    flags, inside = [], False
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:
-                inside = line.rstrip("\n").endswith(str(path))
-            elif inside and line.startswith("VmFlags:"):
-                flags.append(line.split()[1:])
-    return flags
-
-
-def test_the_map_is_mapped_in_small_pages(tmp_path: Path) -> None:
-    """A fault must not map a whole 2 MiB folio of data.mdb: the map is MADV_NOHUGEPAGE."""
-    store = Store(tmp_path / "s", StoreConfig())
-    try:
-        flags = _vm_flags(store.path / "data.mdb")
-        assert flags and all("nh" in f for f in flags), flags
-    finally:
-        store.close()
-
-
 def test_a_long_range_scan_stays_under_the_limit(tmp_path: Path) -> None:
-    """Rows of no chunk at all: a scan is noted every 64 rows, so it is checked too."""
+    """Rows of no chunk at all: an operation's scan is noted every 64 rows, so it is checked too."""
     limit = 16 * MiB
     store = Store(tmp_path / "s", StoreConfig(mapped_limit_bytes=limit))
     try:
@@ -118,9 +117,10 @@ def test_a_long_range_scan_stays_under_the_limit(tmp_path: Path) -> None:
                 op.put(Table.META, b"row-%08d" % i, row, logged=False)
         store.commit()
         peak = 0
-        for n, _row in enumerate(store.view().range(Table.META, b"row-", b"row-~")):
-            if n % 500 == 0:
-                peak = max(peak, store.mapped.resident_bytes())
+        with store.op(adds_data=False) as op:
+            for n, _row in enumerate(op.range(Table.META, b"row-", b"row-~")):
+                if n % 500 == 0:
+                    peak = max(peak, store.mapped.resident_bytes())
         assert n == 159_999
         assert peak < limit + 24 * MiB, peak // MiB
     finally:
