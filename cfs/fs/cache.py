@@ -3,7 +3,7 @@
 Without it, every write smaller than a block reads the block's chunk, patches it, hashes
 it and stores a new chunk: a 4 KiB write into a 64 KiB block costs a 64 KiB hash and
 put, and the next write to the same block does it all again. Here a written block stays
-in memory, whole, until the file is flushed (close, fsync, the commit timer, or memory
+in memory until the file is flushed (close, fsync, the commit timer, or memory
 pressure); it is then hashed and stored once.
 
 Owner: ``Filesystem``. Invariants: a cached block holds the block's current content up

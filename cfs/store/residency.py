@@ -98,9 +98,8 @@ class MappedPages:
     (8,200-8,700 against 11,300-11,700 IOPS, alternating runs). What they map stays
     mapped until the next check: an operation's, or a commit's (the daemon's timer
     commits every second, an empty batch included). A commit releases above twice the
-    limit, so a reader's working set is unmapped half as often (random reads: 7,400-9,700
-    IOPS with 256 MiB at commits, 6,000-7,200 with 128 MiB, in runs alternating with the
-    previous release at commits only: 5,700-9,700).
+    limit, so a reader's working set is unmapped less often (docs/PERFORMANCE.md,
+    "Fourth round").
 
     ``statm`` counts file-backed and shared-memory pages together; the daemon has no
     shared memory of its own, so that is the map (and LMDB's small lock file).
@@ -116,7 +115,7 @@ class MappedPages:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if limit_bytes else -1
 
     def note(self) -> None:
-        """One chunk value was read, written or deleted through the map."""
+        """An operation did a piece of work that may map pages (see above)."""
         self._notes += 1
         if self._notes >= self.every:
             self.check()
