@@ -29,16 +29,21 @@ def logged_facts(log: Path) -> list[dict]:
 
 def verify(mnt: Path, facts: list[dict]) -> int:
     files: dict[str, dict] = {}
+    may_be_gone: set[str] = set()  # an unlink was issued, not yet made durable by the writer
     journal = None
     for fact in facts:
         if "file" in fact:
             files[fact["file"]] = fact
+        elif "deleting" in fact:
+            may_be_gone.add(fact["deleting"])
         elif "deleted" in fact:
             files.pop(fact["deleted"], None)
             assert not (mnt / fact["deleted"]).exists(), f"{fact['deleted']} came back after a durable unlink"
         elif "append" in fact:
             journal = fact
     for name, fact in files.items():
+        if name in may_be_gone and not (mnt / name).exists():
+            continue
         data = (mnt / name).read_bytes()
         assert len(data) == fact["size"], name
         assert hashlib.sha256(data).hexdigest() == fact["sha256"], name

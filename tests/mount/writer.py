@@ -4,6 +4,10 @@ Run as ``python writer.py MOUNT LOG SEED``. Each log line is JSON and fsync'd on
 host disk, so after a crash every logged fact must hold on the volume:
   {"file": name, "sha256": hex, "size": n}    a file written once and fsync'd (file and dir)
   {"append": name, "size": n, "sha256": hex}  a prefix of an append-only file, fsync'd
+  {"deleting": name}                          an unlink about to be issued: from here on the
+                                              file may be gone (a commit of the daemon's own
+                                              may make the unlink durable before the fsync
+                                              below returns), but if it is there it is intact
   {"deleted": name}                           an unlink made durable by fsync of the dir
 The workload stops at the first error (the daemon was killed under it).
 """
@@ -61,6 +65,7 @@ def main() -> None:
             record({"append": "journal", "size": journal_size, "sha256": journal_hash.hexdigest()})
         elif written:
             name = written.pop(rng.randrange(len(written)))
+            record({"deleting": name})
             os.unlink(os.path.join(mount, name))
             os.fsync(dirfd)
             record({"deleted": name})
