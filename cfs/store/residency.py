@@ -30,15 +30,6 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
-def mapped_file_bytes() -> int:
-    """File-backed resident memory of this process (RssFile), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("RssFile:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _regions(path: Path) -> list[tuple[int, int, int]]:
     """(start, end, offset in the file) of every mapping of ``path`` in this process."""
     target = os.fspath(path)
@@ -52,19 +43,6 @@ def _regions(path: Path) -> list[tuple[int, int, int]]:
     return out
 
 
-def _advise(path: Path, advice: int, regions: list[tuple[int, int]]) -> int:
-    """madvise ``advice`` over ``regions`` (start, end) of ``path``'s mappings; how many
-    bytes it was given for (a failure is logged and skipped)."""
-    covered = 0
-    for lo, hi in regions:
-        if _libc.madvise(lo, hi - lo, advice) != 0:
-            err = ctypes.get_errno()
-            log.warning("madvise(%d) of %s failed: %s", advice, path, os.strerror(err))
-            continue
-        covered += hi - lo
-    return covered
-
-
 def release(path: Path) -> int:
     """Unmap the resident pages of every mapping of ``path``; how many bytes were covered.
 
@@ -76,8 +54,17 @@ def release(path: Path) -> int:
         size = os.stat(path).st_size
     except FileNotFoundError:
         return 0
-    filled = [(lo, min(hi, lo + max(0, size - offset))) for lo, hi, offset in _regions(path)]
-    return _advise(path, MADV_DONTNEED, [(lo, hi) for lo, hi in filled if hi > lo])
+    covered = 0
+    for lo, hi, offset in _regions(path):
+        hi = min(hi, lo + max(0, size - offset))
+        if hi <= lo:
+            continue
+        if _libc.madvise(lo, hi - lo, MADV_DONTNEED) != 0:
+            err = ctypes.get_errno()
+            log.warning("madvise of %s failed: %s", path, os.strerror(err))
+            continue
+        covered += hi - lo
+    return covered
 
 
 class MappedPages:

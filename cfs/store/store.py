@@ -382,12 +382,12 @@ class Op(View):
         self.time_ns = time.time_ns()
 
     def get(self, table: Table, key: bytes) -> bytes | None:
-        if table is Table.CHUNKS:
+        if table is Table.CHUNKS:  # an operation's reads count toward the map's pages
             self.store.mapped.note()
-        return self.txn.get(key, db=self.store.dbs[table])
+        return super().get(table, key)
 
     def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
+        """``View.range``, its rows noted to the map's page governor every 64."""
         return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi, self.store.mapped)
 
     def put(self, table: Table, key: bytes, value: bytes, *, logged: bool = True) -> None:
