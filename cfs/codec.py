@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from cfs.errors import CorruptRecord
 from cfs.types import ChunkId, InodeId, LocalIno, Slot, VolumeId
 
+U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
 U64X2 = struct.Struct(">QQ")
 
@@ -69,6 +70,13 @@ class Inode:
             raise CorruptRecord(f"inode record: bad length {len(raw)} or version {raw[:1].hex()}")
         (_v, mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, units, cookie) = _INODE.unpack(raw)
         return cls(mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, units, cookie)
+
+
+def inode_mode(raw: bytes) -> int:
+    """The mode of an ``inodes`` record, without decoding the rest (readdir of names)."""
+    if len(raw) != _INODE.size or raw[0] != INODE_V1:
+        raise CorruptRecord(f"inode record: bad length {len(raw)} or version {bytes(raw[:1]).hex()}")
+    return U32.unpack_from(raw, 4)[0]
 
 
 _UNITS_AT = _INODE.size - 16

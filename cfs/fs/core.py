@@ -609,6 +609,23 @@ class Filesystem:
             self._mark_atime(ino, directory)
         return entries
 
+    def readdir_names(self, ino: InodeId, after_cookie: int,
+                      limit: int = 384) -> list[tuple[bytes, InodeId, int, int]]:
+        """(name, child, mode, cookie) of up to ``limit`` entries after ``after_cookie``.
+
+        What plain readdir needs (d_ino, d_type): no attributes, so no lookup for the
+        kernel to hold. A FUSE reply of such entries still uses the readdirplus layout,
+        so it holds as many as ``readdir``'s.
+        """
+        if ino == NODE_ROOT:
+            return [(name, attr.ino, attr.mode, cookie) for name, attr, cookie in self._list_volumes(after_cookie)]
+        view = self.store.view()
+        directory = self._dir(view, ino)
+        entries = dirs.typed_entries(view, ino, after_cookie, limit)
+        if after_cookie == 0:
+            self._mark_atime(ino, directory)
+        return entries
+
     def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
         """The node root's entries: a volume's cookie is its slot, so they go in slot order."""
         view = self.store.view()

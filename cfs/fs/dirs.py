@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from cfs.codec import Inode, decode_dirent, encode_dirent, ino_name_key, ino_u64_key, pack_u64
+from cfs.codec import Inode, decode_dirent, encode_dirent, ino_name_key, ino_u64_key, inode_mode, pack_u64
+from cfs.errors import NotFound
 from cfs.store import Op, Table, View
 from cfs.types import InodeId, LocalIno, local_of, make_ino, slot_of
 
@@ -61,6 +62,35 @@ def entries(view: View, directory: InodeId, after_cookie: int = 0) -> Iterator[t
         child = lookup(view, directory, bytes(name))
         if child is not None:
             yield bytes(name), child, cookie
+
+
+def typed_entries(view: View, directory: InodeId, after_cookie: int,
+                  limit: int) -> list[tuple[bytes, InodeId, int, int]]:
+    """(name, child, mode, cookie) of up to ``limit`` entries after ``after_cookie``.
+
+    ``entries`` with each child's mode, written out in one loop: a listing of names
+    pays this per entry, and the function layers of ``lookup`` and ``inodes.load``
+    were half of it.
+    """
+    dirent_of = view.getter(Table.DIRENTS)
+    inode_of = view.getter(Table.INODES)
+    parent_key = pack_u64(directory)
+    base = make_ino(slot_of(directory), LocalIno(0))
+    out = []
+    for key, name in view.range(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1),
+                                pack_u64(directory + 1)):
+        name = bytes(name)
+        raw = dirent_of(parent_key + name)
+        if raw is None:
+            continue
+        child = InodeId(base | decode_dirent(raw)[0])
+        raw_inode = inode_of(pack_u64(child))
+        if raw_inode is None:
+            raise NotFound(f"inode {child} does not exist")
+        out.append((name, child, inode_mode(raw_inode), int.from_bytes(key[8:16], "big")))
+        if len(out) >= limit:
+            break
+    return out
 
 
 def all_entries(view: View, directory: InodeId) -> Iterator[tuple[bytes, LocalIno]]:

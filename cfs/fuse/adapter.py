@@ -8,7 +8,8 @@ on the one trio thread).
 
 Lookup counts (pyfuse3 developer notes): lookup, create, mkdir, mknod, symlink and link
 each give the kernel one lookup, counted by the core; readdirplus counts an entry only
-after ``readdir_reply`` has accepted it.
+after ``readdir_reply`` has accepted it, and an entry listed by name only (node id 0,
+cfs.fuse.names) not at all: the kernel holds nothing for it.
 
 File handles: every open and create gets a handle number of its own, naming the inode
 and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
@@ -36,6 +37,7 @@ import pyfuse3
 
 from cfs.errors import CfsError, CorruptChunk, FsError, MissingChunk, RemoteChunk
 from cfs.fs import Attr, Caller, Filesystem, SetAttr
+from cfs.fuse.names import NameOnlyEntries
 from cfs.types import InodeId, Slot, slot_of
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,14 @@ ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
 CAP_SYS_ADMIN = 21
 
+
+MAX_ADVISED = 4096
+"""Directories remembered as looked into; past that the memory is cleared (a
+forgotten one gets its next listing reply without attributes, nothing else)."""
+
+LISTING_STEP = 64
+"""Entries read from the store at a time for a listing reply (which holds ~200 with
+attributes, more names only)."""
 
 MAX_FETCHES = 4096
 """Chunks one operation may fetch from replicas before it gives up (a 256 MiB read of 64 KiB blocks)."""
@@ -178,6 +188,10 @@ class Operations(pyfuse3.Operations):
         self.remote = remote
         self._handles: dict[int, _Handle] = {}
         self._next_fh = itertools.count(1)
+        self._name_only = NameOnlyEntries.create()
+        self._looked_into: set[int] = set()
+        """Directories with a lookup since their listing began: the rest of that listing
+        carries attributes."""
 
     def _handle(self, ino: InodeId, flags: int) -> pyfuse3.FileInfo:
         fh = next(self._next_fh)
@@ -189,6 +203,9 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if len(self._looked_into) >= MAX_ADVISED:
+            self._looked_into.clear()
+        self._looked_into.add(parent_inode)
         return entry(self.fs.lookup(InodeId(parent_inode), name))
 
     @_errno_edge
@@ -311,10 +328,30 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for name, attr, cookie in self.fs.readdir(InodeId(fh), start_id):
-            if not pyfuse3.readdir_reply(token, name, entry(attr), cookie):
+        """Entries from ``start_id`` on until the kernel's buffer is full, read from the
+        store ``LISTING_STEP`` at a time so that little is read for nothing. Names only,
+        or names with attributes: see cfs.fuse.names."""
+        directory = InodeId(fh)
+        if start_id == 0:
+            self._looked_into.discard(fh)
+        cookie = start_id
+        if self._name_only is not None and start_id != 0 and fh not in self._looked_into:
+            name_only = self._name_only
+            while True:
+                names = self.fs.readdir_names(directory, cookie, LISTING_STEP)
+                for name, child, mode, cookie in names:
+                    if not pyfuse3.readdir_reply(token, name, name_only(child, mode), cookie):
+                        return
+                if len(names) < LISTING_STEP:
+                    return
+        while True:
+            entries = self.fs.readdir(directory, cookie, LISTING_STEP)
+            for name, attr, cookie in entries:
+                if not pyfuse3.readdir_reply(token, name, entry(attr), cookie):
+                    return
+                self.fs.count_lookup(attr.ino)
+            if len(entries) < LISTING_STEP:
                 return
-            self.fs.count_lookup(attr.ino)
 
     async def releasedir(self, fh: int) -> None:
         return None

@@ -83,6 +83,44 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     _check(_libc.fallocate(fd, mode, offset, length))
 
 
+class _Dirent(ctypes.Structure):
+    """glibc's ``struct dirent`` on 64-bit Linux."""
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64), ("d_reclen", ctypes.c_ushort),
+                ("d_type", ctypes.c_ubyte), ("d_name", ctypes.c_char * 256)]
+
+
+_libc.opendir.restype = ctypes.c_void_p
+_libc.opendir.argtypes = [ctypes.c_char_p]
+_libc.readdir.restype = ctypes.POINTER(_Dirent)
+_libc.readdir.argtypes = [ctypes.c_void_p]
+_libc.closedir.argtypes = [ctypes.c_void_p]
+
+
+def dirents(path: Path | str, each: Callable[[bytes], Any] | None = None) -> dict[bytes, tuple[int, int]]:
+    """name -> (d_ino, d_type) of every entry but . and .., as readdir(3) returns them
+    (``os.scandir`` hides d_type). ``each(name)`` runs after every entry is read, in
+    the middle of the listing."""
+    handle = _libc.opendir(os.fsencode(path))
+    if not handle:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(path))
+    found = {}
+    try:
+        while True:
+            ctypes.set_errno(0)
+            entry = _libc.readdir(handle)
+            if not entry:
+                if ctypes.get_errno():
+                    raise OSError(ctypes.get_errno(), "readdir", str(path))
+                return found
+            name = entry.contents.d_name
+            if name not in (b".", b".."):
+                found[name] = (entry.contents.d_ino, entry.contents.d_type)
+                if each is not None:
+                    each(name)
+    finally:
+        _libc.closedir(handle)
+
 
 # --- as another user --------------------------------------------------------------
 

@@ -750,6 +750,25 @@ def test_readdir_of_100000_entries(vol: Vol) -> None:
     assert vol.inode(vol.root).nlink == 2
 
 
+def test_readdir_names_match_readdir(vol: Vol) -> None:
+    """The names-only listing gives each entry's number and mode, as the full one does."""
+    fs = vol.fs
+    vol.create(b"f")
+    fs.mkdir(vol.root, b"d", 0o700, ROOT)
+    fs.symlink(vol.root, b"l", b"f", ROOT)
+    fs.mknod(vol.root, b"p", stat.S_IFIFO | 0o600, 0, ROOT)
+    fs.link(vol.find(vol.root, b"f"), vol.root, b"h")
+    fs.unlink(vol.root, b"f")
+    full = [(name, attr.ino, attr.mode, cookie) for name, attr, cookie in fs.readdir(vol.root, 0)]
+    assert [name for name, *_rest in full] == [b"d", b"l", b"p", b"h"]
+    assert fs.readdir_names(vol.root, 0) == full
+    assert fs.readdir_names(vol.root, full[1][3], limit=1) == full[2:3]
+    assert fs.readdir_names(NODE_ROOT, 0) == [
+        (b"vol", vol.root, fs.getattr(vol.root).mode, fs.volume("vol").slot)]
+    with pytest.raises(NotADirectory):
+        fs.readdir_names(vol.find(vol.root, b"h"), 0)
+
+
 def test_node_root_lists_volumes_in_cookie_order(store_path: Path, vol: Vol) -> None:
     fs = vol.fs
     for name in ("zeta", "alpha", "mid"):
