@@ -47,11 +47,11 @@ from itertools import groupby
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 
 from cfs.codec import (
-    Inode, VolumeRecord, VolumeState, decode_block, decode_chunkref, decode_dirent,
-    encode_block, encode_chunkref, encode_dirent, ino_key, ino_name_key, ino_u64_key,
+    Inode, VolumeRecord, VolumeState, decode_block, decode_chunkref, decode_dirent, decode_order,
+    encode_block, encode_chunkref, encode_dirent, encode_order, ino_key, ino_name_key, ino_u64_key,
     pack_u64,
 )
-from cfs.errors import Corrupted, CorruptRecord, VolumeNotFound
+from cfs.errors import Corrupted, CorruptRecord, NotFound, VolumeNotFound
 from cfs.fs import data as filedata
 from cfs.fs import dirs, inodes
 from cfs.store import Op, Store, Table, catalog, changelog, chunks, replica
@@ -59,7 +59,7 @@ from cfs.store.changelog import log_key
 from cfs.store.store import key_range
 from cfs.types import (
     LOCAL_BITS, LOCAL_MASK, VOLUME_ROOT_LOCAL, ChunkId, InodeId, LocalIno, Slot, make_ino,
-    volume_root,
+    slot_of, volume_root,
 )
 
 _ALL_HI = b"\xff" * 512
@@ -773,33 +773,47 @@ class _VolumeCheck:
         for prefix, group in groupby(rows, key=lambda row: bytes(row[0][:8])):
             parent = _local(prefix)
             done.add(parent)
-            order = {}
-            for key, name in group:
+            order: dict[int, tuple[bytes, int | None, int]] = {}
+            for key, raw in group:
                 if len(key) != 16:
                     self.add("corrupt-record", f"readdir-order key of {len(key)} bytes", parent)
                     continue
-                order[int.from_bytes(key[8:16], "big")] = bytes(name)
+                cookie = int.from_bytes(key[8:16], "big")
+                try:
+                    child, kind, name = decode_order(raw)
+                except CorruptRecord as exc:
+                    self.add("corrupt-record", f"readdir position {cookie} is damaged: {exc}", parent,
+                             fix=partial(_drop_damaged_order, self.ino(parent), cookie))
+                    continue
+                order[cookie] = (name, child, kind)
             self._compare_order(parent, order)
         for parent in self.entries:
             if parent not in done:
                 self._compare_order(parent, {})
 
-    def _compare_order(self, parent: int, order: dict[int, bytes]) -> None:
+    def _compare_order(self, parent: int, order: dict[int, tuple[bytes, int | None, int]]) -> None:
         if self._not_a_parent(parent):
             if parent not in self.stray_parents:
                 self._stray_parent(parent, _n(len(order), "readdir-order row"))
             return
         entries = self.entries.get(parent, {})
         ino = self.ino(parent)
-        for cookie, name in order.items():
+        for cookie, (name, _child, _kind) in order.items():
             entry = entries.get(name)
             if entry is None or entry[1] != cookie:
                 self.add("dir-order", f"readdir position {cookie} names {_show(name)!r}, which has "
                          "no entry at that position", parent, fix=partial(_drop_order, ino, cookie, name))
         for name, (child, cookie) in entries.items():
-            if child in self.inodes and order.get(cookie) != name:
+            if child not in self.inodes:
+                continue
+            held = order.get(cookie)
+            if held is None or held[0] != name:
                 self.add("dir-order", "entry has no readdir position: readdir does not list it",
                          parent, name, partial(_restore_order, ino, name), _Stage.ORDER)
+            elif held[1] is not None and (held[1] != child or self.inodes[child].fmt not in (0, held[2] << 12)):
+                self.add("dir-order", "readdir position describes another inode than the entry names: "
+                         "listings show the wrong number or type", parent, name,
+                         partial(_restore_order, ino, name), _Stage.ORDER)
         self._check_cookie(parent, max([*order, *(c for _ch, c in entries.values())], default=0))
 
     def _check_cookie(self, parent: int, top: int) -> None:
@@ -1054,33 +1068,55 @@ def _drop_entry(parent: InodeId, name: bytes, op: Op) -> bool:
         return True
     _child, cookie = decode_dirent(raw)
     op.delete(Table.DIRENTS, ino_name_key(parent, name))
-    if op.get(Table.DIRORDER, ino_u64_key(parent, cookie)) == name:
+    if _order_name(op, parent, cookie) == name:
         op.delete(Table.DIRORDER, ino_u64_key(parent, cookie))
     return True
 
 
+def _order_name(op: Op, parent: InodeId, cookie: int) -> bytes | None:
+    """The name the readdir row at ``cookie`` holds: None if there is none or it is damaged."""
+    raw = op.get(Table.DIRORDER, ino_u64_key(parent, cookie))
+    if raw is None:
+        return None
+    try:
+        return decode_order(raw)[2]
+    except CorruptRecord:
+        return None
+
+
 def _drop_order(parent: InodeId, cookie: int, name: bytes, op: Op) -> bool:
-    if op.get(Table.DIRORDER, ino_u64_key(parent, cookie)) == name:
+    if _order_name(op, parent, cookie) == name:
+        op.delete(Table.DIRORDER, ino_u64_key(parent, cookie))
+    return True
+
+
+def _drop_damaged_order(parent: InodeId, cookie: int, op: Op) -> bool:
+    raw = op.get(Table.DIRORDER, ino_u64_key(parent, cookie))
+    if raw is not None and _order_name(op, parent, cookie) is None:
         op.delete(Table.DIRORDER, ino_u64_key(parent, cookie))
     return True
 
 
 def _restore_order(parent: InodeId, name: bytes, op: Op) -> bool:
-    """Give an entry its readdir row: at its own cookie if free, else at a fresh one."""
+    """Give an entry its readdir row, describing its child rightly: at its own cookie if
+    free or its own, else at a fresh one. A child whose inode cannot be read gets a
+    name-only row (schema 1), which listings resolve through DIRENTS."""
     raw = op.get(Table.DIRENTS, ino_name_key(parent, name))
     if raw is None:
         return False
     child, cookie = decode_dirent(raw)
     held = op.get(Table.DIRORDER, ino_u64_key(parent, cookie))
-    if held == name:
-        return True
-    if held is not None:
+    if held is not None and _order_name(op, parent, cookie) not in (name, None):
         directory = inodes.load(op, parent)
         cookie = directory.next_cookie
         directory.next_cookie += 1
         inodes.save(op, parent, directory)
         op.put(Table.DIRENTS, ino_name_key(parent, name), encode_dirent(child, cookie))
-    op.put(Table.DIRORDER, ino_u64_key(parent, cookie), name)
+    try:
+        row = encode_order(child, inodes.load(op, make_ino(slot_of(parent), child)).mode, name)
+    except (NotFound, CorruptRecord):
+        row = name
+    op.put(Table.DIRORDER, ino_u64_key(parent, cookie), row)
     return True
 
 
@@ -1179,7 +1215,8 @@ def _link_lost(slot: Slot, local: int, is_dir: bool, op: Op) -> bool:
     while dirs.lookup(op, found, name) is not None:
         n += 1
         name = base + b"." + str(n).encode()
-    dirs.add(op, found, directory, name, make_ino(slot, LocalIno(local)))
+    child = make_ino(slot, LocalIno(local))
+    dirs.add(op, found, directory, name, child, inodes.load(op, child).mode)
     directory.nlink += int(is_dir)
     directory.mtime_ns = directory.ctime_ns = op.time_ns
     inodes.save(op, found, directory)
@@ -1196,7 +1233,7 @@ def _lost_found(op: Op, slot: Slot) -> InodeId | None:
     now = op.time_ns
     inodes.save(op, found, Inode(stat.S_IFDIR | 0o700, 0, 0, 2, atime_ns=now, mtime_ns=now, ctime_ns=now))
     root_inode = inodes.load(op, root)
-    dirs.add(op, root, root_inode, LOST_FOUND, found)
+    dirs.add(op, root, root_inode, LOST_FOUND, found, stat.S_IFDIR)
     root_inode.nlink += 1
     root_inode.mtime_ns = root_inode.ctime_ns = now
     inodes.save(op, root, root_inode)

@@ -9,6 +9,7 @@ that LMDB's byte-wise key order is numeric order.
 from __future__ import annotations
 
 import json
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -144,6 +145,34 @@ def decode_dirent(raw: bytes) -> tuple[LocalIno, int]:
         raise CorruptRecord(f"directory entry: bad length {len(raw)}")
     child, cookie = _DIRENT.unpack(raw)
     return LocalIno(child), cookie
+
+
+ORDER_HEAD = struct.Struct(">QB")
+"""The head of a readdir-order row: child (volume-local), file type (``S_IFMT`` >> 12)."""
+
+
+def encode_order(child: LocalIno, mode: int, name: bytes) -> bytes:
+    """A readdir-order row: the child's number and file type, then the entry's name.
+
+    A listing reads these rows alone: no DIRENTS lookup for the child, no inode load
+    for d_type. The file type of an inode never changes, and an entry that comes to
+    name another inode (rename over it) is written again. The value starts with a zero
+    byte (volume-local numbers have 40 bits), which no name does: rows written before
+    (schema 1: the name alone) are told apart by it.
+    """
+    return ORDER_HEAD.pack(child, stat.S_IFMT(mode) >> 12) + name
+
+
+def decode_order(raw: bytes) -> tuple[LocalIno | None, int, bytes]:
+    """(child, file type as in d_type, name); child None and type 0 for a schema-1 row."""
+    if raw[:1] != b"\0":
+        if not raw:
+            raise CorruptRecord("readdir-order row without a name")
+        return None, 0, raw
+    if len(raw) <= ORDER_HEAD.size:
+        raise CorruptRecord(f"readdir-order row: bad length {len(raw)}")
+    child, kind = ORDER_HEAD.unpack_from(raw)
+    return LocalIno(child), kind, raw[ORDER_HEAD.size:]
 
 
 # --- block maps ---------------------------------------------------------------------

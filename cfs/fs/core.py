@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import stat
 import time
+from typing import Iterator
 
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
@@ -381,7 +382,7 @@ class Filesystem:
                 inode.size = len(target)
                 op.put(Table.SYMLINKS, ino_key(child), target)
             inodes.save(op, child, inode)
-            dirs.add(op, parent, parent_inode, name, child)
+            dirs.add(op, parent, parent_inode, name, child, mode)
             if is_dir:
                 parent_inode.nlink += 1
             parent_inode.mtime_ns = parent_inode.ctime_ns = now
@@ -438,7 +439,7 @@ class Filesystem:
             inode.nlink += 1
             inode.ctime_ns = now
             inodes.save(op, ino, inode)
-            dirs.add(op, new_parent, parent_inode, new_name, ino)
+            dirs.add(op, new_parent, parent_inode, new_name, ino, inode.mode)
             parent_inode.mtime_ns = parent_inode.ctime_ns = now
             inodes.save(op, new_parent, parent_inode)
         self.lookups.add(ino)
@@ -538,7 +539,7 @@ class Filesystem:
                     dst_dir.nlink -= 1
                 self._drop_link(op, dst, dst_inode, now)
             dirs.remove(op, old_parent, old_name)
-            dirs.add(op, new_parent, dst_dir, new_name, src)
+            dirs.add(op, new_parent, dst_dir, new_name, src, src_inode.mode)
             if stat.S_ISDIR(src_inode.mode) and new_parent != old_parent:
                 src_dir.nlink -= 1
                 dst_dir.nlink += 1
@@ -569,8 +570,8 @@ class Filesystem:
         if src == dst:
             return
         dst_inode = inodes.load(op, dst)
-        dirs.replace_child(op, old_parent, old_name, dst)
-        dirs.replace_child(op, new_parent, new_name, src)
+        dirs.replace_child(op, old_parent, old_name, dst, dst_inode.mode)
+        dirs.replace_child(op, new_parent, new_name, src, src_inode.mode)
         if new_parent != old_parent:
             moved = int(stat.S_ISDIR(src_inode.mode)) - int(stat.S_ISDIR(dst_inode.mode))
             src_dir.nlink -= moved
@@ -609,22 +610,26 @@ class Filesystem:
             self._mark_atime(ino, directory)
         return entries
 
-    def readdir_names(self, ino: InodeId, after_cookie: int,
-                      limit: int = 384) -> list[tuple[bytes, InodeId, int, int]]:
-        """(name, child, mode, cookie) of up to ``limit`` entries after ``after_cookie``.
+    def readdir_names(self, ino: InodeId, after_cookie: int) -> Iterator[tuple[bytes, InodeId, int, int]]:
+        """(name, child, file type, cookie) of the entries after ``after_cookie``; the file
+        type is the ``S_IFMT`` bits of the child's mode.
 
-        What plain readdir needs (d_ino, d_type): no attributes, so no lookup for the
-        kernel to hold. A FUSE reply of such entries still uses the readdirplus layout,
-        so it holds as many as ``readdir``'s.
+        What plain readdir needs (d_ino, d_type), from the readdir-order rows alone: no
+        attributes, so no lookup for the kernel to hold. An iterator over the current
+        batch, so that the caller reads only the entries the kernel's buffer takes: take
+        them without awaiting in between (a commit or a change would end the batch or
+        move rows under the cursor). The directory is checked and its atime marked
+        before this returns.
         """
         if ino == NODE_ROOT:
-            return [(name, attr.ino, attr.mode, cookie) for name, attr, cookie in self._list_volumes(after_cookie)]
+            return iter([(name, attr.ino, stat.S_IFDIR, cookie)
+                         for name, attr, cookie in self._list_volumes(after_cookie)])
         view = self.store.view()
         directory = self._dir(view, ino)
-        entries = dirs.typed_entries(view, ino, after_cookie, limit)
         if after_cookie == 0:
             self._mark_atime(ino, directory)
-        return entries
+            view = self.store.view()
+        return dirs.typed_entries(view, ino, after_cookie)
 
     def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
         """The node root's entries: a volume's cookie is its slot, so they go in slot order."""

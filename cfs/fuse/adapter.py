@@ -54,8 +54,8 @@ MAX_ADVISED = 4096
 forgotten one gets its next listing reply without attributes, nothing else)."""
 
 LISTING_STEP = 64
-"""Entries read from the store at a time for a listing reply (which holds ~200 with
-attributes, more names only)."""
+"""Entries with attributes read from the store at a time for a listing reply (which
+holds ~200 short names): each read ends its operation before the kernel gets them."""
 
 MAX_FETCHES = 4096
 """Chunks one operation may fetch from replicas before it gives up (a 256 MiB read of 64 KiB blocks)."""
@@ -328,22 +328,19 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """Entries from ``start_id`` on until the kernel's buffer is full, read from the
-        store ``LISTING_STEP`` at a time so that little is read for nothing. Names only,
-        or names with attributes: see cfs.fuse.names."""
+        """Entries from ``start_id`` on until the kernel's buffer is full. Names only
+        (read one by one as the buffer takes them), or names with attributes (read
+        ``LISTING_STEP`` at a time): see cfs.fuse.names."""
         directory = InodeId(fh)
         if start_id == 0:
             self._looked_into.discard(fh)
         cookie = start_id
         if self._name_only is not None and start_id != 0 and fh not in self._looked_into:
             name_only = self._name_only
-            while True:
-                names = self.fs.readdir_names(directory, cookie, LISTING_STEP)
-                for name, child, mode, cookie in names:
-                    if not pyfuse3.readdir_reply(token, name, name_only(child, mode), cookie):
-                        return
-                if len(names) < LISTING_STEP:
+            for name, child, kind, cookie in self.fs.readdir_names(directory, start_id):
+                if not pyfuse3.readdir_reply(token, name, name_only(child, kind), cookie):
                     return
+            return
         while True:
             entries = self.fs.readdir(directory, cookie, LISTING_STEP)
             for name, attr, cookie in entries:

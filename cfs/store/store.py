@@ -53,7 +53,7 @@ from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64, usage_delta
 from cfs.store import changelog, residency
 from cfs.store.chunkcache import ChunkCache
 from cfs.errors import CorruptRecord, NoSpace, ReadOnly
-from cfs.store.tables import PER_VOLUME, SCHEMA_VERSION, Table
+from cfs.store.tables import PER_VOLUME, SCHEMA_VERSION, UPGRADABLE_SCHEMAS, Table
 from cfs.types import LOCAL_MASK, Slot
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,10 @@ class Store:
                 op.put(Table.META, b"schema", pack_u64(SCHEMA_VERSION))
                 op.put(Table.META, b"node_id", uuid.uuid4().bytes)
                 op.put(Table.META, b"next_slot", pack_u64(1))
+            elif int.from_bytes(raw, "big") in UPGRADABLE_SCHEMAS:
+                log.info("store at %s: schema %d marked %d (its rows are read as they are)",
+                         self.path, int.from_bytes(raw, "big"), SCHEMA_VERSION)
+                op.put(Table.META, b"schema", pack_u64(SCHEMA_VERSION))
             elif int.from_bytes(raw, "big") != SCHEMA_VERSION:
                 raise CorruptRecord(
                     f"store at {self.path} has schema {int.from_bytes(raw, 'big')}, "

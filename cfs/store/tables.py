@@ -45,4 +45,9 @@ PER_VOLUME = frozenset(t for t in Table if t.value < 20)
 costs ~0.8 us, and a changing operation asks for every row it writes)."""
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: readdir-order rows hold the child's number and type before the name
+(``codec.encode_order``). A store of schema 1 is taken as it is and marked 2: its rows
+(the name alone) are still read, and new ones are written in the new layout."""
+
+UPGRADABLE_SCHEMAS = frozenset({1})

@@ -19,9 +19,9 @@ import pytest
 from cfs import check
 from cfs.codec import (
     CHUNK_HEADER, Inode, VolumeState, decode_block, decode_chunkref, decode_dirent,
-    encode_block, encode_chunkref, ino_key, ino_name_key, ino_u64_key, pack_u64,
+    encode_block, encode_chunkref, encode_order, ino_key, ino_name_key, ino_u64_key, pack_u64,
 )
-from cfs.errors import Corrupted, VolumeNotFound
+from cfs.errors import Corrupted, CorruptRecord, VolumeNotFound
 from cfs.fs import Caller, Filesystem, SetAttr
 from cfs.hashing import chunk_id
 from cfs.store import Store, Table, changelog
@@ -432,6 +432,50 @@ def test_readdir_order_rows_missing_and_stray(tree: Tree) -> None:
     assert raw_get(tree.store, Table.DIRORDER, ino_u64_key(d, 99)) is None
     tree.fs.forget(tree.fs.create(d, b"later", 0o644, ROOT).ino, 1)  # takes a cookie above 99
     assert sorted(tree.names(d)) == [b"later", b"small", b"sub"]
+    assert check.check(tree.store).clean
+
+
+def test_readdir_order_row_describing_another_inode(tree: Tree) -> None:
+    """A listing reads child and type from the order row alone: one naming the wrong
+    inode is found and written again from the entry."""
+    d = tree.ino["/dir"]
+    small, cookie = decode_dirent(raw_get(tree.store, Table.DIRENTS, ino_name_key(d, b"small")))
+    sub = local_of(tree.ino["/dir/sub"])
+    raw_put(tree.store, Table.DIRORDER, ino_u64_key(d, cookie), encode_order(sub, stat.S_IFDIR, b"small"))
+    listed = {name: (child, kind) for name, child, kind, _c in tree.fs.readdir_names(d, 0)}
+    assert listed[b"small"] == (tree.ino["/dir/sub"], stat.S_IFDIR)
+
+    report = check.check(tree.store)
+    assert report.kinds() == {"dir-order"}
+    assert {p.path for p in report.problems} == {"/dir/small"}
+    repair_then_clean(tree.store, {"dir-order"})
+    assert raw_get(tree.store, Table.DIRORDER, ino_u64_key(d, cookie)) == encode_order(
+        small, stat.S_IFREG, b"small")
+
+
+def test_damaged_readdir_order_row_is_replaced(tree: Tree) -> None:
+    d = tree.ino["/dir"]
+    _child, cookie = decode_dirent(raw_get(tree.store, Table.DIRENTS, ino_name_key(d, b"small")))
+    raw_put(tree.store, Table.DIRORDER, ino_u64_key(d, cookie), b"\0\0\0")
+    with pytest.raises(CorruptRecord):
+        tree.names(d)
+
+    report = check.check(tree.store)
+    assert sorted(p.kind for p in report.problems) == ["corrupt-record", "dir-order"]
+    repair_then_clean(tree.store, {"corrupt-record", "dir-order"})
+    assert sorted(tree.names(d)) == [b"small", b"sub"]
+
+
+def test_readdir_order_rows_of_schema_1_are_listed_and_clean(tree: Tree) -> None:
+    """Rows written before the child and type were kept in them hold the name alone."""
+    d = tree.ino["/dir"]
+    for name in (b"small", b"sub"):
+        _child, cookie = decode_dirent(raw_get(tree.store, Table.DIRENTS, ino_name_key(d, name)))
+        raw_put(tree.store, Table.DIRORDER, ino_u64_key(d, cookie), name)
+    listed = list(tree.fs.readdir_names(d, 0))
+    assert [(name, child, kind) for name, child, kind, _c in listed] == [
+        (b"sub", tree.ino["/dir/sub"], stat.S_IFDIR), (b"small", tree.ino["/dir/small"], stat.S_IFREG)]
+    assert [name for name, _a, _c in tree.fs.readdir(d, 0)] == [b"sub", b"small"]
     assert check.check(tree.store).clean
 
 

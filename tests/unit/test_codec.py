@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import stat
 
 import pytest
 from hypothesis import given
@@ -60,6 +61,28 @@ def test_change_round_trip(time_ns: int, change_rows: list[tuple[int, int, bytes
 @given(u64, u64)
 def test_dirent_round_trip(child: int, cookie: int) -> None:
     assert codec.decode_dirent(codec.encode_dirent(LocalIno(child), cookie)) == (child, cookie)
+
+
+file_names = st.binary(min_size=1, max_size=255).filter(lambda n: b"\0" not in n and b"/" not in n)
+file_types = st.sampled_from([stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK,
+                              stat.S_IFCHR, stat.S_IFBLK])
+
+
+@given(st.integers(0, 2**40 - 1), file_types, st.integers(0, 0o7777), file_names)
+def test_order_row_round_trip(child: int, kind: int, permissions: int, name: bytes) -> None:
+    row = codec.encode_order(LocalIno(child), kind | permissions, name)
+    assert codec.decode_order(row) == (child, kind >> 12, name)
+
+
+@given(file_names)
+def test_order_row_of_schema_1_is_the_name(name: bytes) -> None:
+    assert codec.decode_order(name) == (None, 0, name)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\0", b"\0" * 9])
+def test_damaged_order_row_is_refused(raw: bytes) -> None:
+    with pytest.raises(CorruptRecord):
+        codec.decode_order(raw)
 
 
 @given(st.binary(min_size=16, max_size=16), u32)

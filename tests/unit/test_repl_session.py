@@ -211,10 +211,11 @@ def _hello_frame(**changes: object) -> bytes:
     return FrameHeader(HELLO, 0, len(payload)).encode() + payload
 
 
-def test_version_mismatch() -> None:
+@pytest.mark.parametrize("version", [wire.PROTOCOL_VERSION - 1, wire.PROTOCOL_VERSION + 1])
+def test_version_mismatch(version: int) -> None:
     a = Session("initiator", A_ID, SECRET)
-    a.receive_data(_hello_frame(version=2))
-    rejected(a, "protocol version 2")
+    a.receive_data(_hello_frame(version=version))
+    rejected(a, f"protocol version {version}")
 
 
 def test_peer_limit_below_minimum() -> None:

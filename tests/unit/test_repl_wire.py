@@ -308,8 +308,11 @@ def test_bad_ids_and_ranges_are_caller_errors() -> None:
 def test_hello_checks() -> None:
     hello = Hello(NodeId(bytes(16)), bytes(32), 2**20, "prod")
     raw = hello.encode()
-    with pytest.raises(ProtocolError, match="version 2"):
-        Hello.decode(b"\0\2" + raw[2:])
+    other = wire.PROTOCOL_VERSION + 1
+    with pytest.raises(ProtocolError, match=f"version {other}"):
+        Hello.decode(other.to_bytes(2, "big") + raw[2:])
+    with pytest.raises(ProtocolError, match="version 1"):  # before readdir rows held child and type
+        Hello.decode(b"\0\1" + raw[2:])
     with pytest.raises(ValueError):
         Hello(NodeId(bytes(16)), bytes(32), 2**20, "x" * 256).encode()
     with pytest.raises(ValueError):

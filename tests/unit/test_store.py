@@ -17,6 +17,7 @@ from cfs.codec import ROW_DELETE, ROW_PUT, Inode, VolumeState, ino_key, pack_u64
 from cfs.errors import CorruptRecord, FsError, LogTrimmed, NoSpace
 from cfs.fs import Attr, Filesystem, SetAttr
 from cfs.store import Store, StoreConfig, Table, catalog, changelog, replica
+from cfs.store.tables import SCHEMA_VERSION
 from cfs.types import LOCAL_MASK, InodeId, Slot, make_ino
 
 from unit_support import (
@@ -141,6 +142,19 @@ def test_schema_of_another_version_is_refused(store_path: Path) -> None:
     store.close()
     with pytest.raises(CorruptRecord):
         Store(store_path)
+
+
+def test_schema_1_is_taken_and_marked_2(store_path: Path) -> None:
+    """Schema 1 differs only in readdir-order rows, which are read in both layouts."""
+    store = Store(store_path)
+    with store.op() as op:
+        op.put(Table.META, b"schema", pack_u64(1))
+    store.close()
+    store = Store(store_path)
+    try:
+        assert store.view().get(Table.META, b"schema") == pack_u64(SCHEMA_VERSION) == pack_u64(2)
+    finally:
+        store.close()
 
 
 CHILD = textwrap.dedent("""
