@@ -336,10 +336,7 @@ class Operations(pyfuse3.Operations):
             self._looked_into.discard(fh)
         cookie = start_id
         if self._name_only is not None and start_id != 0 and fh not in self._looked_into:
-            name_only = self._name_only
-            for name, child, kind, cookie in self.fs.readdir_names(directory, start_id):
-                if not pyfuse3.readdir_reply(token, name, name_only(child, kind), cookie):
-                    return
+            self._name_only.reply(token, self.fs.readdir_names(directory, start_id))
             return
         while True:
             entries = self.fs.readdir(directory, cookie, LISTING_STEP)
