@@ -55,7 +55,7 @@ forgotten one gets its next listing reply without attributes, nothing else)."""
 
 LISTING_STEP = 64
 """Entries with attributes read from the store at a time for a listing reply (which
-holds ~200 short names): each read ends its operation before the kernel gets them."""
+holds a few hundred short names), so that at most this many are read for nothing."""
 
 MAX_FETCHES = 4096
 """Chunks one operation may fetch from replicas before it gives up (a 256 MiB read of 64 KiB blocks)."""

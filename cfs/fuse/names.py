@@ -20,10 +20,11 @@ then ``generation``), and checked by reading ``st_ino`` back as 0 while the mark
 is still found at ``attr.st_ino``. If anything is not as expected, ``NameOnlyEntries.
 create`` returns None and every listing stays READDIRPLUS.
 
-Which requests get names only follows the kernel's own ``READDIRPLUS_AUTO`` rule
-(``fuse_use_readdirplus``): the first reply of a listing has attributes, and a later
-one has them when a lookup in that directory came in since the last reply (a program
-that stats what it lists, ``ls -l``).
+Which replies get names only follows the kernel's own ``READDIRPLUS_AUTO`` rule
+(``fuse_use_readdirplus``), a little more eagerly: the first reply of a listing has
+attributes, and so does every later one once a lookup in that directory came in since
+the listing began (a program that stats what it lists, ``ls -l``; the kernel's rule
+would alternate, since the entries of a reply with attributes need no lookup).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class NameOnlyEntries:
                 return
 
     def __call__(self, ino: int, mode: int) -> pyfuse3.EntryAttributes:
-        """The shared entry, set to ``ino`` and ``mode`` (with node id 0)."""
+        """The shared entry, set to ``ino`` and ``mode`` (with node id 0): one entry at a
+        time, where ``reply`` does the same inline for a whole listing."""
         entry = self._entry
         entry.st_ino = ino
         entry.st_mode = mode
