@@ -287,7 +287,7 @@ class Store:
         self._last_space_check = now
         self._bytes_since_check = 0
         disk_free = self._disk_free() - self.pending_bytes - expect_bytes
-        free = disk_free + self.free_pages() * self.page_size()
+        in_map = self.free_pages() * self.page_size()
         reserve = self.reserve_bytes()
         self._headroom = disk_free + expect_bytes - reserve - self.config.commit_bytes
         was_low = self.low_space
@@ -298,8 +298,15 @@ class Store:
         if self.low_space and not was_low:
             log.warning("store disk nearly full (%d MiB free): committing every operation", disk_free // MiB)
             self.commit()
-        if adds_data and free + expect_bytes < reserve:
-            raise NoSpace(f"store disk full: {max(free, 0) // MiB} MiB free, {reserve // MiB} MiB reserved for deletes")
+        # The reserve has to hold wherever the new data lands. LMDB grows the file when its
+        # free pages are not reusable yet or not contiguous enough for a chunk, so counting
+        # them with the disk's let a fill eat the disk's reserve and then a delete, whose
+        # copied B-tree pages need room too, failed with ENOSPC. An operation that adds data
+        # runs if the disk keeps the reserve even when all of it goes to the disk, or if the
+        # map's free pages can take all of it and still hold the reserve.
+        if adds_data and disk_free < reserve and in_map - self.pending_bytes - expect_bytes < reserve:
+            raise NoSpace(f"store disk full: {max(disk_free, 0) // MiB} MiB free on the disk and "
+                          f"{in_map // MiB} MiB inside the store, {reserve // MiB} MiB reserved for deletes")
 
     def _grow_map_if_needed(self) -> None:
         if self._readers:
