@@ -1092,8 +1092,11 @@ def _drop_order(parent: InodeId, cookie: int, name: bytes, op: Op) -> bool:
 
 def _drop_damaged_order(parent: InodeId, cookie: int, op: Op) -> bool:
     raw = op.get(Table.DIRORDER, ino_u64_key(parent, cookie))
-    if raw is not None and _order_name(op, parent, cookie) is None:
-        op.delete(Table.DIRORDER, ino_u64_key(parent, cookie))
+    if raw is not None:
+        try:
+            decode_order(raw)
+        except CorruptRecord:
+            op.delete(Table.DIRORDER, ino_u64_key(parent, cookie))
     return True
 
 
@@ -1105,8 +1108,8 @@ def _restore_order(parent: InodeId, name: bytes, op: Op) -> bool:
     if raw is None:
         return False
     child, cookie = decode_dirent(raw)
-    held = op.get(Table.DIRORDER, ino_u64_key(parent, cookie))
-    if held is not None and _order_name(op, parent, cookie) not in (name, None):
+    held = _order_name(op, parent, cookie)  # None: no row, or a damaged one to write over
+    if held is not None and held != name:
         directory = inodes.load(op, parent)
         cookie = directory.next_cookie
         directory.next_cookie += 1

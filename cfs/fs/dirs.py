@@ -12,7 +12,7 @@ import stat
 from typing import Iterator
 
 from cfs.codec import (ORDER_HEAD, U64X2, Inode, decode_dirent, decode_order, encode_dirent, encode_order,
-                       ino_name_key, ino_u64_key, inode_mode, pack_u64)
+                       ino_key, ino_name_key, ino_u64_key, inode_mode, pack_u64)
 from cfs.errors import NotFound
 from cfs.store import Op, Table, View
 from cfs.types import InodeId, LocalIno, local_of, make_ino, slot_of
@@ -106,7 +106,7 @@ def _entry_of(view: View, directory: InodeId, row: bytes) -> tuple[bytes, InodeI
     child = lookup(view, directory, name)
     if child is None:
         return name, None, 0
-    raw = view.get(Table.INODES, pack_u64(child))
+    raw = view.get(Table.INODES, ino_key(child))
     if raw is None:
         raise NotFound(f"inode {child} does not exist")
     return name, child, stat.S_IFMT(inode_mode(raw))

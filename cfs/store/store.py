@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import lmdb
 
@@ -122,18 +121,17 @@ class Store:
     def _check_schema(self) -> None:
         with self.op() as op:
             raw = op.get(Table.META, b"schema")
-            if raw is None:
+            schema = None if raw is None else int.from_bytes(raw, "big")
+            if schema is None:
                 op.put(Table.META, b"schema", pack_u64(SCHEMA_VERSION))
                 op.put(Table.META, b"node_id", uuid.uuid4().bytes)
                 op.put(Table.META, b"next_slot", pack_u64(1))
-            elif int.from_bytes(raw, "big") in UPGRADABLE_SCHEMAS:
+            elif schema in UPGRADABLE_SCHEMAS:
                 log.info("store at %s: schema %d marked %d (its rows are read as they are)",
-                         self.path, int.from_bytes(raw, "big"), SCHEMA_VERSION)
+                         self.path, schema, SCHEMA_VERSION)
                 op.put(Table.META, b"schema", pack_u64(SCHEMA_VERSION))
-            elif int.from_bytes(raw, "big") != SCHEMA_VERSION:
-                raise CorruptRecord(
-                    f"store at {self.path} has schema {int.from_bytes(raw, 'big')}, "
-                    f"this cfs reads schema {SCHEMA_VERSION}")
+            elif schema != SCHEMA_VERSION:
+                raise CorruptRecord(f"store at {self.path} has schema {schema}, this cfs reads schema {SCHEMA_VERSION}")
         self.commit()
 
     def close(self) -> None:
@@ -359,10 +357,6 @@ class View:
 
     def get(self, table: Table, key: bytes) -> bytes | None:
         return self.txn.get(key, db=self.store.dbs[table])
-
-    def getter(self, table: Table) -> Callable[[bytes], bytes | None]:
-        """``get`` of one table as a bound call, for loops that read a row per item."""
-        return functools.partial(self.txn.get, db=self.store.dbs[table])
 
     def cursor(self, table: Table) -> lmdb.Cursor:
         return self.txn.cursor(db=self.store.dbs[table])
