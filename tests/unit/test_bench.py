@@ -129,6 +129,33 @@ def test_table_and_json_show_every_target_and_the_ratio() -> None:
     json.dumps(doc)
 
 
+def test_rounds_report_medians_and_the_spread_of_the_ratios() -> None:
+    r = Report({"command": "cfs bench --rounds 3"})
+    figures = {1: (400.0, 100.0), 2: (200.0, 180.0), 3: (300.0, 240.0)}  # bindfs, cfs per round
+    for n, (theirs, mine) in figures.items():
+        r.add_target(TargetSummary("bindfs", "the bindfs", round=n))
+        r.add_target(TargetSummary("cfs", "the cfs", round=n))
+        r.add("bindfs", Row("seqwrite", "MiB/s", "MiB/s", theirs, round=n))
+        r.add("cfs", Row("seqwrite", "MiB/s", "MiB/s", mine, daemon_cpu=float(n), round=n))
+    r.add("bindfs", Row("untar", "seconds", "s", 2.0, higher_is_better=False, round=1))
+    r.add("cfs", Row("untar", "seconds", "s", 8.0, higher_is_better=False, round=2))  # never the same round
+    key = ("seqwrite", "MiB/s")
+    assert r.target_names() == ["bindfs", "cfs"]
+    assert r.find("cfs", key).value == 180.0 and r.find("cfs", key).daemon_cpu == 2.0  # the median round's costs
+    assert r.ratios(key, "bindfs") == pytest.approx([0.25, 0.9, 0.8])
+    assert r.ratio(key, "bindfs") == pytest.approx(0.8)  # not 180 / 300, a ratio across rounds
+    assert r.ratio(("untar", "seconds"), "bindfs") is None
+    lines = r.table().splitlines()
+    assert lines[0].split()[:6] == ["job", "metric", "bindfs", "cfs", "cfs/bindfs", "range"]
+    seq = next(line for line in lines if line.startswith("seqwrite"))
+    assert seq.split()[:6] == ["seqwrite", "MiB/s", "300.0", "180.0", "0.80", "0.25-0.90"]
+    assert any(line.startswith("3 rounds:") for line in lines)
+    assert any(line.startswith("cfs (round 2):") for line in lines)
+    entry = next(e for e in r.to_json()["results"] if e["job"] == "seqwrite")
+    assert entry["rounds"] == {"bindfs": [400.0, 200.0, 300.0], "cfs": [100.0, 180.0, 240.0]}
+    assert entry["round_ratios"] == {"cfs/bindfs": [0.25, 0.9, 0.8]}
+
+
 def test_only_selects_jobs_and_groups_in_run_order() -> None:
     jobs = runner.registry(Plan.quick())
     assert [j.name for j in runner.select(jobs, ["meta", "seqread"])] == ["seqread", "metadata", "bigdir"]
@@ -168,3 +195,17 @@ def test_quick_suite_on_tmpfs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert {"seqwrite", "seqread", "randread", "randwrite", "verify", "untar", "dedup-copy2", "overwrite-4k",
             "meta-create", "meta-stat", "meta-readdir", "meta-rename", "meta-unlink", "bigdir-readdir"} <= jobs
     assert "seqwrite" in capsys.readouterr().out
+
+
+def test_rounds_run_every_target_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = tmp_path / "bench.json"
+    status = cli.main(["bench", "--quick", "--targets", "disk", "--rounds", "2", "--only", "seqwrite,metadata",
+                       "--dir", str(tmp_path / "run"), "--save", str(saved), "--no-drop-caches"])
+    assert status == 0, capsys.readouterr().err
+    doc = json.loads(saved.read_text())
+    assert [(t["name"], t["round"]) for t in doc["targets"]] == [("disk", 1), ("disk", 2)]
+    create = next(e for e in doc["results"] if e["job"] == "meta-create")
+    assert len(create["rounds"]["disk"]) == 2 and all(v > 0 for v in create["rounds"]["disk"])
+    assert sorted(create["rounds"]["disk"])[0] == create["values"]["disk"]  # the lower middle of two
+    assert "2 rounds:" in capsys.readouterr().out
+    assert cli.main(["bench", "--rounds", "0"]) == 1

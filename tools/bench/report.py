@@ -6,10 +6,17 @@ the ratio cfs / C FUSE for each C FUSE target that ran, and what the cfs daemon 
 on the job (CPU seconds, peak RSS). Ratios are oriented so that 1.0 means "as good as
 C FUSE" and more is better, whichever way the figure runs (for a time, the ratio is
 C time / cfs time).
+
+A run of several rounds (``cfs bench --rounds N``) runs every target once per round, the
+targets taking turns, so that a slow phase of a shared machine falls on all of them
+rather than on one. Then each figure shown is the median over the rounds, and each ratio
+the median of the rounds' own ratios (each taken between runs minutes apart), with
+their range beside it: the spread says how far one run can be trusted.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -38,6 +45,8 @@ class Row:
     daemon_anon: int | None = None
     """The daemon's peak anonymous RSS during the job (its own memory, sampled), bytes."""
     detail: dict[str, Any] = field(default_factory=dict)
+    round: int = 1
+    """Which round of the run measured it (``--rounds``)."""
 
 
 @dataclass
@@ -51,6 +60,7 @@ class TargetSummary:
     daemon_peak_rss: int | None = None
     daemon_peak_anon: int | None = None
     error: str | None = None
+    round: int = 1
 
 
 class Report:
@@ -78,26 +88,43 @@ class Report:
                 seen.setdefault((row.job, row.metric), None)
         return list(seen)
 
+    def measured(self, target: str, key: tuple[str, str]) -> list[Row]:
+        """The target's rows of ``key``, one per round that measured it."""
+        return [row for row in self.rows.get(target, []) if (row.job, row.metric) == key]
+
     def find(self, target: str, key: tuple[str, str]) -> Row | None:
-        for row in self.rows.get(target, []):
-            if (row.job, row.metric) == key:
-                return row
-        return None
+        """The row of ``key``; over several rounds, the one with the median value (the
+        lower of the middle two for an even count), with that round's costs."""
+        rows = sorted(self.measured(target, key), key=lambda row: row.value)
+        return rows[(len(rows) - 1) // 2] if rows else None
+
+    def rounds(self) -> int:
+        return max((t.round for t in self.targets), default=1)
 
     def target_names(self) -> list[str]:
-        return [t.name for t in self.targets]
+        return list(dict.fromkeys(t.name for t in self.targets))
 
     def references(self) -> list[str]:
         """The C FUSE targets of this run, the ratio denominators."""
         return [name for name in self.target_names() if name in C_FUSE]
 
     def ratio(self, key: tuple[str, str], reference: str) -> float | None:
-        mine, theirs = self.find(CFS, key), self.find(reference, key)
-        if mine is None or theirs is None or not mine.value or not theirs.value:
-            return None
-        if not mine.higher_is_better and mine.unit in ("%", "MiB"):
-            return None  # sizes, not speeds: no meaningful ratio
-        return mine.value / theirs.value if mine.higher_is_better else theirs.value / mine.value
+        """cfs against ``reference``: the median of the rounds' ratios."""
+        ratios = self.ratios(key, reference)
+        return statistics.median(ratios) if ratios else None
+
+    def ratios(self, key: tuple[str, str], reference: str) -> list[float]:
+        """The ratio of each round in which both cfs and ``reference`` measured ``key``."""
+        rows = self.measured(CFS, key)
+        if rows and not rows[0].higher_is_better and rows[0].unit in ("%", "MiB"):
+            return []  # sizes, not speeds: no meaningful ratio
+        theirs = {row.round: row for row in self.measured(reference, key)}
+        out = []
+        for mine in rows:
+            other = theirs.get(mine.round)
+            if other is not None and mine.value and other.value:
+                out.append(mine.value / other.value if mine.higher_is_better else other.value / mine.value)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         combined = []
@@ -124,6 +151,11 @@ class Report:
                 r = self.ratio(key, reference)
                 if r is not None:
                     entry["ratios"][f"{CFS}/{reference}"] = round(r, 3)
+            if self.rounds() > 1:
+                entry["rounds"] = {name: [row.value for row in self.measured(name, key)]
+                                   for name in self.target_names() if self.measured(name, key)}
+                entry["round_ratios"] = {f"{CFS}/{reference}": [round(r, 3) for r in self.ratios(key, reference)]
+                                         for reference in self.references() if self.ratios(key, reference)}
             combined.append(entry)
         return {"meta": self.meta, "targets": [asdict(t) for t in self.targets], "results": combined}
 
@@ -131,7 +163,9 @@ class Report:
         names = self.target_names()
         refs = self.references() if CFS in names else []
         daemon = [f"{CFS} CPU s", f"{CFS} anon MiB", f"{CFS} RSS MiB"] if CFS in names else []
-        header = ["job", "metric", *names, *[f"cfs/{_short(r)}" for r in refs], *daemon]
+        spread = self.rounds() > 1
+        ratio_columns = [c for r in refs for c in (f"cfs/{_short(r)}", *(["range"] if spread else []))]
+        header = ["job", "metric", *names, *ratio_columns, *daemon]
         lines: list[list[str]] = [header]
         for key in self.keys():
             cells = [key[0], key[1]]
@@ -141,6 +175,9 @@ class Report:
             for reference in refs:
                 r = self.ratio(key, reference)
                 cells.append(f"{r:.2f}" if r is not None else "-")
+                if spread:
+                    each = self.ratios(key, reference)
+                    cells.append(f"{min(each):.2f}-{max(each):.2f}" if each else "-")
             if daemon:
                 mine = self.find(CFS, key)
                 cells.append(f"{mine.daemon_cpu:.1f}" if mine and mine.daemon_cpu is not None else "-")
@@ -154,12 +191,16 @@ class Report:
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
         out.append("")
+        if spread:
+            out.append(f"{self.rounds()} rounds: each figure is the median of the rounds, each ratio the median "
+                       "of the rounds' own ratios, with their range")
         out.extend(self._summary_lines())
         return "\n".join(out)
 
     def _summary_lines(self) -> Iterable[str]:
+        spread = self.rounds() > 1
         for t in self.targets:
-            parts = [f"{t.name}: {t.description}; {t.seconds:.0f} s"]
+            parts = [f"{t.name}{f' (round {t.round})' if spread else ''}: {t.description}; {t.seconds:.0f} s"]
             if t.daemon_cpu is not None:
                 parts.append(f"daemon CPU {t.daemon_cpu:.1f} s")
             if t.daemon_peak_rss is not None:

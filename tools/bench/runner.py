@@ -3,6 +3,8 @@
 The run lives in a fresh directory on the real disk (``--dir``, default /var/tmp); every
 target gets a part of it, is started, runs the selected jobs in order, and is stopped
 and removed before the next one starts, so the targets never compete for the machine.
+With ``--rounds N`` the targets take turns N times, each time started afresh, and the
+report shows medians and the spread of the ratios (``tools/bench/report.py``).
 
 Resource handling: each target's daemons and mounts are stopped by PID in a
 ``finally`` (also on SIGINT and SIGTERM, both turned into ``KeyboardInterrupt``),
@@ -140,6 +142,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfs-source", type=Path, default=None, metavar="DIR",
                         help="run the cfs daemon from this source tree (e.g. another commit's checkout)")
     parser.add_argument("--block-size", type=int, default=None, help="block size of the cfs volume")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run the targets in turn N times and report medians, with the range of the "
+                             "ratios (default 1; 3 or more on a machine whose speed varies)")
     parser.add_argument("--save", type=Path, default=None, metavar="FILE", help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (for inspection)")
     parser.add_argument("--no-drop-caches", action="store_true",
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        if not 1 <= args.rounds <= 20:
+            raise procs.BenchError("--rounds must be between 1 and 20")
         self.plan = (Plan.quick if args.quick else Plan.full)(args.size, args.big_size)
         self.jobs = select(registry(self.plan), args.only)
         self.target_names = self._target_names()
@@ -181,6 +188,7 @@ class Bench:
         self.is_root = os.geteuid() == 0
         self.drop_caches = self.is_root and not args.no_drop_caches
         self.failures: list[dict[str, str]] = []
+        self.round = 1
 
     def _target_names(self) -> list[str]:
         if self.args.targets:
@@ -206,8 +214,11 @@ class Bench:
             inputs = base / "inputs"
             inputs.mkdir()
             tree = self._inputs(inputs)
-            for name in self.target_names:
-                self._run_target(self._make_target(name, base / name), inputs, tree, report)
+            for round_ in range(1, self.args.rounds + 1):
+                self.round = round_
+                for name in self.target_names:
+                    where = base / (name if self.args.rounds == 1 else f"{name}-{self.round}")
+                    self._run_target(self._make_target(name, where), inputs, tree, report)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -224,7 +235,8 @@ class Bench:
         else:
             print(report.table())
             for failure in self.failures:
-                print(f"FAILED {failure['target']} {failure['job']}: {failure['error']}")
+                when = f" (round {failure['round']})" if "round" in failure else ""
+                print(f"FAILED {failure['target']} {failure['job']}{when}: {failure['error']}")
         return 1 if self.failures else 0
 
     def _preflight(self) -> None:
@@ -256,7 +268,7 @@ class Bench:
                    volume_options=options)
 
     def _run_target(self, target: Target, inputs: Path, tree: dict[str, int], report: Report) -> None:
-        summary = TargetSummary(target.name, target.description)
+        summary = TargetSummary(target.name, target.description, round=self.round)
         report.add_target(summary)
         started = time.monotonic()
         peak = peak_anon = 0
@@ -275,6 +287,7 @@ class Bench:
                 if not target.alive():
                     raise procs.BenchError("the target's daemon is gone")
                 for row in self._run_job(ctx, job):
+                    row.round = self.round
                     report.add(target.name, row)
                     peak = max(peak, row.daemon_rss or 0)
                     peak_anon = max(peak_anon, row.daemon_anon or 0)
@@ -285,7 +298,7 @@ class Bench:
                 summary.daemon_peak_anon = peak_anon
         except procs.BenchError as exc:
             summary.error = str(exc)
-            self.failures.append({"target": target.name, "job": "-", "error": str(exc)})
+            self._failed(target.name, "-", str(exc))
             _say(f"[{target.name}] FAILED: {exc}")
             if isinstance(target, Cfs) and target.log_tail().strip():
                 _say("the daemon's log ends with:\n" + target.log_tail())
@@ -295,12 +308,16 @@ class Bench:
             if not self.args.keep:
                 target.clean()
 
+    def _failed(self, target: str, job: str, error: str) -> None:
+        self.failures.append({"target": target, "job": job, "error": error,
+                              **({"round": str(self.round)} if self.args.rounds > 1 else {})})
+
     def _run_job(self, ctx: Context, job: Job) -> Iterator[Row]:
         name = ctx.target.name
         try:
             rows = job.run(ctx)
         except (procs.BenchError, fio_jobs.FioError, OSError, subprocess.TimeoutExpired) as exc:
-            self.failures.append({"target": name, "job": job.name, "error": str(exc)})
+            self._failed(name, job.name, str(exc))
             _say(f"[{name}] {job.name} FAILED: {exc}")
             return
         for row in rows:
@@ -316,6 +333,7 @@ class Bench:
             "versions": versions(self.args.cfs_source, self.fio),
             "plan": asdict(self.plan),
             "targets": self.target_names,
+            "rounds": self.args.rounds,
             "jobs": [j.name for j in self.jobs],
             "page_cache_dropped": self.drop_caches,
         }
