@@ -147,15 +147,16 @@ class Report:
                     entry["daemon_anon"][name] = row.daemon_anon
                 if row.detail:
                     entry.setdefault("detail", {})[name] = row.detail
+            several = self.rounds() > 1
             for reference in self.references():
-                r = self.ratio(key, reference)
-                if r is not None:
-                    entry["ratios"][f"{CFS}/{reference}"] = round(r, 3)
-            if self.rounds() > 1:
+                each = self.ratios(key, reference)
+                if each:
+                    entry["ratios"][f"{CFS}/{reference}"] = round(statistics.median(each), 3)
+                    if several:
+                        entry.setdefault("round_ratios", {})[f"{CFS}/{reference}"] = [round(r, 3) for r in each]
+            if several:
                 entry["rounds"] = {name: [row.value for row in self.measured(name, key)]
                                    for name in self.target_names() if self.measured(name, key)}
-                entry["round_ratios"] = {f"{CFS}/{reference}": [round(r, 3) for r in self.ratios(key, reference)]
-                                         for reference in self.references() if self.ratios(key, reference)}
             combined.append(entry)
         return {"meta": self.meta, "targets": [asdict(t) for t in self.targets], "results": combined}
 
@@ -173,10 +174,9 @@ class Report:
                 row = self.find(name, key)
                 cells.append(_fmt(row.value) if row is not None else "-")
             for reference in refs:
-                r = self.ratio(key, reference)
-                cells.append(f"{r:.2f}" if r is not None else "-")
+                each = self.ratios(key, reference)
+                cells.append(f"{statistics.median(each):.2f}" if each else "-")
                 if spread:
-                    each = self.ratios(key, reference)
                     cells.append(f"{min(each):.2f}-{max(each):.2f}" if each else "-")
             if daemon:
                 mine = self.find(CFS, key)
