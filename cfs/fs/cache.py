@@ -15,6 +15,11 @@ Blocks are as short as what was written into them: the 1 KiB of a small file is 
 1 KiB bytearray, not a zero-filled 64 KiB one that the flush then has to search back
 through for the last non-zero byte (26 us per small file, measured).
 
+A file written through the cache also keeps what the writes did to its attributes
+(``Written``: the furthest byte written, the time of the last write) until the flush
+writes them into its inode record with its blocks, so a cached write is no store
+operation at all. The core shows them in every attribute it hands out meanwhile.
+
 Every block is counted at the full block size, whatever its length: that is the most
 memory it can grow to, and the most storing it can add to the volume's bytes in use,
 so it is what the core holds in reserve against a volume's size limit (cfs.fs.quota,
@@ -25,7 +30,29 @@ Concurrency: used only from the trio thread, between awaits, like the rest of th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from cfs.codec import Inode
 from cfs.types import InodeId, Slot, slot_of
+
+
+@dataclass(slots=True)
+class Written:
+    """What cached writes did to a file's attributes since it was last flushed."""
+
+    end: int
+    """The end of the furthest write: the file is at least this long."""
+    time_ns: int
+    """When the last write came: the file's mtime, and its ctime unless that is later."""
+
+    def apply(self, inode: Inode) -> None:
+        """Write these into ``inode`` (the flush, or a copy shown to a caller)."""
+        inode.size = max(inode.size, self.end)
+        inode.mtime_ns = self.time_ns
+        inode.ctime_ns = max(inode.ctime_ns, self.time_ns)
+
+    def merge(self, newer: "Written") -> "Written":
+        return Written(max(self.end, newer.end), max(self.time_ns, newer.time_ns))
 
 
 class DirtyBlocks:
@@ -36,6 +63,7 @@ class DirtyBlocks:
         self._block_size: dict[InodeId, int] = {}
         """Per file with cached blocks: its volume's block size, what each block counts."""
         self._volume_bytes: dict[Slot, int] = {}
+        self._written: dict[InodeId, Written] = {}
 
     def volume_bytes(self, slot: Slot) -> int:
         """Bytes of cached blocks of the volume in ``slot``."""
@@ -62,29 +90,47 @@ class DirtyBlocks:
             self._count(ino, block_size)
         blocks[n] = block
 
+    def wrote(self, ino: InodeId, end: int, time_ns: int) -> None:
+        """A cached write ending at ``end`` came at ``time_ns``."""
+        old = self._written.get(ino)
+        self._written[ino] = Written(end, time_ns) if old is None else old.merge(Written(end, time_ns))
+
+    def written(self, ino: InodeId) -> Written | None:
+        """What cached writes did to the file's attributes, if it has any unflushed."""
+        return self._written.get(ino)
+
     def blocks(self, ino: InodeId) -> dict[int, bytearray]:
         """The file's dirty blocks by number (a live view: do not change it)."""
         return self._files.get(ino, {})
 
     def has(self, ino: InodeId) -> bool:
-        return ino in self._files
+        """Whether the file has anything to flush: blocks, or attributes of cached writes."""
+        return ino in self._files or ino in self._written
 
-    def take(self, ino: InodeId) -> dict[int, bytearray]:
-        """Remove and return the file's dirty blocks (to store them, or to drop them)."""
+    def take(self, ino: InodeId) -> tuple[dict[int, bytearray], Written | None]:
+        """Remove and return the file's dirty blocks and written attributes (to store
+        them, or to drop them)."""
         blocks = self._files.pop(ino, {})
         block_size = self._block_size.pop(ino, 0)
         if blocks:
             self._count(ino, -len(blocks) * block_size)
-        return blocks
+        return blocks, self._written.pop(ino, None)
 
-    def give_back(self, ino: InodeId, blocks: dict[int, bytearray], block_size: int) -> None:
-        """Return blocks whose store failed, without overwriting newer ones written since."""
+    def give_back(self, ino: InodeId, blocks: dict[int, bytearray], written: Written | None,
+                  block_size: int) -> None:
+        """Return what a failed flush took, without overwriting newer blocks written since."""
         for n, block in blocks.items():
             if self.get(ino, n) is None:
                 self.put(ino, n, block, block_size)
+        if written is not None:
+            newer = self._written.get(ino)
+            self._written[ino] = written if newer is None else written.merge(newer)
 
     def truncate(self, ino: InodeId, size: int, block_size: int) -> None:
         """Drop blocks past ``size`` and zero the tail of the block that holds it."""
+        written = self._written.get(ino)
+        if written is not None and written.end > size:
+            written.end = size
         blocks = self._files.get(ino)
         if not blocks:
             return
@@ -100,7 +146,8 @@ class DirtyBlocks:
             del self._block_size[ino]
 
     def files(self) -> list[InodeId]:
-        return list(self._files)
+        """Every file with something to flush."""
+        return list(dict.fromkeys([*self._files, *self._written]))
 
     @property
     def over_limit(self) -> bool:

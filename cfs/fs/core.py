@@ -25,6 +25,7 @@ what it read: nothing else runs on the thread in between.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import stat
 import time
@@ -33,7 +34,7 @@ from typing import Iterator
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
     Corrupted, CrossDevice, Exists, FsError, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
-    NoSpace, NotEmpty, NotFound, NotPermitted, RemoteChunk, TooManyLinks, VolumeBusy, VolumeNotFound,
+    NoSpace, NotEmpty, NotFound, NotPermitted, ReadOnly, RemoteChunk, TooManyLinks, VolumeBusy, VolumeNotFound,
 )
 from cfs.fs import data, dirs, inodes, quota, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
@@ -136,7 +137,7 @@ class Filesystem:
             catalog.remove_record(op, record)
         for ino in self.dirty.files():
             if slot_of(ino) == record.slot:
-                self.dirty.take(ino)
+                self.dirty.take(ino)  # the volume's rows are gone: nothing to store them into
         self._volumes.pop(record.slot, None)
         self.store.frozen_slots.discard(record.slot)
         self.store.commit()
@@ -237,7 +238,18 @@ class Filesystem:
 
     def _attr(self, ino: InodeId, inode: Inode) -> Attr:
         block = self._volume(slot_of(ino)).block_size if ino != NODE_ROOT else 4096
-        return Attr(ino, inode, block)
+        return Attr(ino, self._as_written(ino, inode), block)
+
+    def _as_written(self, ino: InodeId, inode: Inode) -> Inode:
+        """``inode`` as the file's cached writes left it (size, mtime, ctime): what every
+        caller is shown until the flush writes them into the record. A copy when it
+        differs; the record itself is left alone."""
+        written = self.dirty.written(ino)
+        if written is None:
+            return inode
+        shown = dataclasses.replace(inode)
+        written.apply(shown)
+        return shown
 
     def _node_root(self, view: View) -> Inode:
         count = sum(1 for _ in catalog.all_volumes(view))
@@ -315,6 +327,10 @@ class Filesystem:
 
     def setattr(self, ino: InodeId, change: SetAttr) -> Attr:
         self._writable(ino)
+        if self.dirty.has(ino):
+            # Written attributes first: a truncate or utimes after a write must win over
+            # it, and the size it truncates from must be the written one.
+            self.flush(ino)
         with self.store.op(adds_data=False) as op:
             inode = inodes.load(op, ino)
             now = op.time_ns
@@ -603,7 +619,7 @@ class Filesystem:
         directory = self._dir(view, ino)
         entries = []
         for name, child, cookie in dirs.entries(view, ino, after_cookie):
-            entries.append((name, Attr(child, inodes.load(view, child), block_size), cookie))
+            entries.append((name, Attr(child, self._as_written(child, inodes.load(view, child)), block_size), cookie))
             if len(entries) >= limit:
                 break
         if after_cookie == 0:  # a listing starts: an access, like read
@@ -664,7 +680,8 @@ class Filesystem:
             inode = inodes.load(view, ino)
             if stat.S_ISDIR(inode.mode):
                 raise IsADirectory("is a directory")
-            result = data.read(view, ino, inode, offset, size, block_size, self.dirty.blocks(ino))
+            result = data.read(view, ino, self._as_written(ino, inode), offset, size, block_size,
+                               self.dirty.blocks(ino))
         except Corrupted as exc:
             self._report(ino, exc)
             raise
@@ -684,9 +701,12 @@ class Filesystem:
     def write(self, ino: InodeId, offset: int, buf: bytes) -> int:
         """Write into the file's cached blocks; they are stored as chunks when flushed.
 
-        Without a cache (``dirty_limit`` 0), near a full disk, where the store commits
-        every operation, and near the volume's size limit, writes go straight to chunks,
-        so ENOSPC reaches the writer instead of a later close.
+        A cached write changes nothing in the store: its size, mtime and ctime are kept
+        with the blocks (``Written``) and reach the inode record in the flush's operation,
+        so a small file costs two store operations (create, flush), not three. Without a
+        cache (``dirty_limit`` 0), near a full disk, where the store commits every
+        operation, and near the volume's size limit, writes go straight to chunks, so
+        ENOSPC reaches the writer instead of a later close.
         """
         if offset < 0:
             raise InvalidArgument("negative offset")
@@ -701,24 +721,29 @@ class Filesystem:
         if through:
             self.flush(ino)  # the store must hold the newest blocks before writing through
         try:
-            with self.store.op(expect_bytes=self.dirty.bytes + len(buf)) as op:
-                inode = inodes.load(op, ino)
-                if through:
+            if through:
+                with self.store.op(expect_bytes=self.dirty.bytes + len(buf)) as op:
+                    inode = inodes.load(op, ino)
                     data.write(op, ino, inode, offset, buf, block_size)
-                else:
-                    self._write_cached(op, ino, offset, buf, block_size)
-                    inode.size = max(inode.size, offset + len(buf))
-                inode.mtime_ns = inode.ctime_ns = op.time_ns
-                inodes.save(op, ino, inode)
-                self._check_limit(op, record)
+                    inode.mtime_ns = inode.ctime_ns = op.time_ns
+                    inodes.save(op, ino, inode)
+                    self._check_limit(op, record)
+            else:
+                if record.slot in self.store.frozen_slots:
+                    raise ReadOnly("this node does not hold the volume's write lease")
+                self.store.admit(expect_bytes=self.dirty.bytes + len(buf))
+                view = self.store.view()
+                inodes.load(view, ino)  # NotFound for a file that is gone
+                self._write_cached(view, ino, offset, buf, block_size)
+                self.dirty.wrote(ino, offset + len(buf), time.time_ns())
         except Corrupted as exc:
-            self._report(ino, exc)  # after the operation: reporting opens one of its own
+            self._report(ino, exc)  # after the read: reporting opens an operation of its own
             raise
         if self.dirty.over_limit or (self.store.low_space and self.dirty.bytes):
             self.flush_all()
         return len(buf)
 
-    def _write_cached(self, op: Op, ino: InodeId, offset: int, buf: bytes, block_size: int) -> None:
+    def _write_cached(self, view: View, ino: InodeId, offset: int, buf: bytes, block_size: int) -> None:
         """Patch the cached blocks. The partial first and last blocks are loaded before
         anything changes, so a damaged chunk fails the write whole."""
         end = offset + len(buf)
@@ -726,7 +751,7 @@ class Filesystem:
         for n, edge in ((offset // block_size, offset % block_size),
                         ((end - 1) // block_size, end % block_size)):
             if edge and n not in loaded and self.dirty.get(ino, n) is None:
-                loaded[n] = data.load_block(op, ino, n)
+                loaded[n] = data.load_block(view, ino, n)
         view = memoryview(buf)
         pos = offset
         while pos < end:
@@ -752,8 +777,8 @@ class Filesystem:
         On failure (ENOSPC, damage) the blocks stay cached and the error goes to the
         caller: close(2) reports it.
         """
-        blocks = self.dirty.take(ino)
-        if not blocks:
+        blocks, written = self.dirty.take(ino)
+        if not blocks and written is None:
             return
         block_size = self._volume(slot_of(ino)).block_size
         try:
@@ -762,11 +787,13 @@ class Filesystem:
                     inode = inodes.load(op, ino)
                 except NotFound:
                     return
+                if written is not None:
+                    written.apply(inode)  # first: the blocks stored are those below the size
                 self._store_dirty(op, ino, inode, blocks, block_size)
                 inodes.save(op, ino, inode)
                 self._check_limit(op, self._volume(slot_of(ino)))
         except FsError as exc:
-            self.dirty.give_back(ino, blocks, block_size)
+            self.dirty.give_back(ino, blocks, written, block_size)
             if isinstance(exc, Corrupted):
                 self._report(ino, exc)
             raise

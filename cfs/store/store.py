@@ -271,6 +271,13 @@ class Store:
     def free_pages(self) -> int:
         return max(0, int(self.env.info()["last_pgno"]) + 1 - self.used_pages())
 
+    def admit(self, *, expect_bytes: int = 0) -> None:
+        """The space check of an operation that adds data, for work that adds it without
+        one: a write into the write-back cache, whose ``expect_bytes`` reach the store at
+        the next flush. Raises NoSpace as ``op`` would; near a full disk it sets
+        ``low_space``, and the caller then writes through."""
+        self._admit(True, expect_bytes)
+
     def _admit(self, adds_data: bool, expect_bytes: int = 0) -> None:
         """Decide, cheaply most of the time, whether the next operation fits.
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from cfs.check import check
-from cfs.errors import Corrupted
-from cfs.fs import Filesystem, SetAttr
+from cfs.codec import Inode
+from cfs.errors import Corrupted, ReadOnly
+from cfs.fs import Filesystem, SetAttr, inodes
+from cfs.fs.cache import DirtyBlocks, Written
 from cfs.store import Store, Table
+from cfs.types import InodeId
 
 from unit_support import BLOCK_SIZE, Vol, assert_chunks_consistent, chunk_refs, rows
 
@@ -164,3 +169,74 @@ def test_short_blocks_against_a_model(cached: Vol) -> None:
     assert cached.fs.dirty.bytes == 0
     assert_chunks_consistent(cached.store)
     assert check(cached.store).clean
+
+
+def stored_inode(vol: Vol, ino: InodeId) -> Inode:
+    """The inode record as the store holds it, without the flush a getattr does."""
+    return inodes.load(vol.store.view(), ino)
+
+
+def test_a_cached_write_is_no_store_operation_but_shows_at_once(cached: Vol) -> None:
+    """Size, mtime and ctime of cached writes wait with the blocks for the flush, and
+    lookup, readdir and read show them meanwhile."""
+    ino = cached.create(b"f", keep_open=True)
+    before = stored_inode(cached, ino)
+    records = cached.store.commits, len(rows(cached.store, Table.INODES))
+    time.sleep(0.002)
+    cached.fs.write(ino, 4 * BLOCK_SIZE + 5, b"tail")
+    assert stored_inode(cached, ino) == before               # the record is untouched
+    seen = cached.fs.lookup(cached.root, b"f").inode
+    cached.fs.forget(ino, 1)
+    assert seen.size == 4 * BLOCK_SIZE + 9
+    assert seen.mtime_ns == seen.ctime_ns > before.mtime_ns
+    (_name, listed, _cookie), = cached.fs.readdir(cached.root, 0)
+    cached.fs.forget(ino, 1)
+    assert listed.inode == seen
+    assert cached.fs.read(ino, 4 * BLOCK_SIZE, 100) == bytes(5) + b"tail"
+    assert (cached.store.commits, len(rows(cached.store, Table.INODES))) == records
+    cached.fs.flush(ino)
+    stored = stored_inode(cached, ino)                         # atime: the read marked it
+    assert stored == dataclasses.replace(seen, stored_units=1, atime_ns=stored.atime_ns)
+    assert check(cached.store).clean
+
+
+def test_truncate_and_utimes_after_cached_writes_win(cached: Vol) -> None:
+    """setattr flushes first: a truncate must not be undone by the size the writes
+    reached, nor a set mtime by the time they came."""
+    ino = cached.create(b"f", keep_open=True)
+    cached.fs.write(ino, 0, b"A" * (2 * BLOCK_SIZE))
+    cached.fs.setattr(ino, SetAttr(size=100))
+    cached.fs.write(ino, 50, b"B" * 10)
+    cached.fs.setattr(ino, SetAttr(mtime_ns=1_000_000_000))
+    cached.fs.flush(ino)
+    inode = stored_inode(cached, ino)
+    assert (inode.size, inode.mtime_ns) == (100, 1_000_000_000)
+    assert cached.fs.read(ino, 0, 1000) == b"A" * 50 + b"B" * 10 + b"A" * 40
+
+
+def test_a_failed_flush_keeps_the_written_attributes(cached: Vol) -> None:
+    ino = cached.create(b"f", keep_open=True)
+    cached.fs.write(ino, 0, b"0123456789")
+    cached.store.frozen_slots.add(cached.slot)                # as a node that lost the lease
+    with pytest.raises(ReadOnly):
+        cached.fs.flush(ino)
+    with pytest.raises(ReadOnly):
+        cached.fs.write(ino, 10, b"x")                        # refused, not cached
+    cached.store.frozen_slots.discard(cached.slot)
+    assert cached.fs.lookup(cached.root, b"f").inode.size == 10
+    cached.fs.flush(ino)
+    assert stored_inode(cached, ino).size == 10
+    assert cached.fs.read(ino, 0, 100) == b"0123456789"
+
+
+def test_written_attributes_merge_when_given_back() -> None:
+    dirty = DirtyBlocks(LIMIT)
+    ino = InodeId(7)
+    dirty.wrote(ino, 100, 5)
+    blocks, written = dirty.take(ino)
+    assert (blocks, written) == ({}, Written(100, 5)) and not dirty.has(ino)
+    dirty.wrote(ino, 50, 9)                                   # a write while the flush failed
+    dirty.give_back(ino, blocks, written, BLOCK_SIZE)
+    assert dirty.written(ino) == Written(100, 9) and dirty.files() == [ino]
+    dirty.truncate(ino, 30, BLOCK_SIZE)
+    assert dirty.written(ino) == Written(30, 9)
