@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-from tests.posix.calls import age, fails, fallocate, times
+from tests.posix.calls import OLD_NS, age, fails, fallocate, times
 from tests.posix.conftest import Target
 
 BLOCK = 4096
@@ -180,6 +180,32 @@ def test_write_marks_mtime_and_ctime_not_atime(fsdir: Path) -> None:
     after = times(fsdir / "f")
     assert after[0] == before[0]
     assert after[1] == after[2] > before[2]
+
+
+def test_writes_of_an_open_file_show_and_later_changes_win(fsdir: Path) -> None:
+    """While the writer keeps the file open (cfs holds the writes in its cache), stat and
+    a listing show their size and mtime; a utimes and a truncate after them win over them."""
+    path = fsdir / "f"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        age(path)
+        before = times(path)
+        os.pwrite(fd, b"x" * 10, 3 * BLOCK)
+        st = os.fstat(fd)
+        assert st.st_size == 3 * BLOCK + 10 and st.st_mtime_ns > before[1]
+        listed = {entry.name: entry.stat(follow_symlinks=False) for entry in os.scandir(fsdir)}
+        assert (listed["f"].st_size, listed["f"].st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        os.pwrite(fd, b"z", 0)
+        os.utime(path, ns=(OLD_NS, OLD_NS))
+        assert times(path)[1] == OLD_NS
+        os.pwrite(fd, b"y" * 3, 1)
+        os.ftruncate(fd, 5)
+        assert os.fstat(fd).st_size == 5
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"zyyy\0"
+    st = os.stat(path)
+    assert st.st_size == 5 and st.st_mtime_ns > OLD_NS
 
 
 def test_empty_write_changes_nothing(fsdir: Path) -> None:
