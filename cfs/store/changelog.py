@@ -74,8 +74,10 @@ def save_state(op: "Op", slot: Slot, state: VolumeState) -> None:
     op.put(Table.VOLSTATE, slot.to_bytes(8, "big"), state.encode())
 
 
-def append(op: "Op", slot: Slot, change: Change, retain: int) -> int:
-    """Record ``change`` as the volume's next change, return its sequence.
+def append(op: "Op", slot: Slot, change: Change | None, retain: int) -> int:
+    """Record ``change`` as the volume's next change, return its sequence; ``None`` for a
+    volume that keeps no records (the operation asked ``Store.replicated`` before its
+    first row and collected none).
 
     Only a replicated volume keeps the record, for its replicas to fetch, and trims what
     every replica has (the checkpoint, moved by cfs.store.replica.acknowledge) once more
@@ -88,7 +90,7 @@ def append(op: "Op", slot: Slot, change: Change, retain: int) -> int:
     state = _count_change(op, slot, load_state(op, slot))
     seq = state.next_seq
     state.next_seq = seq + 1
-    if _replicated(op, slot):
+    if change is not None:
         op.put(Table.CHANGELOG, log_key(slot, seq), change.encode())
         trim(op, slot, state, retain)
     else:
@@ -108,8 +110,10 @@ def trim(op: "Op", slot: Slot, state: VolumeState, retain: int) -> None:
             op.delete(Table.CHANGELOG, key)
 
 
-def _replicated(op: "Op", slot: Slot) -> bool:
-    raw = op.get(Table.VOLREPL, slot.to_bytes(8, "big"))
+def replicated(view: "View", slot: Slot) -> bool:
+    """Whether the volume keeps its change log for replicas, as its ``volrepl`` row says
+    (``Store.replicated`` remembers it)."""
+    raw = view.get(Table.VOLREPL, slot.to_bytes(8, "big"))
     return raw is not None and ReplState.decode(raw).replicated
 
 

@@ -48,7 +48,7 @@ from typing import Iterator
 
 import lmdb
 
-from cfs.codec import ROW_DELETE, ROW_PUT, Change, pack_u64, usage_delta
+from cfs.codec import ROW_DELETE, ROW_PUT, Change, ReplState, pack_u64, usage_delta
 from cfs.store import changelog, residency
 from cfs.store.chunkcache import ChunkCache
 from cfs.errors import CorruptRecord, NoSpace, ReadOnly
@@ -104,6 +104,10 @@ class Store:
         """Volumes this node must not change: replicas of another node's writer, and
         volumes whose lease was lost. Any logged write to them raises ReadOnly (EROFS),
         so nothing but replayed records (cfs.store.replica) changes them."""
+        self._replicated: dict[Slot, bool] = {}
+        """Whether each volume keeps its change log, as its ``volrepl`` row said when last
+        read (``replicated``). Every write of such a row through an ``Op`` drops the entry,
+        and a failed commit, which rolls back the batch, drops them all."""
         self.chunk_cache = ChunkCache(config.chunk_cache_bytes)
         self.mapped = residency.MappedPages(self.path / "data.mdb", config.mapped_limit_bytes)
         self._readers: set[object] = set()
@@ -208,6 +212,7 @@ class Store:
         try:
             batch.commit()
         except lmdb.Error as exc:
+            self._replicated.clear()  # the batch is gone: what was read from it with it
             # A write cut short by a full disk comes back from LMDB as EIO: judge by the disk.
             if _is_no_space(exc) or self._disk_free() < self.reserve_bytes():
                 log.error("commit failed, disk full: the uncommitted operations were rolled back")
@@ -218,6 +223,21 @@ class Store:
         self._grow_map_if_needed()
         # Commits also follow reads, which fault back in what is released: twice the room.
         self.mapped.check(2 * self.config.mapped_limit_bytes)
+
+    def replicated(self, view: "View", slot: Slot) -> bool:
+        """Whether the volume keeps its change log (``changelog.replicated``), read once and
+        remembered: every operation that changes a volume asks, the answer rarely changes.
+        An operation that wrote the row itself reads it but does not remember it, as it
+        may still be rolled back."""
+        known = self._replicated.get(slot)
+        if known is None:
+            known = changelog.replicated(view, slot)
+            if not (isinstance(view, Op) and slot in view.replication_changed):
+                self._replicated[slot] = known
+        return known
+
+    def forget_replicated(self, slot: Slot) -> None:
+        self._replicated.pop(slot, None)
 
     def snapshot(self) -> lmdb.Transaction:
         """A read-only view of the last commit, usable from another thread."""
@@ -394,7 +414,10 @@ class Op(View):
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         super().__init__(store, txn)
         self.added_bytes = 0
-        self._rows: dict[int, list[tuple[int, int, bytes, bytes]]] = {}
+        self._rows: dict[int, list[tuple[int, int, bytes, bytes]] | None] = {}
+        """Per volume changed: the rows to record, or None if it keeps no change log."""
+        self.replication_changed: set[int] = set()
+        """Volumes whose ``volrepl`` row this operation wrote."""
         self._usage: dict[int, int] = {}
         self.time_ns = time.time_ns()
 
@@ -410,6 +433,8 @@ class Op(View):
     def put(self, table: Table, key: bytes, value: bytes, *, logged: bool = True) -> None:
         if table is Table.INODES:
             self._count_usage(key, self.txn.get(key, db=self.store.dbs[table]), value)
+        elif table is Table.VOLREPL:
+            self._replication_changes(key, ReplState.decode(value).replicated)
         try:
             self.txn.put(key, value, db=self.store.dbs[table])
         except lmdb.MapFullError:
@@ -426,6 +451,8 @@ class Op(View):
         """Delete one row; ``logged=False`` for node-level housekeeping such as volume removal."""
         if table is Table.INODES:
             self._count_usage(key, self.txn.get(key, db=self.store.dbs[table]), None)
+        elif table is Table.VOLREPL:
+            self._replication_changes(key, False)
         if table is Table.CHUNKS:
             self.store.mapped.note()
         found = self.txn.delete(key, db=self.store.dbs[table])
@@ -443,17 +470,32 @@ class Op(View):
             slot = int.from_bytes(key[:8], "big") >> 40
             self._usage[slot] = self._usage.get(slot, 0) + delta
 
+    def _replication_changes(self, key: bytes, replicated: bool) -> None:
+        slot = int.from_bytes(key[:8], "big")
+        # Rows already left uncollected cannot be recorded: whoever turns replication on
+        # writes the row before the operation changes the volume (cfs.store.replica).
+        assert not (replicated and slot in self._rows and self._rows[slot] is None), \
+            "replication turned on after the operation changed the volume"
+        self.replication_changed.add(slot)
+        self.store.forget_replicated(Slot(slot))
+
     def _log(self, table: Table, kind: int, key: bytes, value: bytes) -> None:
         ino = int.from_bytes(key[:8], "big")
         slot = ino >> 40
         if slot in self.store.frozen_slots:
             raise ReadOnly("this node does not hold the volume's write lease")
-        local_key = (ino & LOCAL_MASK).to_bytes(8, "big") + key[8:]
-        self._rows.setdefault(slot, []).append((int(table), kind, local_key, value))
+        if slot in self._rows:
+            rows = self._rows[slot]
+        else:  # the operation's first row of the volume: a volume without replicas keeps none
+            rows = self._rows[slot] = [] if self.store.replicated(self, Slot(slot)) else None
+        if rows is not None:
+            local_key = (ino & LOCAL_MASK).to_bytes(8, "big") + key[8:]
+            rows.append((int(table), kind, local_key, value))
 
     def finish(self) -> None:
         for slot, rows in self._rows.items():
-            changelog.append(self, Slot(slot), Change(self.time_ns, rows), self.store.config.changelog_retain)
+            change = None if rows is None else Change(self.time_ns, rows)
+            changelog.append(self, Slot(slot), change, self.store.config.changelog_retain)
         for slot in [s for s in self._usage if s not in self._rows]:
             changelog.add_usage(self, Slot(slot))  # unlogged rows: volume removal, a replica's replay
         self._rows.clear()

@@ -524,6 +524,33 @@ def test_records_left_from_replicated_times_go_at_the_next_operation(vol: Vol) -
     assert_fsck_clean(vol.store)
 
 
+def test_whether_a_volume_keeps_its_log_is_remembered_until_its_row_changes(vol: Vol) -> None:
+    """Store.replicated remembers the volrepl row; writing it (committed or not) and a
+    rolled-back batch make the next operation read it again."""
+    vol.mkdir(b"a")
+    assert changes(vol.store, vol.slot) == []
+    with pytest.raises(RuntimeError):                     # turned on, then rolled back
+        with vol.store.op() as op:
+            replica.set_replicated(op, vol.slot, True)
+            assert vol.store.replicated(op, vol.slot)
+            raise RuntimeError("abandoned")
+    vol.mkdir(b"b")
+    assert changes(vol.store, vol.slot) == []
+    with vol.store.op() as op:                            # a replica joins
+        replica.set_replicated(op, vol.slot, True)
+    vol.mkdir(b"c")
+    (_seq, change), = changes(vol.store, vol.slot)
+    assert {table for table, *_ in change.rows} == {Table.INODES, Table.DIRENTS, Table.DIRORDER}
+    with pytest.raises(AssertionError, match="replication turned on after"):
+        with vol.store.op() as op:                        # rows left unrecorded, then turned on
+            replica.set_replicated(op, vol.slot, False)
+        with vol.store.op() as op:
+            op.put(Table.SYMLINKS, ino_key(make_ino(vol.slot, LOCAL_MASK)), b"x")
+            replica.set_replicated(op, vol.slot, True)
+    assert not vol.store.replicated(vol.store.view(), vol.slot)
+    assert_fsck_clean(vol.store)
+
+
 def test_a_volume_without_replicas_emptied_of_files_leaves_the_store_as_it_was(vol: Vol) -> None:
     """Every table holds as many rows as right after the volume was created: no change-log
     records, no chunks, no counts, no orphans left behind; and the LMDB pages in use
