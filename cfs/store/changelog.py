@@ -95,19 +95,26 @@ def append(op: "Op", slot: Slot, change: Change | None, retain: int) -> int:
         trim(op, slot, state, retain)
     else:
         state.checkpoint_seq = seq
-        trim(op, slot, state, 0)  # records kept while the volume was replicated
+        # Records kept while the volume was replicated go; once none are left the store
+        # remembers it (``Store.logless``), and the next operations need not look.
+        if slot not in op.store.logless and not trim(op, slot, state, 0):
+            op.store.logless.add(slot)
     save_state(op, slot, state)
     return seq
 
 
-def trim(op: "Op", slot: Slot, state: VolumeState, retain: int) -> None:
-    """Drop records that are both checkpointed and more than ``retain`` behind the head."""
+def trim(op: "Op", slot: Slot, state: VolumeState, retain: int) -> int:
+    """Drop records that are both checkpointed and more than ``retain`` behind the head;
+    how many were dropped."""
     # Deleting a range rather than the one record that just fell out keeps the bound
     # when ``retain`` shrinks or the checkpoint jumps ahead.
     last = min(state.next_seq - 1 - retain, state.checkpoint_seq)
-    if last > 0:
-        for key, _value in list(op.range(Table.CHANGELOG, log_key(slot, 0), log_key(slot, last + 1))):
-            op.delete(Table.CHANGELOG, key)
+    if last <= 0:
+        return 0
+    doomed = [key for key, _value in op.range(Table.CHANGELOG, log_key(slot, 0), log_key(slot, last + 1))]
+    for key in doomed:
+        op.delete(Table.CHANGELOG, key)
+    return len(doomed)
 
 
 def replicated(view: "View", slot: Slot) -> bool:

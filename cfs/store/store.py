@@ -108,6 +108,9 @@ class Store:
         """Whether each volume keeps its change log, as its ``volrepl`` row said when last
         read (``replicated``). Every write of such a row through an ``Op`` drops the entry,
         and a failed commit, which rolls back the batch, drops them all."""
+        self.logless: set[Slot] = set()
+        """Volumes known to hold no change-log records: a trim found none (changelog.append).
+        An ``Op`` that writes a record of one drops it; a failed commit drops them all."""
         self.chunk_cache = ChunkCache(config.chunk_cache_bytes)
         self.mapped = residency.MappedPages(self.path / "data.mdb", config.mapped_limit_bytes)
         self._readers: set[object] = set()
@@ -213,6 +216,7 @@ class Store:
             batch.commit()
         except lmdb.Error as exc:
             self._replicated.clear()  # the batch is gone: what was read from it with it
+            self.logless.clear()
             # A write cut short by a full disk comes back from LMDB as EIO: judge by the disk.
             if _is_no_space(exc) or self._disk_free() < self.reserve_bytes():
                 log.error("commit failed, disk full: the uncommitted operations were rolled back")
@@ -435,6 +439,8 @@ class Op(View):
             self._count_usage(key, self.txn.get(key, db=self.store.dbs[table]), value)
         elif table is Table.VOLREPL:
             self._replication_changes(key, ReplState.decode(value).replicated)
+        elif table is Table.CHANGELOG:
+            self.store.logless.discard(Slot(int.from_bytes(key[:8], "big")))
         try:
             self.txn.put(key, value, db=self.store.dbs[table])
         except lmdb.MapFullError:

@@ -521,6 +521,17 @@ def test_records_left_from_replicated_times_go_at_the_next_operation(vol: Vol) -
     state = volume_state(vol)
     assert (state.next_seq, state.checkpoint_seq) == (7, 6)
     assert [seq for seq, _ in changes(vol.store, other.slot)] == [1, 2, 3]   # still replicated
+    assert vol.slot not in vol.store.logless                # that trim found records
+    vol.mkdir(b"e")
+    assert vol.slot in vol.store.logless                    # this one none: no more looking
+    with vol.store.op() as op:
+        replica.set_replicated(op, vol.slot, True)          # a replica again
+    vol.mkdir(b"f")
+    assert vol.slot not in vol.store.logless and len(changes(vol.store, vol.slot)) == 1
+    with vol.store.op() as op:
+        replica.set_replicated(op, vol.slot, False)
+    vol.mkdir(b"g")
+    assert changes(vol.store, vol.slot) == []
     assert_fsck_clean(vol.store)
 
 
