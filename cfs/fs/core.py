@@ -692,8 +692,10 @@ class Filesystem:
     def _mark_atime(self, ino: InodeId, inode: Inode) -> None:
         """Record an access (read, the start of a listing) when relatime says it is due:
         the one write a reading call may make, in an operation of its own. ``inode`` is
-        the record the caller just read; nothing can have changed it since."""
-        if _atime_due(inode, time.time_ns()) and slot_of(ino) not in self.store.frozen_slots:
+        the record the caller just read; nothing can have changed it since. Whether the
+        access is due is judged on the times cached writes gave the file."""
+        due = _atime_due(self._as_written(ino, inode), time.time_ns())
+        if due and slot_of(ino) not in self.store.frozen_slots:
             with self.store.op(adds_data=False) as op:
                 inode.atime_ns = op.time_ns
                 inodes.save(op, ino, inode)

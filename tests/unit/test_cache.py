@@ -200,6 +200,19 @@ def test_a_cached_write_is_no_store_operation_but_shows_at_once(cached: Vol) -> 
     assert check(cached.store).clean
 
 
+def test_a_read_after_a_cached_write_marks_atime(cached: Vol) -> None:
+    """relatime marks an access when atime is not newer than mtime: the mtime of the
+    cached write, which the record does not hold yet."""
+    ino = cached.create(b"f", b"abc", keep_open=True)
+    cached.fs.flush(ino)
+    cached.fs.read(ino, 0, 3)                                 # atime now newer than mtime
+    read_at = stored_inode(cached, ino).atime_ns
+    time.sleep(0.002)
+    cached.fs.write(ino, 0, b"x")
+    cached.fs.read(ino, 0, 3)
+    assert stored_inode(cached, ino).atime_ns > read_at
+
+
 def test_truncate_and_utimes_after_cached_writes_win(cached: Vol) -> None:
     """setattr flushes first: a truncate must not be undone by the size the writes
     reached, nor a set mtime by the time they came."""
