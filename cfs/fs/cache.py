@@ -92,8 +92,12 @@ class DirtyBlocks:
 
     def wrote(self, ino: InodeId, end: int, time_ns: int) -> None:
         """A cached write ending at ``end`` came at ``time_ns``."""
-        old = self._written.get(ino)
-        self._written[ino] = Written(end, time_ns) if old is None else old.merge(Written(end, time_ns))
+        written = self._written.get(ino)
+        if written is None:
+            self._written[ino] = Written(end, time_ns)
+        else:
+            written.end = max(written.end, end)
+            written.time_ns = max(written.time_ns, time_ns)
 
     def written(self, ino: InodeId) -> Written | None:
         """What cached writes did to the file's attributes, if it has any unflushed."""
@@ -125,25 +129,6 @@ class DirtyBlocks:
         if written is not None:
             newer = self._written.get(ino)
             self._written[ino] = written if newer is None else written.merge(newer)
-
-    def truncate(self, ino: InodeId, size: int, block_size: int) -> None:
-        """Drop blocks past ``size`` and zero the tail of the block that holds it."""
-        written = self._written.get(ino)
-        if written is not None and written.end > size:
-            written.end = size
-        blocks = self._files.get(ino)
-        if not blocks:
-            return
-        keep = (size + block_size - 1) // block_size
-        for n in [n for n in blocks if n >= keep]:
-            del blocks[n]
-            self._count(ino, -block_size)
-        tail = size % block_size
-        if tail and (size // block_size) in blocks:
-            del blocks[size // block_size][tail:]  # shorter: zeros from ``tail`` on
-        if not blocks:
-            del self._files[ino]
-            del self._block_size[ino]
 
     def files(self) -> list[InodeId]:
         """Every file with something to flush."""

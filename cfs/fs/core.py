@@ -328,8 +328,9 @@ class Filesystem:
     def setattr(self, ino: InodeId, change: SetAttr) -> Attr:
         self._writable(ino)
         if self.dirty.has(ino):
-            # Written attributes first: a truncate or utimes after a write must win over
-            # it, and the size it truncates from must be the written one.
+            # Cached writes first: a truncate or utimes after them must win over them, and
+            # a truncate then has only stored blocks to cut (the cache holds none of the
+            # file, or the flush failed and so does this call, the blocks kept).
             self.flush(ino)
         with self.store.op(adds_data=False) as op:
             inode = inodes.load(op, ino)
@@ -341,9 +342,7 @@ class Filesystem:
                     raise InvalidArgument("cannot truncate a special file")
                 if change.size > data.MAX_FILE_SIZE:
                     raise InvalidArgument("size too large")
-                block_size = self._volume(slot_of(ino)).block_size
-                self.dirty.truncate(ino, change.size, block_size)
-                data.truncate(op, ino, inode, change.size, block_size)
+                data.truncate(op, ino, inode, change.size, self._volume(slot_of(ino)).block_size)
                 inode.mtime_ns = now
             if change.mode is not None:
                 inode.mode = stat.S_IFMT(inode.mode) | (change.mode & 0o7777)

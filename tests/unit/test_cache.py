@@ -251,5 +251,5 @@ def test_written_attributes_merge_when_given_back() -> None:
     dirty.wrote(ino, 50, 9)                                   # a write while the flush failed
     dirty.give_back(ino, blocks, written, BLOCK_SIZE)
     assert dirty.written(ino) == Written(100, 9) and dirty.files() == [ino]
-    dirty.truncate(ino, 30, BLOCK_SIZE)
-    assert dirty.written(ino) == Written(30, 9)
+    dirty.wrote(ino, 120, 11)
+    assert dirty.written(ino) == Written(120, 11)
