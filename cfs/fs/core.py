@@ -734,7 +734,8 @@ class Filesystem:
                     raise ReadOnly("this node does not hold the volume's write lease")
                 self.store.admit(expect_bytes=self.dirty.bytes + len(buf))
                 view = self.store.view()
-                inodes.load(view, ino)  # NotFound for a file that is gone
+                if not inodes.exists(view, ino):
+                    raise NotFound(f"inode {ino} does not exist")
                 self._write_cached(view, ino, offset, buf, block_size)
                 self.dirty.wrote(ino, offset + len(buf), time.time_ns())
         except Corrupted as exc:
