@@ -47,7 +47,7 @@ from itertools import groupby
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
 
 from cfs.codec import (
-    Inode, VolumeRecord, VolumeState, decode_block, decode_chunkref, decode_dirent, decode_order,
+    BlockRow, Inode, VolumeRecord, VolumeState, decode_block, decode_chunkref, decode_dirent, decode_order,
     encode_block, encode_chunkref, encode_dirent, encode_order, ino_key, ino_name_key, ino_u64_key,
     pack_u64,
 )
@@ -58,7 +58,7 @@ from cfs.store import Op, Store, Table, catalog, changelog, chunks, replica
 from cfs.store.changelog import log_key
 from cfs.store.store import key_range
 from cfs.types import (
-    LOCAL_BITS, LOCAL_MASK, VOLUME_ROOT_LOCAL, ChunkId, InodeId, LocalIno, Slot, make_ino,
+    LOCAL_BITS, LOCAL_MASK, VOLUME_ROOT_LOCAL, InodeId, LocalIno, Slot, make_ino,
     slot_of, volume_root,
 )
 
@@ -462,14 +462,16 @@ class _Scan:
                 if slot not in live:
                     strays[table, slot] += 1
 
-    def count_ref(self, raw: bytes) -> tuple[bytes, int] | None:
-        """Count one block row's reference; the decoded (chunk, length), None if damaged."""
+    def count_ref(self, raw: bytes) -> BlockRow | None:
+        """Count the references of one block row (one per chunk it names); the decoded
+        row, None if damaged."""
         try:
-            cid, length = decode_block(raw)
+            row = decode_block(raw)
         except CorruptRecord:
             return None
-        self.refs[cid] = self.refs.get(cid, 0) + 1
-        return cid, length
+        for cid, _length in row.chunks():
+            self.refs[cid] = self.refs.get(cid, 0) + 1
+        return row
 
     # --- chunks ------------------------------------------------------------------
 
@@ -954,38 +956,48 @@ class _FileBlocks:
     def check(self, rows: Iterable[tuple[bytes, bytes]]) -> None:
         for key, raw in rows:
             self.vol.scan.tick_block()
-            entry = self.vol.scan.count_ref(raw)
-            if entry is None or len(key) != 16:
+            row = self.vol.scan.count_ref(raw)
+            if row is None or len(key) != 16:
                 self.vol.add("corrupt-record", "a block-map entry is damaged", self.local)
                 self.damaged = True
                 continue
-            self.block(int.from_bytes(key[8:16], "big"), *entry)
+            self.block(int.from_bytes(key[8:16], "big"), row)
         self.report()
 
-    def block(self, n: int, cid: bytes, length: int) -> None:
-        self.units += _units(length)
+    def block(self, n: int, row: BlockRow) -> None:
+        """Each chunk of the row: stored, intact, as long as recorded; then the block's end."""
+        self.units += sum(_units(length) for _cid, length in row.chunks())
         if self.eof is not None and n >= self.eof:
             self.beyond.append(n)
             return
-        state = self.vol.scan.verify(cid, length)
-        if state == _MISSING:
-            self.missing.append((n, cid))
-        elif state == _CORRUPT:
-            self.corrupt.append((n, cid))
-        elif state != _REMOTE:
-            self.check_length(n, cid, length, state)
-
-    def check_length(self, n: int, cid: bytes, recorded: int, actual: int) -> None:
-        ino = self.vol.ino(self.local)
-        if actual != recorded:
-            self.vol.add("block-length", f"block {n} is recorded as {recorded} bytes, its chunk "
-                         f"holds {actual}", self.local,
-                         fix=partial(_fix_block_length, ino, n, cid, recorded, actual), stage=_Stage.COUNTS)
+        end: int | None = 0  # where the block's bytes end, None when a chunk cannot tell
+        for piece, (cid, length) in enumerate(row.chunks()):
+            at = row.patches[piece - 1].at if piece else 0
+            state = self.vol.scan.verify(cid, length)
+            if state == _MISSING:
+                self.missing.append((n, cid))
+            elif state == _CORRUPT:
+                self.corrupt.append((n, cid))
+            elif state != _REMOTE:
+                self.check_length(n, piece, cid, length, state)
+                if end is not None:
+                    end = max(end, at + state)
+                continue
+            end = None
         keep = self.info.size - n * self.block_size
-        if self.eof is not None and n == self.eof - 1 and actual > keep:
-            self.vol.add("tail-beyond-eof", f"block {n} stores {actual - keep} bytes past the end "
+        if end is not None and self.eof is not None and n == self.eof - 1 and end > keep:
+            self.vol.add("tail-beyond-eof", f"block {n} stores {end - keep} bytes past the end "
                          f"of the file (size {self.info.size})", self.local,
-                         fix=partial(_trim_tail, ino, n, keep), stage=_Stage.COUNTS)
+                         fix=partial(_trim_tail, self.vol.ino(self.local), n, keep), stage=_Stage.COUNTS)
+
+    def check_length(self, n: int, piece: int, cid: bytes, recorded: int, actual: int) -> None:
+        """``piece`` 0 is the block's base, 1 on its patches."""
+        if actual != recorded:
+            what = f"patch {piece} of block {n}" if piece else f"block {n}"
+            self.vol.add("block-length", f"{what} is recorded as {recorded} bytes, its chunk "
+                         f"holds {actual}", self.local,
+                         fix=partial(_fix_block_length, self.vol.ino(self.local), n, piece, cid, recorded, actual),
+                         stage=_Stage.COUNTS)
 
     def report(self) -> None:
         vol, local = self.vol, self.local
@@ -1033,13 +1045,13 @@ def _drop_slot_rows(table: Table, slot: Slot, op: Op) -> bool:
 
 
 def _release(op: Op, raw: bytes) -> int:
-    """Drop the reference a deleted block row held; its units, 0 when damaged."""
+    """Drop the references a deleted block row held; its units, 0 when damaged."""
     try:
-        cid, length = decode_block(raw)
+        row = decode_block(raw)
     except CorruptRecord:
         return 0
-    chunks.decref(op, cid)
-    return _units(length)
+    filedata.release(op, None, row)
+    return sum(_units(length) for _cid, length in row.chunks())
 
 
 def _put_ref(cid: bytes, count: int, length: int, op: Op) -> bool:
@@ -1144,20 +1156,29 @@ def _drop_blocks(ino: InodeId, first: int, owner_counts: bool, op: Op) -> bool:
     return True
 
 
-def _fix_block_length(ino: InodeId, n: int, cid: bytes, recorded: int, actual: int, op: Op) -> bool:
+def _fix_block_length(ino: InodeId, n: int, piece: int, cid: bytes, recorded: int, actual: int,
+                      op: Op) -> bool:
     raw = op.get(Table.BLOCKS, ino_u64_key(ino, n))
-    if raw is None or decode_block(raw) != (cid, recorded):
+    if raw is None:
         return True
-    op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(ChunkId(cid), actual))
+    row = decode_block(raw)
+    if piece > len(row.patches) or row.chunks()[piece] != (cid, recorded):
+        return True
+    patches = list(row.patches)
+    if piece:
+        patches[piece - 1] = patches[piece - 1]._replace(length=actual)
+        base = row.length
+    else:
+        base = actual
+    op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(row.chunk, base, patches))
     return _adjust_units(ino, _units(actual) - _units(recorded), op)
 
 
 def _trim_tail(ino: InodeId, n: int, keep: int, op: Op) -> bool:
     """Zero the bytes past the end of file in the last block, as truncate would have."""
-    raw = op.get(Table.BLOCKS, ino_u64_key(ino, n))
-    if raw is None:
+    if op.get(Table.BLOCKS, ino_u64_key(ino, n)) is None:
         return True
-    content = chunks.get(op, decode_block(raw)[0])[:keep]
+    content = filedata.load_block(op, ino, n)[:keep]
     inode = inodes.load(op, ino)
     filedata.store_block(op, ino, inode, n, content)
     inodes.save(op, ino, inode)

@@ -12,6 +12,7 @@ import json
 import stat
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cfs.errors import CorruptRecord
 from cfs.types import ChunkId, InodeId, LocalIno, Slot, VolumeId
@@ -176,19 +177,65 @@ def decode_order(raw: bytes) -> tuple[LocalIno | None, int, bytes]:
 
 
 # --- block maps ---------------------------------------------------------------------
+#
+# A block row names the chunk of the block's bytes (trailing zeros cut off: the rest of
+# the block is zeros), its base, and possibly patches laid over it in order: each one
+# holds exactly the bytes of a range of the block. Patches let a small write into a
+# large block store the bytes it wrote instead of a new copy of the whole block (see
+# cfs.fs.data). A row without patches keeps the original 20-byte layout; one with
+# patches starts with the version byte 2, so the two can never be mistaken.
 
 _BLOCK = struct.Struct(">16sI")
+_PATCH = struct.Struct(">16sII")
+BLOCK_PATCHED = 2
 
 
-def encode_block(chunk: ChunkId, length: int) -> bytes:
-    return _BLOCK.pack(chunk, length)
+class Patch(NamedTuple):
+    at: int
+    """Where in the block the patch's bytes start."""
+    chunk: ChunkId
+    length: int
+    """How many bytes it holds; its chunk is exactly this long."""
 
 
-def decode_block(raw: bytes) -> tuple[ChunkId, int]:
-    if len(raw) != _BLOCK.size:
-        raise CorruptRecord(f"block map entry: bad length {len(raw)}")
-    chunk, length = _BLOCK.unpack(raw)
-    return ChunkId(chunk), length
+class BlockRow(NamedTuple):
+    chunk: ChunkId
+    """The base: the block's bytes, up to ``length``; zeros follow."""
+    length: int
+    patches: tuple[Patch, ...] = ()
+
+    def chunks(self) -> list[tuple[ChunkId, int]]:
+        """Every chunk the row names, with its length: each is one reference."""
+        return [(self.chunk, self.length), *((p.chunk, p.length) for p in self.patches)]
+
+    @property
+    def end(self) -> int:
+        """Where the block's stored bytes end: past it the block holds zeros."""
+        return max([self.length, *(p.at + p.length for p in self.patches)])
+
+
+def encode_block(chunk: ChunkId, length: int, patches: tuple[Patch, ...] | list[Patch] = ()) -> bytes:
+    if not patches:
+        return _BLOCK.pack(chunk, length)
+    return b"".join([bytes([BLOCK_PATCHED]), _BLOCK.pack(chunk, length),
+                     *(_PATCH.pack(p.chunk, p.at, p.length) for p in patches)])
+
+
+def decode_block(raw: bytes) -> BlockRow:
+    if len(raw) == _BLOCK.size:
+        chunk, length = _BLOCK.unpack(raw)
+        return BlockRow(ChunkId(chunk), length)
+    count, rest = divmod(len(raw) - 1 - _BLOCK.size, _PATCH.size)
+    if count < 1 or rest or raw[0] != BLOCK_PATCHED:
+        raise CorruptRecord(f"block map entry: bad length {len(raw)} or version")
+    chunk, length = _BLOCK.unpack_from(raw, 1)
+    patches = []
+    for i in range(count):
+        pchunk, at, plength = _PATCH.unpack_from(raw, 1 + _BLOCK.size + i * _PATCH.size)
+        if not plength:
+            raise CorruptRecord("block map entry: an empty patch")
+        patches.append(Patch(at, ChunkId(pchunk), plength))
+    return BlockRow(ChunkId(chunk), length, tuple(patches))
 
 
 # --- chunks -------------------------------------------------------------------------

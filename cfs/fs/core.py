@@ -38,10 +38,10 @@ from cfs.errors import (
 )
 from cfs.fs import data, dirs, inodes, quota, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
-from cfs.fs.cache import DirtyBlocks
+from cfs.fs.cache import DirtyBlock, DirtyBlocks
 from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
-from cfs.store import Op, Store, Table, View, catalog, changelog, chunks, replica
+from cfs.store import Op, Store, Table, View, catalog, changelog, replica
 from cfs.types import (
     NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, VolumeId, local_of, slot_of, volume_root,
 )
@@ -131,7 +131,7 @@ class Filesystem:
             for key in orphans:
                 op.delete(Table.ORPHANS, key)
             for _key, value in catalog.delete_rows(op, Table.BLOCKS, lo, hi):
-                chunks.decref(op, decode_block(value)[0])
+                data.release(op, None, decode_block(value))
             for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS):
                 catalog.delete_rows(op, table, lo, hi)
             catalog.remove_record(op, record)
@@ -156,9 +156,9 @@ class Filesystem:
         referenced = 0
         unique: dict[bytes, int] = {}
         for _key, raw in view.range(Table.BLOCKS, lo, hi):
-            cid, length = decode_block(raw)
-            referenced += length
-            unique[cid] = length
+            for cid, length in decode_block(raw).chunks():
+                referenced += length
+                unique[cid] = length
         stored = sum(unique.values())
         return {
             "inodes": files, "apparent_bytes": apparent, "referenced_bytes": referenced,
@@ -733,10 +733,9 @@ class Filesystem:
                 if record.slot in self.store.frozen_slots:
                     raise ReadOnly("this node does not hold the volume's write lease")
                 self.store.admit(expect_bytes=self.dirty.bytes + len(buf))
-                view = self.store.view()
-                if not inodes.exists(view, ino):
+                if not inodes.exists(self.store.view(), ino):
                     raise NotFound(f"inode {ino} does not exist")
-                self._write_cached(view, ino, offset, buf, block_size)
+                self._write_cached(ino, offset, buf, block_size)
                 self.dirty.wrote(ino, offset + len(buf), time.time_ns())
         except Corrupted as exc:
             self._report(ino, exc)  # after the read: reporting opens an operation of its own
@@ -745,15 +744,9 @@ class Filesystem:
             self.flush_all()
         return len(buf)
 
-    def _write_cached(self, view: View, ino: InodeId, offset: int, buf: bytes, block_size: int) -> None:
-        """Patch the cached blocks. The partial first and last blocks are loaded before
-        anything changes, so a damaged chunk fails the write whole."""
+    def _write_cached(self, ino: InodeId, offset: int, buf: bytes, block_size: int) -> None:
+        """Lay the bytes into the file's cached blocks; nothing is read from the store."""
         end = offset + len(buf)
-        loaded: dict[int, bytearray] = {}
-        for n, edge in ((offset // block_size, offset % block_size),
-                        ((end - 1) // block_size, end % block_size)):
-            if edge and n not in loaded and self.dirty.get(ino, n) is None:
-                loaded[n] = data.load_block(view, ino, n)
         view = memoryview(buf)
         pos = offset
         while pos < end:
@@ -762,16 +755,16 @@ class Filesystem:
             lo, hi = pos - start, min(block_size, end - start)
             block = self.dirty.get(ino, n)
             if block is None:
-                block = loaded.get(n) or bytearray()
+                block = DirtyBlock.empty()
                 self.dirty.put(ino, n, block, block_size)
-            data.patch(block, lo, view[pos - offset:pos - offset + hi - lo])
+            block.write(lo, view[pos - offset:pos - offset + hi - lo])
             pos = start + hi
 
-    def _store_dirty(self, op: Op, ino: InodeId, inode: Inode, blocks: dict[int, bytearray],
+    def _store_dirty(self, op: Op, ino: InodeId, inode: Inode, blocks: dict[int, DirtyBlock],
                      block_size: int) -> None:
         for n in sorted(blocks):
             if n * block_size < inode.size:
-                data.store_block(op, ino, inode, n, blocks[n])
+                data.store_written(op, ino, inode, n, blocks[n], block_size)
 
     def flush(self, ino: InodeId) -> None:
         """Store the file's cached blocks as chunks (close, fsync, timer, memory pressure).

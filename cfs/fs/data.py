@@ -1,23 +1,36 @@
 """File content: reading, writing and truncating through block maps.
 
 A file of block size B is the sequence of blocks ``[n*B, (n+1)*B)``. Block n is either
-a hole (no BLOCKS row: reads as zeros, takes no space) or a chunk holding the block's
-bytes with trailing zeros cut off. Bytes past the end of the file inside the last block
-are always zero (truncate clears them), so growing a file never resurrects old data.
+a hole (no BLOCKS row: reads as zeros, takes no space) or a row naming a chunk holding
+the block's bytes with trailing zeros cut off, its base, and possibly patches over it
+(cfs.codec.BlockRow). Bytes past the end of the file inside the last block are always
+zero (truncate clears them), so growing a file never resurrects old data.
 
-Writes replace whole blocks: a partial block is read, patched and stored as a new chunk
-(the old chunk loses a reference). ``Inode.stored_units`` is kept equal to the sum of
-``ceil(len(chunk)/512)`` over the file's blocks; it is the file's st_blocks.
+A write through the store (``write``) replaces whole blocks: a partial block is read,
+patched and stored as a new chunk (the old chunk loses a reference). The write-back
+cache's flush (``store_written``) may store a patch instead: only the bytes written,
+laid over the block's stored content. A 4 KiB write into a 64 KiB block then stores
+4 KiB and reads nothing, where a new base would cost reading the old 64 KiB (from disk,
+when cold) and storing 64 KiB again. Patches are bounded (``MAX_PATCHES``, and at most
+half a block of patch bytes); past that the flush folds them into a new base.
+
+``Inode.stored_units`` is kept equal to the sum of ``ceil(len(chunk)/512)`` over every
+chunk the file's rows name; it is the file's st_blocks.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping
 
-from cfs.codec import Inode, decode_block, encode_block, ino_u64_key, pack_u64
+from cfs.codec import BlockRow, Inode, Patch, decode_block, encode_block, ino_u64_key, pack_u64
+from cfs.errors import Corrupted
+from cfs.fs.cache import DirtyBlock
 from cfs.hashing import chunk_id
 from cfs.store import Op, Table, View, chunks
-from cfs.types import ChunkId, InodeId
+from cfs.types import InodeId
+
+log = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = (1 << 63) - 1
 
@@ -26,17 +39,36 @@ def _units(length: int) -> int:
     return (length + 511) // 512
 
 
-def _block(view: View, ino: InodeId, n: int) -> tuple[ChunkId, int] | None:
+MAX_PATCHES = 8
+"""Patches a block row may carry before the flush folds them into a new base."""
+
+
+def _block(view: View, ino: InodeId, n: int) -> BlockRow | None:
     raw = view.get(Table.BLOCKS, ino_u64_key(ino, n))
     return decode_block(raw) if raw is not None else None
 
 
+def _content(view: View, row: BlockRow, n: int) -> bytes | bytearray:
+    """The stored bytes of block n (zeros follow): the base chunk itself (immutable,
+    cached) when the row has no patches."""
+    base = chunks.get(view, row.chunk, f" at block {n}")
+    if not row.patches:
+        return base
+    block = bytearray(base)
+    for p in row.patches:
+        piece = chunks.get(view, p.chunk, f" at block {n}")
+        if p.at > len(block):
+            block.extend(bytes(p.at - len(block)))
+        block[p.at:p.at + len(piece)] = piece
+    return block
+
+
 def read(view: View, ino: InodeId, inode: Inode, offset: int, size: int, block_size: int,
-         dirty: Mapping[int, bytearray] | None = None) -> bytes:
+         dirty: Mapping[int, DirtyBlock] | None = None) -> bytes:
     """Up to ``size`` bytes at ``offset``, zeros for holes; short at end of file.
 
-    ``dirty`` holds blocks newer than the store (the write-back cache): they are read
-    from there, and their stored chunks are not touched. The reply is joined once from
+    ``dirty`` holds what was written into blocks since the store last saw them (the
+    write-back cache): it is laid over their stored bytes. The reply is joined once from
     views of the blocks' bytes; a read of exactly one whole chunk returns the chunk's
     (immutable, cached) bytes object itself.
     """
@@ -46,19 +78,23 @@ def read(view: View, ino: InodeId, inode: Inode, offset: int, size: int, block_s
     first, last = offset // block_size, (end - 1) // block_size
     found: dict[int, bytes | bytearray] = {}
     dirty = dirty or {}
+    rows: dict[int, BlockRow] = {}
     for key, value in view.range(Table.BLOCKS, ino_u64_key(ino, first), ino_u64_key(ino, last + 1)):
         n = int.from_bytes(key[8:16], "big")
-        if n not in dirty:
-            found[n] = chunks.get(view, decode_block(value)[0], f" at block {n}")
-    if last - first < len(dirty):
-        for n in range(first, last + 1):
-            block = dirty.get(n)
-            if block is not None:
-                found[n] = block
-    else:
-        for n, block in dirty.items():
-            if first <= n <= last:
-                found[n] = block
+        if n in dirty:
+            rows[n] = decode_block(value)
+        else:
+            found[n] = _content(view, decode_block(value), n)
+    cached = (range(first, last + 1) if last - first < len(dirty)
+              else [n for n in dirty if first <= n <= last])
+    for n in cached:
+        written = dirty.get(n)
+        if written is not None:
+            row = rows.get(n)
+            if row is None or written.covers(row.end):
+                found[n] = written.data
+            else:
+                found[n] = written.overlay(bytearray(_content(view, row, n)))
     pieces: list[bytes | bytearray | memoryview] = []
     pos = offset  # the file offset the next piece starts at
     for n in sorted(found):
@@ -80,10 +116,10 @@ def read(view: View, ino: InodeId, inode: Inode, offset: int, size: int, block_s
 def load_block(view: View, ino: InodeId, n: int) -> bytearray:
     """The current content of block n as far as it is stored: zeros follow, up to the
     block size (a hole is empty). ``patch`` writes into it."""
-    current = _block(view, ino, n)
-    if current is None:
+    row = _block(view, ino, n)
+    if row is None:
         return bytearray()
-    return bytearray(chunks.get(view, current[0], f" at block {n}"))
+    return bytearray(_content(view, row, n))
 
 
 def patch(block: bytearray, offset: int, piece: bytes | bytearray | memoryview) -> None:
@@ -130,22 +166,75 @@ def trim_zeros(content: bytes | bytearray) -> bytes:
 
 
 def store_block(op: Op, ino: InodeId, inode: Inode, n: int, content: bytes | bytearray) -> None:
-    """Make block n hold ``content`` (a hole when it is all zeros), releasing the old chunk."""
+    """Make block n hold ``content`` (a hole when it is all zeros), releasing the old chunks."""
     trimmed = trim_zeros(content)
     old = _block(op, ino, n)
     cid = chunk_id(trimmed) if trimmed else None
-    if old is not None and old[0] == cid:
+    if old is not None and old.chunk == cid and not old.patches:
         return
-    if old is not None:
-        inode.stored_units -= _units(old[1])
     if trimmed:
         chunks.put(op, trimmed, cid)
         op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(cid, len(trimmed)))  # type: ignore[arg-type]
         inode.stored_units += _units(len(trimmed))
     elif old is not None:
         op.delete(Table.BLOCKS, ino_u64_key(ino, n))
-    if old is not None:
-        chunks.decref(op, old[0])
+    if old is not None:  # after the put: a chunk both rows name must not go in between
+        release(op, inode, old)
+
+
+def release(op: Op, inode: Inode | None, row: BlockRow) -> None:
+    """Drop the references of a row that is gone (and its units from ``inode``)."""
+    for cid, length in row.chunks():
+        if inode is not None:
+            inode.stored_units -= _units(length)
+        chunks.decref(op, cid)
+
+
+def store_written(op: Op, ino: InodeId, inode: Inode, n: int, written: DirtyBlock, block_size: int) -> None:
+    """Store what the write-back cache holds for block n: the flush.
+
+    Written bytes that are the whole block become its new base. Otherwise they become
+    patches over the stored content, which is not read; when the row would then carry
+    more than ``MAX_PATCHES`` patches or more than half a block of patch bytes, the
+    stored content is read, the written ranges laid over it, and the result is stored as
+    a new base instead. If that read fails (a damaged chunk, or one held by replicas
+    only), the written bytes are stored as patches all the same: they are not lost, and
+    the damage stays where it was, for reads and fsck to report.
+    """
+    row = _block(op, ino, n)
+    if row is None or written.covers(row.end):
+        store_block(op, ino, inode, n, written.data)
+        return
+    fresh = sum(hi - lo for lo, hi in written.extents)
+    if (len(row.patches) + len(written.extents) > MAX_PATCHES
+            or sum(p.length for p in row.patches) + fresh > block_size // 2):
+        try:
+            content = bytearray(_content(op, row, n))
+        except Corrupted as exc:
+            log.warning("block %d of inode %d: its stored bytes cannot be read (%s); storing the "
+                        "written bytes as patches over them", n, ino, exc)
+        else:
+            store_block(op, ino, inode, n, written.overlay(content))
+            return
+    _add_patches(op, ino, inode, n, row, written)
+
+
+def _add_patches(op: Op, ino: InodeId, inode: Inode, n: int, row: BlockRow, written: DirtyBlock) -> None:
+    """Lay the written ranges over the row as patches; older patches they hide go."""
+    patches = list(row.patches)
+    hidden: list[Patch] = []
+    for lo, hi in written.extents:
+        piece = bytes(memoryview(written.data)[lo:hi])
+        cid = chunks.put(op, piece)
+        inode.stored_units += _units(len(piece))
+        keep = []
+        for p in patches:
+            (hidden if lo <= p.at and p.at + p.length <= hi else keep).append(p)
+        patches = keep + [Patch(lo, cid, len(piece))]
+    op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(row.chunk, row.length, patches))
+    for p in hidden:
+        inode.stored_units -= _units(p.length)
+        chunks.decref(op, p.chunk)
 
 
 def write(op: Op, ino: InodeId, inode: Inode, offset: int, data: bytes, block_size: int) -> int:
@@ -178,10 +267,8 @@ def truncate(op: Op, ino: InodeId, inode: Inode, new_size: int, block_size: int)
         keep = (new_size + block_size - 1) // block_size
         doomed = list(op.range(Table.BLOCKS, ino_u64_key(ino, keep), pack_u64(ino + 1)))
         for key, value in doomed:
-            chunk, length = decode_block(value)
             op.delete(Table.BLOCKS, key)
-            inode.stored_units -= _units(length)
-            chunks.decref(op, chunk)
+            release(op, inode, decode_block(value))
         tail = new_size % block_size
         if tail:
             n = new_size // block_size

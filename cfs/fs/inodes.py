@@ -50,9 +50,9 @@ def destroy(op: Op, ino: InodeId, inode: Inode) -> None:
     lo, hi = ino_u64_key(ino, 0), pack_u64(ino + 1)
     if stat.S_ISREG(inode.mode):
         for key, value in list(op.range(Table.BLOCKS, lo, hi)):
-            chunk, _length = decode_block(value)
             op.delete(Table.BLOCKS, key)
-            chunks.decref(op, chunk)
+            for chunk, _length in decode_block(value).chunks():
+                chunks.decref(op, chunk)
     for key, _value in list(op.range(Table.XATTRS, ino_key(ino), hi)):
         op.delete(Table.XATTRS, key)
     op.delete(Table.SYMLINKS, ino_key(ino))

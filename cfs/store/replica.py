@@ -155,13 +155,15 @@ def _validate(table: Table, value: bytes) -> None:
 
 
 def _move_chunk_refs(op: Op, node_key: bytes, new_value: bytes | None) -> None:
-    """Block row replaced: the new chunk gains a reference before the old one loses it."""
+    """Block row replaced: the new row's chunks gain their references before the old
+    row's lose theirs (a chunk both name must not go in between)."""
     old = op.get(Table.BLOCKS, node_key)
     if new_value is not None:
-        cid, length = decode_block(new_value)
-        chunks.reference(op, cid, length)
+        for cid, length in decode_block(new_value).chunks():
+            chunks.reference(op, cid, length)
     if old is not None:
-        chunks.decref(op, decode_block(old)[0])
+        for cid, _length in decode_block(old).chunks():
+            chunks.decref(op, cid)
 
 
 # --- whole-volume copies: the receiving side -------------------------------------------
@@ -184,7 +186,8 @@ def begin_copy(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int,
     admit_epoch(op, record, epoch)
     lo, hi = catalog.slot_range(record.slot)
     for _key, value in catalog.delete_rows(op, Table.BLOCKS, lo, hi):
-        chunks.unreference(op, decode_block(value)[0], now_ns)
+        for cid, _length in decode_block(value).chunks():
+            chunks.unreference(op, cid, now_ns)
     for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS, Table.ORPHANS):
         catalog.delete_rows(op, table, lo, hi)
     catalog.delete_rows(op, Table.CHANGELOG, changelog.log_key(record.slot, 0),

@@ -513,9 +513,9 @@ class ClusterNode:
         found: dict[ChunkId, None] = {}
         with self.store.op(adds_data=False) as op:
             for _key, value in op.range(Table.BLOCKS, lo, hi):
-                cid = decode_block(value)[0]
-                if cid not in found and chunks.is_remote(op, cid):
-                    found[cid] = None
+                for cid, _length in decode_block(value).chunks():
+                    if cid not in found and chunks.is_remote(op, cid):
+                        found[cid] = None
         return list(found)
 
     async def _fetch_batch(self, batch: list[ChunkId]) -> bool:

@@ -293,11 +293,11 @@ def _copy_pages(view: View, slot: Slot) -> Iterator[tuple[list[CopyRow], list[by
         page.append((table, key, value))
         row_bytes += COPY_ROW_OVERHEAD + len(key) + len(value)
         if table == Table.BLOCKS:
-            cid, length = decode_block(value)
-            if cid not in seen:
-                seen.add(cid)
-                cids.append(cid)
-                chunk_bytes += length
+            for cid, length in decode_block(value).chunks():
+                if cid not in seen:
+                    seen.add(cid)
+                    cids.append(cid)
+                    chunk_bytes += length
     if page:
         yield page, cids
 
@@ -322,14 +322,14 @@ def _chunks_named(op: object, records: list[tuple[int, bytes]]) -> list[tuple[Ch
         for table, kind, _key, value in Change.decode(raw).rows:
             if table != Table.BLOCKS or kind != ROW_PUT:
                 continue
-            cid = decode_block(value)[0]
-            if cid in seen:
-                continue
-            seen.add(cid)
-            try:
-                out.append((cid, chunks.get(op, cid)))  # type: ignore[arg-type]
-            except MissingChunk:
-                pass  # not here either (a moved volume): the replica marks it remote
+            for cid, _length in decode_block(value).chunks():
+                if cid in seen:
+                    continue
+                seen.add(cid)
+                try:
+                    out.append((cid, chunks.get(op, cid)))  # type: ignore[arg-type]
+                except MissingChunk:
+                    pass  # not here either (a moved volume): the replica marks it remote
     return out
 
 

@@ -22,7 +22,7 @@ def flip_chunk_of(store_dir: Path, volume: str, local_ino: int, block: int) -> s
             record = catalog.get(op, volume)
             raw = op.get(Table.BLOCKS, ino_u64_key(make_ino(record.slot, local_ino), block))
             assert raw is not None
-            cid, _length = decode_block(raw)
+            cid = decode_block(raw).chunk
             value = bytearray(op.get(Table.CHUNKS, cid))
             value[-1] ^= 0xFF
             value[len(value) // 2] ^= 0x55

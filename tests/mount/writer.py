@@ -9,6 +9,9 @@ host disk, so after a crash every logged fact must hold on the volume:
                                               may make the unlink durable before the fsync
                                               below returns), but if it is there it is intact
   {"deleted": name}                           an unlink made durable by fsync of the dir
+  {"rewriting": name, "sha256": hex, "size": n}  a write into a range of a file is about to be
+                                              issued: until the next {"file": name} fact the
+                                              file may hold this content or the last logged one
 The workload stops at the first error (the daemon was killed under it).
 """
 
@@ -31,6 +34,12 @@ def main() -> None:
     journal_size = 0
     shared_block = rng.randbytes(8192)
     written: list[str] = []
+    db = bytearray(rng.randbytes(100_000))  # rewritten in place: small writes into stored blocks
+    fd = os.open(os.path.join(mount, "db"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, bytes(db))
+    os.fsync(fd)
+    os.close(fd)
+    os.fsync(dirfd)
 
     def record(entry: dict) -> None:
         os.write(log, (json.dumps(entry) + "\n").encode())
@@ -53,6 +62,16 @@ def main() -> None:
             os.fsync(dirfd)
             written.append(name)
             record({"file": name, "sha256": hashlib.sha256(body).hexdigest(), "size": size})
+        elif kind < 0.75:
+            piece = rng.randbytes(rng.randint(1, 6000))
+            offset = rng.randrange(len(db))
+            db[offset:offset + len(piece)] = piece
+            record({"rewriting": "db", "sha256": hashlib.sha256(db).hexdigest(), "size": len(db)})
+            fd = os.open(os.path.join(mount, "db"), os.O_WRONLY)
+            os.pwrite(fd, piece, offset)
+            os.fsync(fd)
+            os.close(fd)
+            record({"file": "db", "sha256": hashlib.sha256(db).hexdigest(), "size": len(db)})
         elif kind < 0.9:
             piece = rng.randbytes(rng.randint(1, 9000))
             os.write(journal, piece)

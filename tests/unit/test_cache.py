@@ -11,9 +11,9 @@ from typing import Iterator
 import pytest
 
 from cfs.check import check
-from cfs.codec import Inode
+from cfs.codec import BlockRow, Inode, decode_block, ino_u64_key
 from cfs.errors import Corrupted, ReadOnly
-from cfs.fs import Filesystem, SetAttr, inodes
+from cfs.fs import Filesystem, SetAttr, data, inodes
 from cfs.fs.cache import DirtyBlocks, Written
 from cfs.store import Store, Table
 from cfs.types import InodeId
@@ -96,17 +96,113 @@ def test_memory_limit_stores_blocks(cached: Vol) -> None:
     assert block_rows(cached) > 0
 
 
-def test_a_damaged_block_fails_the_write_whole(cached: Vol) -> None:
+def block_row(vol: Vol, ino: InodeId, n: int) -> BlockRow:
+    raw = vol.store.batch.get(ino_u64_key(ino, n), db=vol.store.db(Table.BLOCKS))
+    assert raw is not None
+    return decode_block(raw)
+
+
+def stored_file(vol: Vol, content: bytes) -> InodeId:
+    ino = vol.create(b"f", content)
+    vol.fs.flush(ino)
+    return ino
+
+
+def test_a_small_write_into_a_stored_block_stores_a_patch(cached: Vol) -> None:
     data = random.Random(4).randbytes(2 * BLOCK_SIZE)
-    ino = cached.create(b"f", data)
+    ino = stored_file(cached, data)
+    base = block_row(cached, ino, 1)
+    units = cached.inode(ino).stored_units
+    cached.fs.write(ino, BLOCK_SIZE + 100, b"p" * 300)
+    cached.fs.write(ino, BLOCK_SIZE + 1000, b"q" * 10)
     cached.fs.flush(ino)
-    (key, value), = [r for r in rows(cached.store, Table.BLOCKS) if r[0].endswith((1).to_bytes(8, "big"))]
-    cid = bytes(value[:16])
+    row = block_row(cached, ino, 1)
+    assert (row.chunk, row.length) == (base.chunk, base.length)     # the base is not rewritten
+    assert [(p.at, p.length) for p in row.patches] == [(100, 300), (1000, 10)]
+    assert cached.inode(ino).stored_units == units + 1 + 1
+    expected = bytearray(data)
+    expected[BLOCK_SIZE + 100:BLOCK_SIZE + 400] = b"p" * 300
+    expected[BLOCK_SIZE + 1000:BLOCK_SIZE + 1010] = b"q" * 10
+    cached.store.chunk_cache.clear()
+    assert cached.fs.read(ino, 0, 2 * BLOCK_SIZE) == bytes(expected)
+    assert cached.fs.read(ino, BLOCK_SIZE + 390, 20) == bytes(expected[BLOCK_SIZE + 390:BLOCK_SIZE + 410])
+    assert_chunks_consistent(cached.store)
+    assert check(cached.store).clean
+
+
+def test_a_patch_hides_the_patches_it_covers(cached: Vol) -> None:
+    ino = stored_file(cached, random.Random(5).randbytes(BLOCK_SIZE))
+    for lo, hi in ((100, 200), (300, 350), (50, 360)):
+        cached.fs.write(ino, lo, bytes([lo % 256]) * (hi - lo))
+        cached.fs.flush(ino)
+    assert [(p.at, p.length) for p in block_row(cached, ino, 0).patches] == [(50, 310)]
+    assert cached.inode(ino).stored_units == BLOCK_SIZE // 512 + 1
+    assert_chunks_consistent(cached.store)                 # the hidden patches' chunks are gone
+    assert check(cached.store).clean
+
+
+def test_patches_fold_into_a_new_base_past_the_limits(cached: Vol) -> None:
+    rng = random.Random(6)
+    model = bytearray(rng.randbytes(BLOCK_SIZE))
+    ino = stored_file(cached, bytes(model))
+    seen = []
+    for i in range(3 * data.MAX_PATCHES):
+        offset = rng.randrange(0, BLOCK_SIZE - 64, 128)
+        piece = rng.randbytes(64)
+        model[offset:offset + 64] = piece
+        cached.fs.write(ino, offset, piece)
+        cached.fs.flush(ino)
+        row = block_row(cached, ino, 0)
+        assert len(row.patches) <= data.MAX_PATCHES
+        seen.append(len(row.patches))
+        assert cached.fs.read(ino, 0, BLOCK_SIZE) == bytes(model)
+    assert 0 in seen and data.MAX_PATCHES in seen           # patches grew, then were folded
+    big = rng.randbytes(BLOCK_SIZE // 2 + 1)                 # more than half a block: a new base
+    cached.fs.write(ino, 10, big)
+    model[10:10 + len(big)] = big
+    cached.fs.flush(ino)
+    assert block_row(cached, ino, 0).patches == ()
+    assert cached.fs.read(ino, 0, BLOCK_SIZE) == bytes(model)
+    assert_chunks_consistent(cached.store)
+    assert check(cached.store).clean
+
+
+def test_a_write_into_a_damaged_block_needs_none_of_its_bytes(cached: Vol) -> None:
+    """A cached write reads nothing: the bytes written land (as a patch) even over a
+    damaged chunk, whose damage stays for reads and fsck to report."""
+    data_ = random.Random(7).randbytes(2 * BLOCK_SIZE)
+    ino = stored_file(cached, data_)
+    cid = block_row(cached, ino, 1).chunk
     cached.store.batch.put(cid, b"\x01\x00junk", db=cached.store.db(Table.CHUNKS))
+    cached.store.chunk_cache.clear()
+    cached.fs.write(ino, 0, b"N" * (BLOCK_SIZE + 10))       # block 0 whole, a piece of block 1
+    cached.fs.flush(ino)
+    assert cached.fs.read(ino, 0, BLOCK_SIZE) == b"N" * BLOCK_SIZE
+    assert block_row(cached, ino, 1).patches[0].length == 10
     with pytest.raises(Corrupted):
-        cached.fs.write(ino, 0, b"N" * (BLOCK_SIZE + 10))  # block 0 whole, a piece of block 1
+        cached.fs.read(ino, BLOCK_SIZE, 10)
+    for i in range(data.MAX_PATCHES + 1):                   # folding needs the damaged bytes: patches instead
+        cached.fs.write(ino, BLOCK_SIZE + 100 * (i + 1), b"m")
+        cached.fs.flush(ino)
+    assert len(block_row(cached, ino, 1).patches) > data.MAX_PATCHES
     assert cached.fs.dirty.bytes == 0
-    assert cached.fs.read(ino, 0, BLOCK_SIZE) == data[:BLOCK_SIZE]
+    assert {p.kind for p in check(cached.store).problems} == {"corrupt-chunk"}
+
+
+def test_a_failed_flush_gives_its_blocks_back_under_newer_writes(cached: Vol) -> None:
+    ino = cached.create(b"f", b"a" * (2 * BLOCK_SIZE), keep_open=True)
+    cached.fs.write(ino, 10, b"old")
+    cached.store.frozen_slots.add(cached.slot)                # the flush fails: ReadOnly
+    with pytest.raises(ReadOnly):
+        cached.fs.flush(ino)
+    cached.store.frozen_slots.discard(cached.slot)
+    blocks, written = cached.fs.dirty.take(ino)
+    cached.fs.write(ino, 12, b"NEW")                          # written while the flush was failing
+    cached.fs.dirty.give_back(ino, blocks, written, BLOCK_SIZE)
+    expected = b"a" * 10 + b"olNEW" + b"a" * (2 * BLOCK_SIZE - 15)
+    assert cached.fs.read(ino, 0, 2 * BLOCK_SIZE) == expected
+    cached.fs.flush(ino)
+    assert cached.fs.read(ino, 0, 2 * BLOCK_SIZE) == expected
 
 
 def test_sync_makes_cached_writes_durable(store_path: Path, cached: Vol) -> None:
@@ -127,10 +223,10 @@ def test_blocks_are_held_short_and_counted_whole(cached: Vol) -> None:
     whole block, the most it can grow to and add to the volume when stored."""
     ino = cached.create(b"f", keep_open=True)
     cached.fs.write(ino, 0, b"0123456789")
-    assert cached.fs.dirty.get(ino, 0) == bytearray(b"0123456789")
+    assert cached.fs.dirty.get(ino, 0).data == bytearray(b"0123456789")
     assert cached.fs.dirty.bytes == cached.fs.dirty.volume_bytes(cached.slot) == BLOCK_SIZE
     cached.fs.write(ino, 100, b"x")                     # same block, past a gap
-    assert len(cached.fs.dirty.get(ino, 0)) == 101
+    assert len(cached.fs.dirty.get(ino, 0).data) == 101
     cached.fs.write(ino, BLOCK_SIZE + 5, b"y")          # a second block
     assert cached.fs.dirty.bytes == 2 * BLOCK_SIZE
     expected = b"0123456789" + bytes(90) + b"x" + bytes(BLOCK_SIZE - 101) + bytes(5) + b"y"
@@ -144,10 +240,12 @@ def test_blocks_are_held_short_and_counted_whole(cached: Vol) -> None:
 
 def test_short_blocks_against_a_model(cached: Vol) -> None:
     """Writes at random places (gaps, block edges, past the end), truncates down and up,
-    flushes now and then: the file always reads as a plain bytearray model of it."""
+    flushes now and then (storing patches, folding them): the file always reads as a
+    plain bytearray model of it."""
     rng = random.Random(5)
     ino = cached.create(b"f", keep_open=True)
     model = bytearray()
+    patched = 0
     for step in range(400):
         action = rng.random()
         if action < 0.7:
@@ -163,10 +261,12 @@ def test_short_blocks_against_a_model(cached: Vol) -> None:
             model = model[:size] + bytearray(max(0, size - len(model)))
         else:
             cached.fs.flush(ino)
+            patched += sum(len(decode_block(v).patches) for _k, v in rows(cached.store, Table.BLOCKS))
         assert cached.fs.read(ino, 0, 6 * BLOCK_SIZE) == bytes(model), step
     cached.fs.flush(ino)
     assert cached.fs.read(ino, 0, 6 * BLOCK_SIZE) == bytes(model)
     assert cached.fs.dirty.bytes == 0
+    assert patched > 0                                  # the flushes stored patches, too
     assert_chunks_consistent(cached.store)
     assert check(cached.store).clean
 

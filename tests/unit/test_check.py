@@ -88,8 +88,8 @@ def drop_entry(store: Store, parent: InodeId, name: bytes) -> None:
 def assert_counts_match_block_maps(store: Store) -> None:
     refs: dict[bytes, int] = {}
     for _key, raw in raw_rows(store, Table.BLOCKS):
-        cid = decode_block(raw)[0]
-        refs[cid] = refs.get(cid, 0) + 1
+        for cid, _length in decode_block(raw).chunks():
+            refs[cid] = refs.get(cid, 0) + 1
     assert {k: decode_chunkref(v)[0] for k, v in raw_rows(store, Table.CHUNKREFS)} == refs
     assert {k for k, _v in raw_rows(store, Table.CHUNKS)} == set(refs)
 
@@ -320,6 +320,68 @@ def test_wrong_chunk_length_in_count_row_and_block_map(tree: Tree) -> None:
     repair_then_clean(tree.store, {"chunk-length", "block-length"})
     assert decode_block(raw_get(tree.store, Table.BLOCKS, ino_u64_key(tree.ino["/dir/small"], 1)))[1] == 188
     tree.assert_intact()
+
+
+# --- patched blocks ------------------------------------------------------------------
+
+def patch_file(tree: Tree, path: str, offset: int, data: bytes) -> None:
+    """Write through the write-back cache, whose flush stores small writes as patches."""
+    ino = tree.ino[path]
+    tree.fs.dirty.limit_bytes = 1 << 20
+    tree.fs.write(ino, offset, data)
+    tree.fs.flush(ino)
+    tree.fs.dirty.limit_bytes = 0
+    content = bytearray(tree.content[path])
+    content[offset:offset + len(data)] = data
+    tree.content[path] = bytes(content)
+    tree.store.commit()
+
+
+def test_patched_blocks_are_checked_chunk_by_chunk(tree: Tree) -> None:
+    patch_file(tree, "/big", BS + 10, b"a" * 20)
+    patch_file(tree, "/big", BS + 100, b"b" * 30)
+    row = decode_block(raw_get(tree.store, Table.BLOCKS, ino_u64_key(tree.ino["/big"], 1)))
+    assert [(p.at, p.length) for p in row.patches] == [(10, 20), (100, 30)]
+    report = check.check(tree.store)
+    assert report.clean, report.lines()
+    assert_counts_match_block_maps(tree.store)
+    tree.assert_intact()
+
+    raw = bytearray(raw_get(tree.store, Table.CHUNKS, row.patches[1].chunk))
+    raw[-1] ^= 0x01
+    raw_put(tree.store, Table.CHUNKS, row.patches[1].chunk, bytes(raw))
+    report = check.check(tree.store)
+    assert report.kinds() == {"corrupt-chunk"}
+    assert report.problems[0].path == "/big" and row.patches[1].chunk.hex() in report.problems[0].message
+
+
+def test_wrong_patch_length_is_fixed(tree: Tree) -> None:
+    patch_file(tree, "/big", 2 * BS + 10, b"a" * 20)
+    key = ino_u64_key(tree.ino["/big"], 2)
+    row = decode_block(raw_get(tree.store, Table.BLOCKS, key))
+    raw_put(tree.store, Table.BLOCKS, key, encode_block(row.chunk, row.length, [row.patches[0]._replace(length=25)]))
+
+    report = check.check(tree.store)
+    assert report.kinds() == {"block-length"}
+    assert "patch 1 of block 2 is recorded as 25 bytes, its chunk holds 20" in report.problems[0].message
+    repair_then_clean(tree.store, {"block-length"})
+    assert decode_block(raw_get(tree.store, Table.BLOCKS, key)).patches[0].length == 20
+    tree.assert_intact()
+
+
+def test_a_patch_past_the_end_of_the_file_is_cut(tree: Tree) -> None:
+    small = tree.ino["/dir/small"]                       # 700 bytes: block 1 holds 188
+    patch_file(tree, "/dir/small", BS + 150, b"p" * 150)  # the file grows to BS + 300
+    assert decode_block(raw_get(tree.store, Table.BLOCKS, ino_u64_key(small, 1))).patches
+    edit_inode(tree.store, small, size=BS + 200)         # the base ends before, the patch 100 bytes past
+
+    report = check.check(tree.store)
+    assert report.kinds() == {"tail-beyond-eof"}
+    assert "block 1 stores 100 bytes past the end" in report.problems[0].message
+    repair_then_clean(tree.store, {"tail-beyond-eof"})
+    assert decode_block(raw_get(tree.store, Table.BLOCKS, ino_u64_key(small, 1))).patches == ()
+    tree.fs.setattr(small, SetAttr(size=2 * BS))        # growing must show zeros, not old bytes
+    assert tree.read(small) == tree.content["/dir/small"][:BS + 200] + bytes(BS - 200)
 
 
 # --- inodes and directories ----------------------------------------------------------

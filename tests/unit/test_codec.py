@@ -87,7 +87,29 @@ def test_damaged_order_row_is_refused(raw: bytes) -> None:
 
 @given(st.binary(min_size=16, max_size=16), u32)
 def test_block_entry_round_trip(chunk: bytes, length: int) -> None:
-    assert codec.decode_block(codec.encode_block(ChunkId(chunk), length)) == (chunk, length)
+    raw = codec.encode_block(ChunkId(chunk), length)
+    assert len(raw) == 20                                  # the layout rows had before patches
+    assert codec.decode_block(raw) == (chunk, length, ())
+
+
+patches = st.lists(st.builds(codec.Patch, u32, st.binary(min_size=16, max_size=16),
+                             st.integers(min_value=1, max_value=2**32 - 1)), min_size=1, max_size=20)
+
+
+@given(st.binary(min_size=16, max_size=16), u32, patches)
+def test_patched_block_entry_round_trip(chunk: bytes, length: int, patches: list[codec.Patch]) -> None:
+    row = codec.decode_block(codec.encode_block(ChunkId(chunk), length, patches))
+    assert row == (chunk, length, tuple(patches))
+    assert row.chunks() == [(chunk, length), *((p.chunk, p.length) for p in patches)]
+    assert row.end == max([length, *(p.at + p.length for p in patches)])
+
+
+def test_damaged_patched_block_entry_is_refused() -> None:
+    raw = codec.encode_block(ChunkId(bytes(16)), 10, [codec.Patch(5, ChunkId(bytes(16)), 3)])
+    codec.decode_block(raw)
+    for damaged in (raw[:-1], raw + b"\0", b"\x03" + raw[1:], raw[:-4] + bytes(4)):  # the last: an empty patch
+        with pytest.raises(CorruptRecord):
+            codec.decode_block(damaged)
 
 
 @given(u64, u32)

@@ -81,9 +81,9 @@ def ship(src: Node, slot: Slot, dst: Node, dst_record, epoch: int = 1, *, push_c
         for _seq, raw in records:
             for table, kind, _key, value in Change.decode(raw).rows:
                 if push_chunks and table == Table.BLOCKS and kind == ROW_PUT:
-                    cid = decode_block(value)[0]
-                    if chunks.has_bytes(op, cid):
-                        pushed[cid] = chunks.get(op, cid)
+                    for cid, _length in decode_block(value).chunks():
+                        if chunks.has_bytes(op, cid):
+                            pushed[cid] = chunks.get(op, cid)
     with dst.store.op() as op:
         for cid, data in pushed.items():
             chunks.stage(op, cid, data, time.time_ns())
@@ -126,6 +126,34 @@ def test_replay_rebuilds_the_volume_row_for_row(nodes) -> None:
     assert_same(a, vol.slot, b, brec.slot)
     # every chunk was pushed ahead of its record: none is left remote, none staged
     assert rows(b.store, Table.REMOTE) == [] and rows(b.store, Table.STAGED) == []
+
+
+@pytest.mark.parametrize("push_chunks", [True, False], ids=["pushed", "remote"])
+def test_patched_blocks_replay_with_every_chunk_referenced(nodes, push_chunks: bool) -> None:
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    a.fs.dirty.limit_bytes = 16 * BLOCK_SIZE              # the write-back cache, whose flush patches
+    f = vol.create(b"f", bytes(range(256)) * 48)          # 3 blocks
+    a.fs.flush(f)
+    expected = bytearray(bytes(range(256)) * 48)
+    for round_ in range(12):                              # patches, hidden patches, then a fold
+        for offset in (100 + 7 * round_, BLOCK_SIZE + 300, 2 * BLOCK_SIZE + 50 * round_):
+            piece = bytes([round_ + 1]) * 20
+            a.fs.write(f, offset, piece)
+            expected[offset:offset + 20] = piece
+        a.fs.flush(f)
+        ship(a, vol.slot, b, brec, push_chunks=push_chunks)
+        assert_same(a, vol.slot, b, brec.slot)
+    patched = [decode_block(v) for _k, v in volume_rows(b.store, brec.slot)[Table.BLOCKS]]
+    assert any(row.patches for row in patched)
+    assert (rows(b.store, Table.REMOTE) == []) == push_chunks
+    bfs = Filesystem(b.store)
+    ino_b = bfs.lookup(volume_root(brec.slot), b"f").ino
+    if push_chunks:
+        assert bfs.read(ino_b, 0, 1 << 20, mark_atime=False) == bytes(expected)
+    else:
+        with pytest.raises(RemoteChunk):
+            bfs.read(ino_b, 0, 1 << 20, mark_atime=False)
 
 
 def test_the_replica_reads_the_same_bytes_through_its_own_filesystem(nodes) -> None:

@@ -54,8 +54,10 @@ def stored_chunks(store: Store) -> set[ChunkId]:
 
 
 def block_refs(store: Store) -> collections.Counter[ChunkId]:
-    """How many block-map entries, over every volume, name each chunk."""
-    return collections.Counter(decode_block(value)[0] for _key, value in rows(store, Table.BLOCKS))
+    """How many times block-map entries, over every volume, name each chunk (a base and
+    each patch once)."""
+    return collections.Counter(cid for _key, value in rows(store, Table.BLOCKS)
+                               for cid, _length in decode_block(value).chunks())
 
 
 def assert_chunks_consistent(store: Store) -> None:
