@@ -45,9 +45,11 @@ PER_VOLUME = frozenset(t for t in Table if t.value < 20)
 costs ~0.8 us, and a changing operation asks for every row it writes)."""
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: readdir-order rows hold the child's number and type before the name
-(``codec.encode_order``). A store of schema 1 is taken as it is and marked 2: its rows
-(the name alone) are still read, and new ones are written in the new layout."""
+(``codec.encode_order``). 3: block rows may carry patches (``codec.encode_block``,
+version-2 rows). A store of schema 1 or 2 is taken as it is and marked 3: its rows are
+still read, and new ones are written in the new layouts. The mark is what makes a cfs
+older than a schema refuse the store instead of reporting patched rows as damaged."""
 
-UPGRADABLE_SCHEMAS = frozenset({1})
+UPGRADABLE_SCHEMAS = frozenset({1, 2})
