@@ -746,19 +746,12 @@ class Filesystem:
 
     def _write_cached(self, ino: InodeId, offset: int, buf: bytes, block_size: int) -> None:
         """Lay the bytes into the file's cached blocks; nothing is read from the store."""
-        end = offset + len(buf)
-        view = memoryview(buf)
-        pos = offset
-        while pos < end:
-            n = pos // block_size
-            start = n * block_size
-            lo, hi = pos - start, min(block_size, end - start)
+        for n, lo, piece in data.split(offset, buf, block_size):
             block = self.dirty.get(ino, n)
             if block is None:
                 block = DirtyBlock.empty()
                 self.dirty.put(ino, n, block, block_size)
-            block.write(lo, view[pos - offset:pos - offset + hi - lo])
-            pos = start + hi
+            block.write(lo, piece)
 
     def _store_dirty(self, op: Op, ino: InodeId, inode: Inode, blocks: dict[int, DirtyBlock],
                      block_size: int) -> None:

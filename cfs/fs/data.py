@@ -21,7 +21,7 @@ chunk the file's rows name; it is the file's st_blocks.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from cfs.codec import BlockRow, Inode, Patch, decode_block, encode_block, ino_u64_key, pack_u64
 from cfs.errors import Corrupted
@@ -167,8 +167,13 @@ def trim_zeros(content: bytes | bytearray) -> bytes:
 
 def store_block(op: Op, ino: InodeId, inode: Inode, n: int, content: bytes | bytearray) -> None:
     """Make block n hold ``content`` (a hole when it is all zeros), releasing the old chunks."""
+    _replace_block(op, ino, inode, n, content, _block(op, ino, n))
+
+
+def _replace_block(op: Op, ino: InodeId, inode: Inode, n: int, content: bytes | bytearray,
+                   old: BlockRow | None) -> None:
+    """``store_block`` for a caller that has read the block's row (``old``) already."""
     trimmed = trim_zeros(content)
-    old = _block(op, ino, n)
     cid = chunk_id(trimmed) if trimmed else None
     if old is not None and old.chunk == cid and not old.patches:
         return
@@ -203,7 +208,7 @@ def store_written(op: Op, ino: InodeId, inode: Inode, n: int, written: DirtyBloc
     """
     row = _block(op, ino, n)
     if row is None or written.covers(row.end):
-        store_block(op, ino, inode, n, written.data)
+        _replace_block(op, ino, inode, n, written.data, row)
         return
     fresh = sum(hi - lo for lo, hi in written.extents)
     if (len(row.patches) + len(written.extents) > MAX_PATCHES
@@ -214,7 +219,7 @@ def store_written(op: Op, ino: InodeId, inode: Inode, n: int, written: DirtyBloc
             log.warning("block %d of inode %d: its stored bytes cannot be read (%s); storing the "
                         "written bytes as patches over them", n, ino, exc)
         else:
-            store_block(op, ino, inode, n, written.overlay(content))
+            _replace_block(op, ino, inode, n, written.overlay(content), row)
             return
     _add_patches(op, ino, inode, n, row, written)
 
@@ -239,26 +244,29 @@ def _add_patches(op: Op, ino: InodeId, inode: Inode, n: int, row: BlockRow, writ
 
 def write(op: Op, ino: InodeId, inode: Inode, offset: int, data: bytes, block_size: int) -> int:
     """Write ``data`` at ``offset``; the caller saves ``inode`` (size, stored_units changed)."""
-    if not data:
-        return 0
-    view = memoryview(data)
-    end = offset + len(data)
-    pos = offset
-    while pos < end:
-        n = pos // block_size
-        block_start = n * block_size
-        lo = pos - block_start
-        hi = min(block_size, end - block_start)
-        piece = view[pos - offset:pos - offset + (hi - lo)]
-        if lo == 0 and hi == block_size:
+    for n, lo, piece in split(offset, data, block_size):
+        if lo == 0 and len(piece) == block_size:
             content: bytes | bytearray = piece.tobytes()
         else:
             content = load_block(op, ino, n)
             patch(content, lo, piece)
         store_block(op, ino, inode, n, content)
-        pos = block_start + hi
-    inode.size = max(inode.size, end)
+    if data:
+        inode.size = max(inode.size, offset + len(data))
     return len(data)
+
+
+def split(offset: int, data: bytes, block_size: int) -> Iterator[tuple[int, int, memoryview]]:
+    """(block number, offset in the block, bytes) of each block a write at ``offset`` touches."""
+    view = memoryview(data)
+    end = offset + len(data)
+    pos = offset
+    while pos < end:
+        n = pos // block_size
+        start = n * block_size
+        hi = min(block_size, end - start)
+        yield n, pos - start, view[pos - offset:start + hi - offset]
+        pos = start + hi
 
 
 def truncate(op: Op, ino: InodeId, inode: Inode, new_size: int, block_size: int) -> None:

@@ -6,7 +6,8 @@ import stat
 
 from cfs.codec import Inode, decode_block, ino_key, ino_u64_key, pack_u64
 from cfs.errors import NotFound
-from cfs.store import Op, Table, View, chunks
+from cfs.fs import data
+from cfs.store import Op, Table, View
 from cfs.store.changelog import load_state, save_state
 from cfs.types import InodeId, LocalIno, make_ino, slot_of
 
@@ -51,8 +52,7 @@ def destroy(op: Op, ino: InodeId, inode: Inode) -> None:
     if stat.S_ISREG(inode.mode):
         for key, value in list(op.range(Table.BLOCKS, lo, hi)):
             op.delete(Table.BLOCKS, key)
-            for chunk, _length in decode_block(value).chunks():
-                chunks.decref(op, chunk)
+            data.release(op, None, decode_block(value))
     for key, _value in list(op.range(Table.XATTRS, ino_key(ino), hi)):
         op.delete(Table.XATTRS, key)
     op.delete(Table.SYMLINKS, ino_key(ino))
