@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
-    packages+=(attr python3 fio)  # tests/posix runs /usr/bin/python3 as other users; fio: the bench smoke test
+    packages+=(attr python3 fio bindfs)  # tests/posix runs /usr/bin/python3 as other users; fio, bindfs: the bench tests
     packages+=(git tar)  # tests/posix/test_programs.py runs them on a cfs mount
     packages+=(etcd-server iproute2)  # tests/cluster: a real etcd; network namespaces for the partition test
 fi
