@@ -35,7 +35,7 @@ def test_bindfs_and_cfs_side_by_side(short_tmp: Path, capsys: pytest.CaptureFixt
     # bindfs comes with tools/bootstrap.sh --test; without it the bindfs target fails here.
     where = short_tmp / "run"
     saved = short_tmp / "bench.json"
-    status = cli.main(["bench", "--quick", "--targets", "bindfs,cfs", "--only", "seqwrite,randwrite,metadata",
+    status = cli.main(["bench", "--quick", "--targets", "bindfs,cfs", "--only", "seqwrite,randwrite,dedup,reclaim,metadata",
                        "--dir", str(where), "--save", str(saved), "--no-drop-caches"])
     out, err = capsys.readouterr()
     assert status == 0, err
@@ -55,4 +55,9 @@ def test_bindfs_and_cfs_side_by_side(short_tmp: Path, capsys: pytest.CaptureFixt
         assert row["daemon_cpu"]["cfs"] >= 0 and row["daemon_rss"]["cfs"] > 0, row
     # CPU time comes in clock ticks: a listing of 200 entries may take less than one.
     assert results["seqwrite"]["daemon_cpu"]["cfs"] > 0, results["seqwrite"]
+    # The space targets, on cfs's store: a second copy adds under 1%, and
+    # deleting everything returns the store to within 10% of empty.
+    assert results["dedup-growth"]["values"]["cfs"] < 1.0, results["dedup-growth"]
+    assert results["dedup-growth"]["values"]["bindfs"] > 90.0, results["dedup-growth"]
+    assert results["reclaim"]["values"]["cfs"] <= 110.0, results["reclaim"]
     assert "cfs/bindfs" in out
