@@ -20,9 +20,9 @@ How it reads. Each table is swept once, in key order, by range scans; the only p
 reads are one per distinct chunk (to hash it) and a few per volume. Memory grows with
 the inodes and directory entries of the volume being checked and with the number of
 distinct chunks, never with the number of blocks, so a node with millions of blocks is
-checked in one sweep. The read side needs nothing but ``get`` and ``range``
-(``Reader``), so a non-repairing check can run in a worker thread on
-``Store.reading()`` (``check_snapshot``) while the trio thread keeps writing.
+checked in one sweep. It reads through a ``View`` only, so a non-repairing check can
+run in a worker thread on ``Store.reading()`` (``check_snapshot``) while the trio thread
+keeps writing.
 
 What it repairs (``repair=True``): only what needs no guessing. Problems are collected
 first, each with the fix that would cure it; fixes then run in stages inside one
@@ -44,19 +44,18 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import groupby
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from cfs.codec import (
     BlockRow, Inode, VolumeRecord, VolumeState, decode_block, decode_chunkref, decode_dirent, decode_order,
     encode_block, encode_chunkref, encode_dirent, encode_order, ino_key, ino_name_key, ino_u64_key,
-    pack_u64,
+    pack_u64, units_of,
 )
 from cfs.errors import Corrupted, CorruptRecord, NotFound, VolumeNotFound
 from cfs.fs import data as filedata
 from cfs.fs import dirs, inodes
-from cfs.store import Op, Store, Table, catalog, changelog, chunks, replica
+from cfs.store import Op, Store, Table, View, catalog, changelog, chunks, replica
 from cfs.store.changelog import log_key
-from cfs.store.store import key_range
 from cfs.types import (
     LOCAL_BITS, LOCAL_MASK, VOLUME_ROOT_LOCAL, InodeId, LocalIno, Slot, make_ino,
     slot_of, volume_root,
@@ -81,62 +80,6 @@ def _no_progress(_phase: str, _done: int, _total: int) -> None:
     pass
 
 
-# --- reading ------------------------------------------------------------------------
-
-class Reader(Protocol):
-    """All the checker reads through: an ``Op``, a ``StoreView``, or anything alike."""
-
-    def get(self, table: Table, key: bytes) -> bytes | None: ...
-
-    def range(self, table: Table, lo: bytes, hi: bytes) -> Iterable[tuple[bytes, bytes]]: ...
-
-
-class StoreView:
-    """Reads of one LMDB transaction (a snapshot, or an operation's), for the checker.
-
-    It only calls methods of the transaction it is handed, so ``cfs.store`` stays the one
-    package that imports lmdb. A read transaction is used by one thread at a time.
-    """
-
-    def __init__(self, txn: Any, dbs: Mapping[Table, Any]) -> None:
-        self._txn = txn
-        self._dbs = dbs
-
-    def get(self, table: Table, key: bytes) -> bytes | None:
-        return self._txn.get(key, db=self._dbs[table])
-
-    def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return key_range(self._txn.cursor(db=self._dbs[table]), lo, hi)
-
-    def keys(self, table: Table, lo: bytes, hi: bytes) -> Iterator[bytes]:
-        """Keys only: a sweep over CHUNKS then never touches the chunks' data pages."""
-        cursor = self._txn.cursor(db=self._dbs[table])
-        if not cursor.set_range(lo):
-            return
-        for key in cursor.iternext(keys=True, values=False):
-            if key >= hi:
-                return
-            yield key
-
-    def entries(self, table: Table) -> int:
-        return int(self._txn.stat(self._dbs[table])["entries"])
-
-
-class _GenericView:
-    """Gives any ``Reader`` the two extras the checker likes to have, the slow way."""
-
-    def __init__(self, reader: Reader) -> None:
-        self.get = reader.get
-        self.range = reader.range
-
-    def keys(self, table: Table, lo: bytes, hi: bytes) -> Iterator[bytes]:
-        return (key for key, _value in self.range(table, lo, hi))
-
-    def entries(self, _table: Table) -> int:
-        return 0
-
-
-_View = StoreView | _GenericView
 
 
 # --- results ------------------------------------------------------------------------
@@ -269,7 +212,7 @@ def check(store: Store, volume: str | None = None, *, repair: bool = False,
     to one volume; reference counts are still recomputed over every volume.
     """
     with store.op(adds_data=False) as op:
-        found = _Scan(StoreView(op.txn, store.dbs), volume, progress).run()
+        found = _Scan(op, volume, progress).run()
         if repair:
             found.apply(op)
     if repair:
@@ -280,22 +223,17 @@ def check(store: Store, volume: str | None = None, *, repair: bool = False,
 def check_snapshot(store: Store, volume: str | None = None, *,
                    progress: Progress | None = None) -> Report:
     """A read-only check of the last commit, safe in a worker thread while the store is live."""
-    with store.reading() as txn:
-        return check_view(StoreView(txn, store.dbs), volume, progress=progress)
+    with store.reading() as view:
+        return check_view(view, volume, progress=progress)
 
 
-def check_view(reader: Reader, volume: str | None = None, *,
+def check_view(view: View, volume: str | None = None, *,
                progress: Progress | None = None) -> Report:
-    """A read-only check through any ``Reader`` (an ``Op``, a ``StoreView``)."""
-    view = reader if isinstance(reader, StoreView) else _GenericView(reader)
+    """A read-only check through any ``View`` (an ``Op``, a snapshot's)."""
     return _Scan(view, volume, progress).run().report
 
 
 # --- small helpers ------------------------------------------------------------------
-
-def _units(length: int) -> int:
-    return (length + 511) // 512
-
 
 def _local(key: bytes) -> int:
     return int.from_bytes(key[:8], "big") & LOCAL_MASK
@@ -346,7 +284,7 @@ def _outer_join(rows: Iterator[tuple[bytes, bytes]], keys: Iterator[bytes]
 class _Scan:
     """One check: the catalog, each volume, the rows outside volumes, then the chunks."""
 
-    def __init__(self, view: _View, volume: str | None, progress: Progress | None) -> None:
+    def __init__(self, view: View, volume: str | None, progress: Progress | None) -> None:
         self.view = view
         self.only = volume
         self.progress = progress or _no_progress
@@ -966,7 +904,7 @@ class _FileBlocks:
 
     def block(self, n: int, row: BlockRow) -> None:
         """Each chunk of the row: stored, intact, as long as recorded; then the block's end."""
-        self.units += sum(_units(length) for _cid, length in row.chunks())
+        self.units += sum(units_of(length) for _cid, length in row.chunks())
         if self.eof is not None and n >= self.eof:
             self.beyond.append(n)
             return
@@ -1051,7 +989,7 @@ def _release(op: Op, raw: bytes) -> int:
     except CorruptRecord:
         return 0
     filedata.release(op, None, row)
-    return sum(_units(length) for _cid, length in row.chunks())
+    return sum(units_of(length) for _cid, length in row.chunks())
 
 
 def _put_ref(cid: bytes, count: int, length: int, op: Op) -> bool:
@@ -1171,7 +1109,7 @@ def _fix_block_length(ino: InodeId, n: int, piece: int, cid: bytes, recorded: in
     else:
         base = actual
     op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(row.chunk, base, patches))
-    return _adjust_units(ino, _units(actual) - _units(recorded), op)
+    return _adjust_units(ino, units_of(actual) - units_of(recorded), op)
 
 
 def _trim_tail(ino: InodeId, n: int, keep: int, op: Op) -> bool:

@@ -85,6 +85,11 @@ _UNITS_AT = _INODE.size - 16
 """Offset of ``stored_units`` in an inode record (the next readdir cookie follows it)."""
 
 
+def units_of(length: int) -> int:
+    """The 512-byte units a chunk of ``length`` bytes adds to its file's ``stored_units``."""
+    return (length + 511) // 512
+
+
 def stored_bytes(raw: bytes | None) -> int:
     """The bytes an ``inodes`` value counts toward its volume's usage: st_blocks * 512.
 

@@ -63,7 +63,8 @@ def config_from(args: argparse.Namespace) -> DaemonConfig:
         raise CfsError("--changelog-retain must be at least 1")
     data_dir = (args.data_dir or default_data_dir()).absolute()
     return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval, fuse_spin_us=args.fuse_spin_us,
-                        store=StoreConfig(reserve_bytes=args.reserve, changelog_retain=args.changelog_retain),
+                        store=StoreConfig(reserve_bytes=args.reserve, hold_reserve=True,
+                                          changelog_retain=args.changelog_retain),
                         plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
                         plugin_enabled=not args.no_plugin, cluster=cluster_config(args))
 

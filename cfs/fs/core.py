@@ -142,6 +142,13 @@ class Filesystem:
         self.store.frozen_slots.discard(record.slot)
         self.store.commit()
 
+    def volume_in_use(self, slot: Slot) -> bool:
+        """Whether files of the volume are open, or unlinked while open: removing it would
+        pull them from under the programs that hold them."""
+        lo, hi = catalog.slot_range(slot)
+        return (any(slot_of(ino) == slot for ino in self.opens)
+                or next(iter(self.store.view().keys(Table.ORPHANS, lo, hi)), None) is not None)
+
     def volume_usage(self, name: str) -> dict[str, int | float]:
         """Sizes for ``cfs volume inspect``: apparent bytes, referenced and unique chunk bytes."""
         view = self.store.view()
@@ -880,8 +887,7 @@ class Filesystem:
         frsize = 4096
         total = st.f_blocks * st.f_frsize // frsize
         free = min(total, self.store.free_bytes() // frsize)
-        view = self.store.view()
-        used_inodes = int(view.txn.stat(self.store.db(Table.INODES))["entries"])
+        used_inodes = self.store.view().entries(Table.INODES)
         free_inodes = free * frsize // 512
         return {
             "bsize": DEFAULT_BLOCK_SIZE, "frsize": frsize, "blocks": total, "bfree": free,

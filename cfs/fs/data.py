@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator, Mapping
 
-from cfs.codec import BlockRow, Inode, Patch, decode_block, encode_block, ino_u64_key, pack_u64
+from cfs.codec import BlockRow, Inode, Patch, decode_block, encode_block, ino_u64_key, pack_u64, units_of
 from cfs.errors import Corrupted
 from cfs.fs.cache import DirtyBlock
 from cfs.hashing import chunk_id
@@ -33,10 +33,6 @@ from cfs.types import InodeId
 log = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = (1 << 63) - 1
-
-
-def _units(length: int) -> int:
-    return (length + 511) // 512
 
 
 MAX_PATCHES = 8
@@ -180,7 +176,7 @@ def _replace_block(op: Op, ino: InodeId, inode: Inode, n: int, content: bytes | 
     if trimmed:
         chunks.put(op, trimmed, cid)
         op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(cid, len(trimmed)))  # type: ignore[arg-type]
-        inode.stored_units += _units(len(trimmed))
+        inode.stored_units += units_of(len(trimmed))
     elif old is not None:
         op.delete(Table.BLOCKS, ino_u64_key(ino, n))
     if old is not None:  # after the put: a chunk both rows name must not go in between
@@ -191,7 +187,7 @@ def release(op: Op, inode: Inode | None, row: BlockRow) -> None:
     """Drop the references of a row that is gone (and its units from ``inode``)."""
     for cid, length in row.chunks():
         if inode is not None:
-            inode.stored_units -= _units(length)
+            inode.stored_units -= units_of(length)
         chunks.decref(op, cid)
 
 
@@ -231,14 +227,14 @@ def _add_patches(op: Op, ino: InodeId, inode: Inode, n: int, row: BlockRow, writ
     for lo, hi in written.extents:
         piece = bytes(memoryview(written.data)[lo:hi])
         cid = chunks.put(op, piece)
-        inode.stored_units += _units(len(piece))
+        inode.stored_units += units_of(len(piece))
         keep = []
         for p in patches:
             (hidden if lo <= p.at and p.at + p.length <= hi else keep).append(p)
         patches = keep + [Patch(lo, cid, len(piece))]
     op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(row.chunk, row.length, patches))
     for p in hidden:
-        inode.stored_units -= _units(p.length)
+        inode.stored_units -= units_of(p.length)
         chunks.decref(op, p.chunk)
 
 

@@ -73,16 +73,13 @@ def typed_entries(view: View, directory: InodeId, after_cookie: int) -> Iterator
     the file type is the ``S_IFMT`` bits of the child's mode.
 
     What a listing of names reads, once per entry: the common row is decoded right in
-    the loop, over the table's cursor (generator and call layers were half the cost).
-    Take the entries without writing to the store in between (the cursor is ``view``'s).
+    the loop, over the rows ``view.seek`` hands out (generator and call layers were half
+    the cost). Take the entries without writing to the store in between.
     """
-    cursor = view.cursor(Table.DIRORDER)
-    if not cursor.set_range(ino_u64_key(directory, after_cookie + 1)):
-        return
     hi = pack_u64(directory + 1)
     base = make_ino(slot_of(directory), LocalIno(0))
     head, head_size, split_key = ORDER_HEAD.unpack_from, ORDER_HEAD.size, U64X2.unpack
-    for key, row in cursor:
+    for key, row in view.seek(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1)):
         if key >= hi:
             return
         if row[:1] == b"\0" and len(row) > head_size:

@@ -12,6 +12,8 @@ kernel holds nothing, so every orphan left in the store is destroyed at start-up
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from cfs.types import InodeId
 
 
@@ -38,4 +40,8 @@ class RefCounts:
 
     def __len__(self) -> int:
         return len(self._counts)
+
+    def __iter__(self) -> Iterator[InodeId]:
+        """The inodes held."""
+        return iter(self._counts)
 

@@ -11,7 +11,7 @@ from cfs.codec import VolumeRecord, VolumeState, pack_u64, unpack_u64
 from cfs.errors import CorruptRecord, InvalidName, VolumeExists, VolumeNotFound
 from cfs.names import validate_volume_name
 from cfs.store.changelog import log_key
-from cfs.store.store import Op
+from cfs.store.store import Op, View
 from cfs.store.tables import Table
 from cfs.types import MAX_SLOT, Slot, VolumeId, make_ino
 
@@ -52,21 +52,21 @@ def create(op: Op, name: str, block_size: int, options: dict[str, str], *,
     return record
 
 
-def get(op: Op, name: str) -> VolumeRecord:
+def get(op: View, name: str) -> VolumeRecord:
     raw = op.get(Table.VOLUMES, name.encode("utf-8", "surrogateescape"))
     if raw is None:
         raise VolumeNotFound(f"no volume named {name!r}")
     return VolumeRecord.decode(raw)
 
 
-def by_slot(op: Op, slot: Slot) -> VolumeRecord | None:
+def by_slot(op: View, slot: Slot) -> VolumeRecord | None:
     name = op.get(Table.VOLSLOTS, pack_u64(slot))
     if name is None:
         return None
     return get(op, bytes(name).decode())
 
 
-def by_id(op: Op, volume_id: VolumeId) -> VolumeRecord | None:
+def by_id(op: View, volume_id: VolumeId) -> VolumeRecord | None:
     """The volume with cluster identity ``volume_id``, None if this node has none."""
     name = op.get(Table.VOLIDS, volume_id)
     if name is not None:
@@ -75,8 +75,8 @@ def by_id(op: Op, volume_id: VolumeId) -> VolumeRecord | None:
     return next((r for r in all_volumes(op) if r.volume_id == volume_id), None)
 
 
-def all_volumes(op: Op) -> Iterator[VolumeRecord]:
-    for _key, value in op.cursor(Table.VOLUMES):
+def all_volumes(op: View) -> Iterator[VolumeRecord]:
+    for _key, value in op.rows(Table.VOLUMES):
         yield VolumeRecord.decode(value)
 
 
@@ -114,7 +114,7 @@ def drop_mount(op: Op, path: str) -> None:
     op.delete(Table.MOUNTS, path.encode("utf-8", "surrogateescape"))
 
 
-def recorded_mounts(op: Op) -> dict[str, tuple[str, bool]]:
+def recorded_mounts(op: View) -> dict[str, tuple[str, bool]]:
     """mount point -> (volume name, read-only), as the node should have them."""
     mounts = {}
     for key, value in op.range(Table.MOUNTS, b"", b"\xff" * 8):
@@ -131,7 +131,7 @@ def recorded_mounts(op: Op) -> dict[str, tuple[str, bool]]:
 HOLDS_VERSION = 1
 
 
-def plugin_holders(op: Op, name: str) -> set[str]:
+def plugin_holders(op: View, name: str) -> set[str]:
     """The Docker mount IDs that hold volume ``name`` mounted (empty: none)."""
     raw = op.get(Table.PLUGIN_HOLDS, name.encode("utf-8", "surrogateescape"))
     return set() if raw is None else _decode_holders(name, raw)
@@ -146,9 +146,9 @@ def set_plugin_holders(op: Op, name: str, ids: set[str]) -> None:
         op.delete(Table.PLUGIN_HOLDS, key)
 
 
-def all_plugin_holders(op: Op) -> dict[str, set[str]]:
+def all_plugin_holders(op: View) -> dict[str, set[str]]:
     holders = {}
-    for key, raw in op.cursor(Table.PLUGIN_HOLDS):
+    for key, raw in op.rows(Table.PLUGIN_HOLDS):
         name = bytes(key).decode("utf-8", "surrogateescape")
         holders[name] = _decode_holders(name, raw)
     return holders

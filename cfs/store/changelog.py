@@ -126,10 +126,7 @@ def replicated(view: "View", slot: Slot) -> bool:
 
 def read(op: "Op", slot: Slot, after: int = 0) -> Iterator[tuple[int, Change]]:
     """Yield (seq, change) of the volume's retained records with seq > ``after``, in order."""
-    cursor = op.cursor(Table.CHANGELOG)
-    if not cursor.set_range(log_key(slot, after + 1)):
-        return
-    for key, value in cursor:
+    for key, value in op.seek(Table.CHANGELOG, log_key(slot, after + 1)):
         key_slot, seq = U64X2.unpack(key)
         if key_slot != slot:
             return

@@ -178,22 +178,22 @@ def fill(op: Op, cid: ChunkId, data: bytes) -> None:
     op.delete(Table.REMOTE, cid)
 
 
-def is_referenced(op: Op, cid: ChunkId) -> bool:
+def is_referenced(op: View, cid: ChunkId) -> bool:
     return op.get(Table.CHUNKREFS, cid) is not None
 
 
-def is_remote(op: Op, cid: ChunkId) -> bool:
+def is_remote(op: View, cid: ChunkId) -> bool:
     return op.get(Table.REMOTE, cid) is not None
 
 
-def has_bytes(op: Op, cid: ChunkId) -> bool:
+def has_bytes(op: View, cid: ChunkId) -> bool:
     """Whether this node holds the chunk's bytes (referenced or staged)."""
     return op.get(Table.CHUNKS, cid) is not None
 
 
 def sweep_staged(op: Op, older_than_ns: int) -> int:
     """Drop staged chunks no record named before ``older_than_ns``; how many went."""
-    doomed = [bytes(k) for k, v in op.cursor(Table.STAGED) if int.from_bytes(v, "big") < older_than_ns]
+    doomed = [bytes(k) for k, v in op.rows(Table.STAGED) if int.from_bytes(v, "big") < older_than_ns]
     for cid in doomed:
         op.delete(Table.STAGED, cid)
         if op.get(Table.CHUNKREFS, cid) is None:

@@ -62,7 +62,7 @@ def remember_fence(op: Op, volume_id: VolumeId, epoch: int) -> None:
         op.put(Table.FENCES, volume_id, pack_u64(epoch))
 
 
-def fence_of(op: Op, volume_id: VolumeId) -> int:
+def fence_of(op: View, volume_id: VolumeId) -> int:
     raw = op.get(Table.FENCES, volume_id)
     return 0 if raw is None else int.from_bytes(raw, "big")
 
@@ -86,7 +86,7 @@ def set_replicated(op: Op, slot: Slot, replicated: bool) -> None:
         save(op, slot, repl)
 
 
-def applied_seq(op: Op, slot: Slot) -> int:
+def applied_seq(op: View, slot: Slot) -> int:
     """The sequence number of the last record this node holds for the volume (0: none)."""
     return changelog.load_state(op, slot).next_seq - 1
 
@@ -270,7 +270,7 @@ def acknowledge(op: Op, slot: Slot, seq: int, retain: int) -> None:
     changelog.save_state(op, slot, vstate)
 
 
-def records_after(op: Op, slot: Slot, after: int, max_bytes: int) -> list[tuple[int, bytes]]:
+def records_after(op: View, slot: Slot, after: int, max_bytes: int) -> list[tuple[int, bytes]]:
     """Encoded records after sequence ``after``, in order, up to about ``max_bytes``.
 
     At least one record is returned when there is one, however large. Raises LogTrimmed
@@ -278,9 +278,7 @@ def records_after(op: Op, slot: Slot, after: int, max_bytes: int) -> list[tuple[
     """
     out: list[tuple[int, bytes]] = []
     size = 0
-    cursor = op.cursor(Table.CHANGELOG)
-    found = cursor.set_range(changelog.log_key(slot, after + 1))
-    for key, value in cursor if found else ():
+    for key, value in op.seek(Table.CHANGELOG, changelog.log_key(slot, after + 1)):
         key_slot, seq = changelog.split_key(key)
         if key_slot != slot:
             break

@@ -26,12 +26,18 @@ Design (docs/DESIGN.md, "Write path" and "Crash safety"):
 * Chunk bytes that were read and verified are kept in a bounded cache (``chunk_cache``,
   cfs.store.chunkcache): chunks are content-addressed, so an entry is never stale.
 
+* The reserve is also held as a file (cfs.store.reserve), given up when something
+  else fills the disk, so deletes and control operations still find room.
+
 Thread rule: an LMDB write transaction belongs to the thread that opened it. Every
 method here that writes, and ``view()``, must be called from the thread that created
-the ``Store`` (the trio thread in the daemon). ``snapshot()`` opens a read-only
-transaction that may be used from any one other thread (the environment is opened with
-MDB_NOTLS); ``reading()`` holds one for a block, across awaits or in a worker thread, and
-keeps the map from being grown (remapped under it) until the block ends.
+the ``Store`` (the trio thread in the daemon). ``reading()`` is the one exception: a
+read-only snapshot of the last commit for a block, which may await or run in any one
+other thread (the environment is opened with MDB_NOTLS); the map is not grown
+(remapped under it) until the block ends.
+
+No module outside ``cfs.store`` touches an LMDB transaction or cursor: they read through
+``View`` (``get``, ``range``, ``seek``, ``keys``, ``entries``) and write through ``Op``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -51,6 +58,7 @@ import lmdb
 from cfs.codec import ROW_DELETE, ROW_PUT, Change, ReplState, pack_u64, usage_delta
 from cfs.store import changelog, residency
 from cfs.store.chunkcache import ChunkCache
+from cfs.store.reserve import ReserveFile
 from cfs.errors import CorruptRecord, NoSpace, ReadOnly
 from cfs.store.tables import PER_VOLUME, SCHEMA_VERSION, UPGRADABLE_SCHEMAS, Table
 from cfs.types import LOCAL_MASK, Slot
@@ -67,6 +75,9 @@ class StoreConfig:
     """Commit the batch once it holds this many bytes of new chunk data."""
     reserve_bytes: int | None = None
     """Space kept free for deletes; None: 1% of the disk, between 8 MiB and 256 MiB."""
+    hold_reserve: bool = False
+    """Hold the reserve as a file too (cfs.store.reserve), so that other programs filling
+    the disk cannot take it: the daemon does; tests and tools opening a store need not."""
     changelog_retain: int = 10_000
     """Change-log records kept per volume beyond what replicas have checkpointed."""
     min_map_size: int = 64 * GiB
@@ -115,6 +126,11 @@ class Store:
         self.mapped = residency.MappedPages(self.path / "data.mdb", config.mapped_limit_bytes)
         self._readers: set[object] = set()
         """Tokens of the snapshots open in ``reading()``: the map is not grown meanwhile."""
+        self._map_lock = threading.Lock()
+        """Held while a reader registers and opens its snapshot, and while the map is
+        checked and grown: the two never overlap."""
+        self.reserve_file = ReserveFile(self.path / "reserve", self.reserve_bytes() if config.hold_reserve else 0)
+        self.reserve_file.adjust(self._statvfs_free())
         self._check_schema()
 
     # --- lifetime ----------------------------------------------------------------
@@ -235,23 +251,30 @@ class Store:
     def forget_replicated(self, slot: Slot) -> None:
         self._replicated.pop(slot, None)
 
-    def snapshot(self) -> lmdb.Transaction:
-        """A read-only view of the last commit, usable from another thread."""
-        return self.env.begin(write=False)
-
     @contextlib.contextmanager
-    def reading(self) -> Iterator[lmdb.Transaction]:
-        """``snapshot()`` for the duration of the block, which may await or run in another
-        thread. LMDB may remap (grow) the map only while no transaction of the process is
-        open, so growth waits for a commit after the last such snapshot is closed."""
+    def reading(self) -> Iterator["View"]:
+        """A read-only view of the last commit for the duration of the block, which may
+        await or run in another thread (one thread at a time).
+
+        LMDB may remap (grow) the map only while no transaction of the process is open,
+        so growth waits for a commit after the last such snapshot is closed. The reader
+        is registered before its snapshot opens, under the lock that growth takes too:
+        registered after, a commit on the store's thread could grow the map between the
+        two, under a snapshot it did not know about."""
         token = object()
-        txn = self.snapshot()
-        self._readers.add(token)
+        with self._map_lock:
+            self._readers.add(token)
+            try:
+                txn = self.env.begin(write=False)
+            except BaseException:
+                self._readers.discard(token)
+                raise
         try:
-            yield txn
+            yield View(self, txn)
         finally:
-            self._readers.discard(token)
             txn.abort()
+            with self._map_lock:
+                self._readers.discard(token)
 
     # --- space -------------------------------------------------------------------
 
@@ -269,6 +292,11 @@ class Store:
         return self._disk_free() + self.free_pages() * self.page_size()
 
     def _disk_free(self) -> int:
+        """Free space the store may use: the disk's, less what the reserve file lacks
+        while it is given up (cfs.store.reserve)."""
+        return self._statvfs_free() - self.reserve_file.missing
+
+    def _statvfs_free(self) -> int:
         st = os.statvfs(self.path)
         return st.f_bavail * st.f_frsize
 
@@ -307,6 +335,7 @@ class Store:
             return
         self._last_space_check = now
         self._bytes_since_check = 0
+        self.reserve_file.adjust(self._statvfs_free())
         disk_free = self._disk_free() - self.pending_bytes - expect_bytes
         in_map = self.free_pages() * self.page_size()
         reserve = self.reserve_bytes()
@@ -330,19 +359,20 @@ class Store:
                           f"{in_map // MiB} MiB inside the store, {reserve // MiB} MiB reserved for deletes")
 
     def _grow_map_if_needed(self) -> None:
-        if self._readers:
-            return  # a snapshot is open (``reading``): grown at a later commit
-        info = self.env.info()
-        used = (int(info["last_pgno"]) + 1) * self.page_size()
-        if used > int(info["map_size"]) * 3 // 4:
-            new = max(int(info["map_size"]) * 2, self._wanted_map_size())
-            log.info("growing the LMDB map from %d to %d GiB", info["map_size"] // GiB, new // GiB)
-            self.env.set_mapsize(new)
+        with self._map_lock:
+            if self._readers:
+                return  # a snapshot is open (``reading``): grown at a later commit
+            info = self.env.info()
+            used = (int(info["last_pgno"]) + 1) * self.page_size()
+            if used > int(info["map_size"]) * 3 // 4:
+                new = max(int(info["map_size"]) * 2, self._wanted_map_size())
+                log.info("growing the LMDB map from %d to %d GiB", info["map_size"] // GiB, new // GiB)
+                self.env.set_mapsize(new)
 
     # --- node metadata -----------------------------------------------------------
 
     def node_id(self) -> bytes:
-        raw = self.batch.get(b"node_id", db=self.dbs[Table.META])
+        raw = self.view().get(Table.META, b"node_id")
         assert raw is not None
         return bytes(raw)
 
@@ -381,12 +411,34 @@ class View:
     def get(self, table: Table, key: bytes) -> bytes | None:
         return self.txn.get(key, db=self.store.dbs[table])
 
-    def cursor(self, table: Table) -> lmdb.Cursor:
-        return self.txn.cursor(db=self.store.dbs[table])
-
     def range(self, table: Table, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Rows with lo <= key < hi, in key order. Do not write to ``table`` while iterating."""
         return key_range(self.txn.cursor(db=self.store.dbs[table]), lo, hi)
+
+    def rows(self, table: Table) -> Iterator[tuple[bytes, bytes]]:
+        """Every row of ``table``, in key order (the node tables, which are small)."""
+        return iter(self.txn.cursor(db=self.store.dbs[table]))
+
+    def seek(self, table: Table, lo: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Rows from the first key >= lo on, in key order, for the caller to stop: one
+        call for a loop that ends on its own condition (a listing reads its rows through
+        this, with no generator between it and the cursor)."""
+        cursor = self.txn.cursor(db=self.store.dbs[table])
+        return cursor.iternext() if cursor.set_range(lo) else iter(())
+
+    def keys(self, table: Table, lo: bytes, hi: bytes) -> Iterator[bytes]:
+        """Keys with lo <= key < hi: a sweep over CHUNKS never touches the chunks' pages."""
+        cursor = self.txn.cursor(db=self.store.dbs[table])
+        if not cursor.set_range(lo):
+            return
+        for key in cursor.iternext(keys=True, values=False):
+            if key >= hi:
+                return
+            yield key
+
+    def entries(self, table: Table) -> int:
+        """How many rows ``table`` has (LMDB keeps the count: no scan)."""
+        return int(self.txn.stat(self.store.dbs[table])["entries"])
 
     def usage_change(self, slot: Slot) -> int:
         """Bytes in use this transaction changed in the volume: none, for a view (see ``Op``)."""
