@@ -19,7 +19,6 @@ import signal
 import socket
 from pathlib import Path
 
-import pyfuse3
 import trio
 
 from cfs.coord.api import Coordinator
@@ -27,11 +26,12 @@ from cfs.coord.etcd import EtcdCoordinator
 from cfs.coord.local import LocalCoordinator
 from cfs.errors import CfsError
 from cfs.fs import Filesystem
-from cfs.fuse import session, tuning
+from cfs.fuse import lifecycle, session, tuning
 from cfs.fuse.adapter import Operations
-from cfs.store import Store, catalog
+from cfs.store import NodeRecords, Store
 from mountd import mounts
-from mountd.cluster.node import ClusterNode, Eviction
+from mountd.cluster.node import ClusterNode
+from mountd.cluster.writer import Eviction
 from mountd.config import DaemonConfig
 from mountd.control import ControlServer
 from mountd.plugin import PluginServer, VolumeDriver
@@ -70,14 +70,15 @@ class Daemon:
             try:
                 fs = Filesystem(store, dirty_limit=self.config.write_cache_bytes)
                 fs.recover()
+                records = NodeRecords(store)
                 coord = self._coordinator()
                 evictions_in, evictions_out = trio.open_memory_channel[Eviction](64)
-                cluster = ClusterNode(fs, coord, self.config.cluster, evictions_in)
+                cluster = ClusterNode(fs, records, coord, self.config.cluster, evictions_in)
                 self._mount_fuse(fs, cluster)
                 try:
-                    trio.run(self._main, fs, coord, cluster, evictions_out)
+                    trio.run(self._main, fs, records, coord, cluster, evictions_out)
                 finally:
-                    pyfuse3.close(unmount=True)
+                    lifecycle.close()
             finally:
                 store.close()
         finally:
@@ -112,8 +113,7 @@ class Daemon:
         """Detach what a crashed daemon left mounted: its volume binds and its FUSE root."""
         store = Store(self.config.store_dir, self.config.store)
         try:
-            with store.op() as op:
-                recorded = catalog.recorded_mounts(op)
+            recorded = NodeRecords(store).mounts()
         finally:
             store.close()
         for path in [*recorded, str(self.config.fuse_root)]:
@@ -128,24 +128,20 @@ class Daemon:
         return LocalCoordinator(self.config.coord_dir)
 
     def _mount_fuse(self, fs: Filesystem, cluster: ClusterNode) -> None:
-        options = set(pyfuse3.default_options)
-        options |= {"fsname=cfs", "subtype=cfs"}
-        if os.geteuid() == 0:
-            options.add("allow_other")
         try:
-            pyfuse3.init(Operations(fs, cluster), str(self.config.fuse_root), options)
+            lifecycle.mount(Operations(fs, cluster), self.config.fuse_root, allow_other=os.geteuid() == 0)
         except RuntimeError as exc:
             raise DaemonError(f"cannot mount FUSE at {self.config.fuse_root}: {exc} "
                               "(is /dev/fuse there, and fuse3 installed?)") from None
 
-    async def _main(self, fs: Filesystem, coord: Coordinator, cluster: ClusterNode,
+    async def _main(self, fs: Filesystem, records: NodeRecords, coord: Coordinator, cluster: ClusterNode,
                     evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
         async with coord:
-            await self._serve(fs, cluster, evictions)
+            await self._serve(fs, records, cluster, evictions)
 
-    async def _serve(self, fs: Filesystem, cluster: ClusterNode,
+    async def _serve(self, fs: Filesystem, records: NodeRecords, cluster: ClusterNode,
                      evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
-        service = NodeService(self.config, fs, cluster)
+        service = NodeService(self.config, fs, records, cluster)
         control = ControlServer(self.config.socket_path, service)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fuse, nursery)

@@ -1,8 +1,10 @@
 """What the node does when asked: the operations behind the control API.
 
-``NodeService`` owns the node's mount table (which volume is bound where); the store
-and the filesystem core are handed in. Its methods run on the trio thread; the ones
-that touch host paths await worker threads for the system calls (see mountd.mounts).
+``NodeService`` owns the node's mount table (which volume is bound where, recorded
+through ``NodeRecords``); the filesystem core and the cluster node are handed in. Its
+methods run on the trio thread; the ones that touch host paths await worker threads for
+the system calls (see mountd.mounts). Nothing here needs space on the store's disk
+but creating a volume: on a full disk every other call still works.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from cfs.types import VolumeId
 from cfs.errors import CfsError, UserError, VolumeBusy, VolumeNotFound
 from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
 from cfs.names import validate_volume_name
-from cfs.store import catalog
+from cfs.store import NodeRecords
 from mountd import mounts
-from mountd.cluster.node import ClusterNode, Eviction
+from mountd.cluster.node import ClusterNode
+from mountd.cluster.writer import Eviction
 from mountd.config import DaemonConfig
 
 log = logging.getLogger(__name__)
@@ -36,11 +39,11 @@ MAX_REPLICAS = 5
 
 
 class NodeService:
-    def __init__(self, config: DaemonConfig, fs: Filesystem, cluster: ClusterNode) -> None:
+    def __init__(self, config: DaemonConfig, fs: Filesystem, records: NodeRecords, cluster: ClusterNode) -> None:
         self.config = config
         self.fs = fs
+        self.records = records
         self.cluster = cluster
-        self.store = fs.store
         self.started = time.time()
         self._mount_lock = trio.Lock()
 
@@ -74,7 +77,7 @@ class NodeService:
     async def volume_ls(self) -> list[dict[str, Any]]:
         """The cluster's volumes; those this node holds no copy of have ``here`` False."""
         specs = await self.cluster.list_specs()
-        local = {record.name: record for record in self.fs.volumes()}
+        local = {record.name: record for record in self.records.volumes()}
         out = []
         for name in sorted(set(specs) | set(local)):
             info = self._describe(name) if name in local else _describe_spec(name, specs[name])
@@ -85,7 +88,7 @@ class NodeService:
 
     async def volume_inspect(self, name: str) -> dict[str, Any]:
         spec = await self.cluster.spec(name)
-        if spec is not None and not any(r.name == name for r in self.fs.volumes()):
+        if spec is not None and self.records.find(name) is None:
             info = _describe_spec(name, spec)
             info["here"] = False
         else:
@@ -121,7 +124,7 @@ class NodeService:
         return {"removed": name}
 
     def _describe(self, name: str) -> dict[str, Any]:
-        record = self.fs.volume(name)
+        record = self.records.volume(name)
         return {
             "name": record.name, "id": record.volume_id.hex(), "block_size": record.block_size,
             "created": _iso(record.created_ns / 1e9), "options": record.options,
@@ -130,8 +133,7 @@ class NodeService:
         }
 
     def _recorded(self) -> dict[str, tuple[str, bool]]:
-        with self.store.op() as op:
-            return catalog.recorded_mounts(op)
+        return self.records.mounts()
 
     def _mounted_at(self, name: str) -> list[str]:
         return sorted(path for path, (volume, _ro) in self._recorded().items() if volume == name)
@@ -150,9 +152,7 @@ class NodeService:
                 with trio.CancelScope(shield=True):
                     await self.cluster.close_volume(name)
                 raise
-            with self.store.op() as op:
-                catalog.record_mount(op, str(target), name, read_only)
-            self.store.commit()
+            self.records.record_mount(str(target), name, read_only)
         log.info("mounted volume %s at %s%s", name, target, " (read-only)" if read_only else "")
         return {"volume": name, "mountpoint": str(target), "read_only": read_only}
 
@@ -170,9 +170,7 @@ class NodeService:
                     await trio.to_thread.run_sync(mounts.unmount, Path(key), bool(lazy))
                 except OSError as exc:
                     raise UserError(f"cannot unmount {key}: {exc.strerror} (is a process using it?)") from None
-            with self.store.op() as op:
-                catalog.drop_mount(op, key)
-            self.store.commit()
+            self.records.drop_mount(key)
             await self.cluster.close_volume(name)
         log.info("unmounted volume %s from %s", name, key)
         return {"volume": name, "mountpoint": key}
@@ -213,9 +211,7 @@ class NodeService:
                             await trio.to_thread.run_sync(mounts.unmount, Path(path), True)
                     except OSError as exc:
                         log.error("could not unmount %s: %s", path, exc)
-                    with self.store.op() as op:
-                        catalog.drop_mount(op, path)
-                    self.store.commit()
+                    self.records.drop_mount(path)
                     log.warning("unmounted volume %s from %s: %s", name, path, eviction.reason)
                     await self.cluster.close_volume(name)
 
@@ -232,17 +228,11 @@ class NodeService:
     # --- node ----------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        volumes = self.fs.volumes()
-        st = self.store.statvfs()
         return {
             "pid": os.getpid(), "data_dir": str(self.config.data_dir),
             "uptime_seconds": round(time.time() - self.started, 1),
-            "volumes": len(volumes), "mounts": {p: v for p, (v, _ro) in self._recorded().items()},
-            "store": {
-                "path": str(self.store.path), "disk_bytes": st.f_blocks * st.f_frsize,
-                "free_bytes": self.store.free_bytes(), "commits": self.store.commits,
-                "pending_bytes": self.store.pending_bytes, "low_space": self.store.low_space,
-            },
+            "volumes": len(self.records.volumes()), "mounts": {p: v for p, (v, _ro) in self._recorded().items()},
+            "store": self.records.space(),
             "kernel_lookups": len(self.fs.lookups),
             "cluster": {
                 "node_id": self.cluster.node_id.hex(), "etcd": self.cluster.config.etcd,
@@ -275,15 +265,15 @@ class NodeService:
     async def fsck(self, volume: str | None, repair: bool,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:
         if volume is not None:
-            self.fs.volume(volume)
+            self.records.volume(volume)
         self.fs.sync()
         if repair:
             if volume is not None and self._mounted_at(volume):
                 raise VolumeBusy(f"volume {volume!r} is mounted; unmount it before --repair")
-            report = check.check(self.store, volume, repair=True, progress=progress)
+            report = check.check(self.fs.store, volume, repair=True, progress=progress)
         else:
             report = await trio.to_thread.run_sync(
-                lambda: check.check_snapshot(self.store, volume, progress=progress))
+                lambda: check.check_snapshot(self.fs.store, volume, progress=progress))
         return report.to_json()
 
 

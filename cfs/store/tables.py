@@ -34,6 +34,7 @@ class Table(enum.IntEnum):
     REMOTE = 32     # chunk id -> b"": referenced here but its bytes live on replicas (fetch on read)
     STAGED = 33     # chunk id -> time_ns: pushed by a peer ahead of the log record that references it
     FENCES = 34     # volume id -> epoch: fences seen for volumes this node holds no copy of (yet)
+    REMOVALS = 35   # volume name -> JSON: a removal begun and not finished (finished at the next start)
 
     @property
     def per_volume(self) -> bool:

@@ -3,7 +3,7 @@
 Docker names a volume in every call, and for Mount and Unmount also the ID of one
 container's use of it. A volume that any container uses is bound once, at
 ``<mount root>/<volume>``; the IDs holding it are its reference count, kept in the store
-(``catalog.plugin_holders``) so that they survive a restart of the daemon. The bind
+(``NodeRecords.plugin_holders``) so that they survive a restart of the daemon. The bind
 itself is an ordinary ``NodeService`` mount: recorded, restored after a restart,
 listed by ``cfs volume inspect``, and a reason for ``cfs volume rm`` to refuse.
 
@@ -38,15 +38,15 @@ import trio
 from cfs.errors import CfsError, UserError, VolumeNotFound
 from cfs.fs.quota import parse_size
 from cfs.names import validate_volume_name
-from cfs.store import Store, catalog
+from cfs.store import NodeRecords
 from mountd import mounts
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/vnd.docker.plugins.v1+json"
 SCOPE = "global"
-"""Volumes will be reachable from every node once replication lands; Docker then keeps one
-name for one volume across a swarm."""
+"""A volume is reachable from every node of a cluster (it moves to the node that mounts
+it), so Docker keeps one name for one volume across a swarm."""
 
 Request = dict[str, Any]
 Reply = dict[str, Any]
@@ -59,7 +59,7 @@ class BadRequest(Exception):
 class Backend(Protocol):
     """The part of ``mountd.service.NodeService`` the driver uses (a fake in unit tests)."""
 
-    store: Store
+    records: NodeRecords
 
     async def volume_create(self, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]: ...
     async def volume_info(self, name: str) -> dict[str, Any]: ...
@@ -75,7 +75,7 @@ class VolumeDriver:
     def __init__(self, backend: Backend, mount_root: Path, *,
                  is_mounted: Callable[[Path], bool] = mounts.is_mount_point) -> None:
         self.backend = backend
-        self.store = backend.store
+        self.records = backend.records
         self.mount_root = Path(os.path.abspath(mount_root))
         self._is_mounted = is_mounted
         self._lock = trio.Lock()
@@ -214,8 +214,7 @@ class VolumeDriver:
                 "CreatedAt": info["created"], "Status": status}
 
     async def list(self) -> list[dict[str, str]]:
-        with self.store.op(adds_data=False) as op:
-            held = catalog.all_plugin_holders(op)
+        held = self.records.all_plugin_holders()
         return [{"Name": v["name"], "Mountpoint": str(self.mountpoint(v["name"])) if held.get(v["name"]) else ""}
                 for v in await self.backend.volume_ls()]
 
@@ -226,17 +225,13 @@ class VolumeDriver:
 
     def holders(self) -> dict[str, set[str]]:
         """Every volume the plugin holds, with the mount IDs holding it."""
-        with self.store.op(adds_data=False) as op:
-            return catalog.all_plugin_holders(op)
+        return self.records.all_plugin_holders()
 
     def _holders(self, name: str) -> set[str]:
-        with self.store.op(adds_data=False) as op:
-            return catalog.plugin_holders(op, name)
+        return self.records.plugin_holders(name)
 
     def _save(self, name: str, holders: set[str]) -> None:
-        with self.store.op(adds_data=False) as op:
-            catalog.set_plugin_holders(op, name, holders)
-        self.store.commit()
+        self.records.set_plugin_holders(name, holders)
 
     async def _bind(self, name: str) -> Path:
         """Make sure the volume is bound at its mount point; return the mount point."""

@@ -21,7 +21,7 @@ import trio.testing
 
 from cfs.errors import UserError, VolumeBusy, VolumeNotFound
 from cfs.fs.quota import parse_size
-from cfs.store import Store, catalog
+from cfs.store import NodeRecords, Store, catalog
 from mountd.plugin import MEDIA_TYPE, PluginServer, VolumeDriver
 from mountd.plugin import server as plugin_server
 
@@ -31,7 +31,7 @@ class FakeService:
 
     def __init__(self, store: Store, volumes: dict[str, dict[str, str]] | None = None,
                  binds: dict[str, str] | None = None) -> None:
-        self.store = store
+        self.records = NodeRecords(store)
         self.volumes = volumes if volumes is not None else {}
         self.binds = binds if binds is not None else {}  # mount point -> volume
         self.bind_calls = 0
