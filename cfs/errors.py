@@ -91,6 +91,14 @@ class ReadOnly(FsError):
     errno = _errno.EROFS
 
 
+class VolumeLost(FsError):
+    """This node no longer writes the volume (fenced, taken over, or closed): an fsync or
+    a close after writing cannot vouch for what was written through it, so it fails
+    with EIO, never with success (mountd.cluster.writer)."""
+
+    errno = _errno.EIO
+
+
 class CrossDevice(FsError):
     errno = _errno.EXDEV
 

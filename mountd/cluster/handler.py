@@ -1,9 +1,12 @@
 """Answers peers' requests against this node's store: the replica side of replication.
 
-Every handler runs on the trio thread and touches the store only between awaits, in
-operations of its own (``Store.op``), so a request is applied whole or not at all.
-Records are committed durably before ``LogAck`` goes out: an acknowledgement is a
-promise that the records survive a crash of this node.
+Every handler runs on the trio thread and touches the store only between awaits,
+through ``NodeRecords``, in operations of its own, so a request is applied whole or not
+at all. Records are committed durably before ``LogAck`` goes out: an acknowledgement is
+a promise that the records survive a crash of this node.
+
+A chunk asked for (``GetChunks``) that is damaged here is answered as missing, with a
+warning: the asker then asks another replica, as it does for a chunk this node lacks.
 
 Fencing: every request that carries an epoch raises this node's remembered epoch for
 the volume (``replica.admit_epoch``) or is refused with STALE_EPOCH. When the raised
@@ -25,15 +28,13 @@ import time
 from typing import Awaitable, Callable
 
 from cfs.codec import VolumeRecord
-from cfs.errors import (
-    CorruptRecord, LogGap, LogTrimmed, MissingChunk, NoSpace, ReplicationError, StaleEpoch,
-)
+from cfs.errors import CorruptRecord, LogGap, LogTrimmed, NoSpace, ReplicationError, StaleEpoch
 from cfs.repl.wire import (
     DEFAULT_MAX_PAYLOAD, MAX_CHUNK_SIZE, Ack, AppendLog, Chunks, Error, ErrorCode, Fence, FetchLog,
     GetChunks, LogAck, LogRecords, Ping, Pong, PushCopy, PutChunks, Release, Reply, Request,
     VolumeCopy, VolumeInfo, VolumeInfoReply,
 )
-from cfs.store import Store, catalog, chunks, replica
+from cfs.store import NodeRecords
 from cfs.types import NodeId, VolumeId
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ touching ~100,000 rows) make the volume travel as a whole-volume copy."""
 class PeerHandler:
     """The node's answers to the peer protocol's requests."""
 
-    def __init__(self, store: Store, *,
+    def __init__(self, records: NodeRecords, *,
                  adopt: Callable[[VolumeId], Awaitable[VolumeRecord | None]],
                  writing_epoch: Callable[[VolumeId], int | None],
                  on_fenced: Callable[[VolumeId, int], None],
@@ -60,7 +61,7 @@ class PeerHandler:
         volume because another node is taking it over. ``push_copy``: copy the volume
         whole to a node under an epoch, returning the sequence the copy holds (None:
         ``PushCopy`` is refused)."""
-        self.store = store
+        self.records = records
         self.adopt = adopt
         self.writing_epoch = writing_epoch
         self.on_fenced = on_fenced
@@ -90,27 +91,24 @@ class PeerHandler:
         if isinstance(request, PutChunks):
             return self._put_chunks(request)
         if isinstance(request, GetChunks):
-            return self._get_chunks(request)
+            return self._get_chunks(peer, request)
         if isinstance(request, (AppendLog, VolumeCopy, FetchLog, VolumeInfo, Fence, Release, PushCopy)):
             # Only records and copies make this node a replica; the others ask about a copy.
             if isinstance(request, (AppendLog, VolumeCopy)):
-                with self.store.op(adds_data=False) as op:
-                    fence = replica.fence_of(op, request.volume_id)
+                fence = self.records.fence_of(request.volume_id)
                 if request.epoch < fence:  # refused before this node would become a replica
                     return Error.of(ErrorCode.STALE_EPOCH, f"epoch {request.epoch} is stale, this node "
                                     f"has seen epoch {fence}", fence)
                 record = await self.adopt(request.volume_id)
             else:
-                record = local_record(self.store, request.volume_id)
+                record = self.records.volume_by_id(request.volume_id)
             if isinstance(request, VolumeInfo):
                 if record is None:
                     return VolumeInfoReply(request.volume_id, 0, 0, False)
                 return self._volume_info(record)
             if record is None:
                 if isinstance(request, Fence):
-                    with self.store.op(adds_data=False) as op:
-                        replica.remember_fence(op, request.volume_id, request.epoch)
-                    self.store.commit()
+                    self.records.remember_fence(request.volume_id, request.epoch)
                     return Ack()
                 return Error.of(ErrorCode.NOT_FOUND, f"volume {request.volume_id.hex()} has no copy here")
             self._check_epoch(record, request.epoch)
@@ -125,77 +123,55 @@ class PeerHandler:
             if isinstance(request, Release):
                 await self.release(record.volume_id, request.epoch)
             else:
-                self.store.commit()  # a fence holds across a crash of this node
+                self.records.commit()  # a fence holds across a crash of this node
             return Ack()
         return Error.of(ErrorCode.BAD_REQUEST, f"{type(request).__name__} is not served here")
 
     def _check_epoch(self, record: VolumeRecord, epoch: int) -> None:
         """Refuse a stale epoch; a newer one than ours fences our own writer of the volume."""
-        with self.store.op(adds_data=False) as op:
-            replica.admit_epoch(op, record, epoch)
+        self.records.admit_epoch(record, epoch)
         mine = self.writing_epoch(record.volume_id)
         if mine is not None and epoch > mine:
             self.on_fenced(record.volume_id, epoch)
 
     def _put_chunks(self, request: PutChunks) -> Reply:
-        now = time.time_ns()
-        with self.store.op(expect_bytes=sum(len(d) for _c, d in request.chunks)) as op:
-            for cid, data in request.chunks:  # verified against their ids by the session
-                chunks.stage(op, cid, bytes(data), now)
+        self.records.stage_chunks(request.chunks)  # verified against their ids by the session
         return Ack()
 
-    def _get_chunks(self, request: GetChunks) -> Reply:
-        found, missing, size = [], [], 0
-        with self.store.op(adds_data=False) as op:
-            for cid in request.ids:
-                if size >= MAX_REPLY_BYTES:
-                    break  # not listed at all: the asker asks again
-                try:
-                    data = chunks.get(op, cid)
-                except MissingChunk:  # RemoteChunk included: we do not hold its bytes either
-                    missing.append(cid)
-                    continue
-                found.append((cid, data))
-                size += len(data)
-        return Chunks(found, missing)
+    def _get_chunks(self, peer: NodeId, request: GetChunks) -> Reply:
+        # Ids past the reply's size are in neither list: the asker asks again.
+        found, missing, damaged = self.records.get_chunks(request.ids, MAX_REPLY_BYTES)
+        for cid in damaged:
+            log.warning("chunk %s asked for by node %s is damaged here: answered as missing (run cfs fsck)",
+                        cid.hex(), peer.hex()[:8])
+        return Chunks(found, missing + damaged)
 
     def _volume_info(self, record: VolumeRecord) -> Reply:
-        with self.store.op(adds_data=False) as op:
-            repl = replica.state(op, record.slot)
-            applied = replica.applied_seq(op, record.slot)
-        if repl.copy_id:  # a whole-volume copy is being received: no usable copy yet
-            return VolumeInfoReply(record.volume_id, repl.epoch, 0, False)
-        return VolumeInfoReply(record.volume_id, repl.epoch, applied, True)
+        epoch = self.records.epoch_seen(record.slot)
+        if self.records.incomplete(record.slot):  # a whole-volume copy is being received
+            return VolumeInfoReply(record.volume_id, epoch, 0, False)
+        return VolumeInfoReply(record.volume_id, epoch, self.records.applied_seq(record.slot), True)
 
     def _append(self, peer: NodeId, record: VolumeRecord, request: AppendLog) -> Reply:
         if self.writing_epoch(record.volume_id) is not None:
             # We write this volume under the newest epoch we know: another writer is stale.
             return Error.of(ErrorCode.STALE_EPOCH, f"node writes volume {record.name!r} itself",
                             self.writing_epoch(record.volume_id) or 0)
-        retain = self.store.config.changelog_retain
-        with self.store.op() as op:
-            for seq, raw in request.records:
-                replica.apply(op, record, request.epoch, seq, bytes(raw), retain)
-            applied = replica.applied_seq(op, record.slot)
-        self.store.commit()  # durable before we say so
-        return LogAck(record.volume_id, applied)
+        applied = self.records.apply_records(record, request.epoch, request.records, durable=True)
+        return LogAck(record.volume_id, applied)  # durable before we say so
 
     def _copy(self, peer: NodeId, record: VolumeRecord, request: VolumeCopy) -> Reply:
         if self.writing_epoch(record.volume_id) is not None:
             return Error.of(ErrorCode.STALE_EPOCH, f"node writes volume {record.name!r} itself",
                             self.writing_epoch(record.volume_id) or 0)
-        args = (record, request.epoch, request.copy_id, request.snapshot_seq)
-        with self.store.op() as op:
-            if request.first:
-                log.info("volume %s: receiving a whole copy (up to record %d) from node %s",
-                         record.name, request.snapshot_seq, peer.hex()[:8])
-                replica.begin_copy(op, *args, time.time_ns())
-            replica.add_copy_rows(op, *args, request.rows)
-            if request.last:
-                replica.finish_copy(op, *args, request.next_local)
+        if request.first:
+            log.info("volume %s: receiving a whole copy (up to record %d) from node %s",
+                     record.name, request.snapshot_seq, peer.hex()[:8])
+        self.records.receive_copy(record, request.epoch, request.copy_id, request.snapshot_seq,
+                                  first=request.first, last=request.last, rows=request.rows,
+                                  next_local=request.next_local)
         if not request.last:
             return Ack()
-        self.store.commit()  # durable before we say so
         log.info("volume %s: whole copy up to record %d received", record.name, request.snapshot_seq)
         return LogAck(record.volume_id, request.snapshot_seq)
 
@@ -207,10 +183,9 @@ class PeerHandler:
         return LogAck(record.volume_id, seq)
 
     def _fetch(self, record: VolumeRecord, request: FetchLog) -> Reply:
-        with self.store.op(adds_data=False) as op:
-            records = replica.records_after(op, record.slot, request.after_seq,
-                                            min(request.max_bytes, MAX_REPLY_BYTES))
-            last = replica.applied_seq(op, record.slot)
+        records = self.records.records_after(record.slot, request.after_seq,
+                                             min(request.max_bytes, MAX_REPLY_BYTES))
+        last = self.records.applied_seq(record.slot)
         oversized = next((i for i, (_seq, raw) in enumerate(records) if len(raw) > MAX_RECORD_BYTES), None)
         if oversized == 0:
             # One operation's record is larger than a frame may carry (a truncate of a huge
@@ -219,7 +194,3 @@ class PeerHandler:
                             "more than a frame carries: copy the volume whole")
         return LogRecords(record.volume_id, last, records[:oversized])
 
-
-def local_record(store: Store, volume_id: VolumeId) -> VolumeRecord | None:
-    with store.op(adds_data=False) as op:
-        return catalog.by_id(op, volume_id)

@@ -20,27 +20,29 @@ here is never a source.
 
 Shipping uses the epoch of the last writer (the highest this node has seen), which every
 replica accepts unless a newer writer appeared meanwhile; then the round stops.
+
+Dependencies are handed in: the node's records, members, peer pool and coordinator,
+and two calls only the node can answer, ``writes`` (whether it writes a volume) and
+``drop_copy`` (drop a copy, unless a mount got there first: True if it went).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
 import trio
 
 from cfs.codec import VolumeRecord
-from cfs.coord.api import VolumeSpec
+from cfs.coord.api import Coordinator, VolumeSpec
 from cfs.errors import CfsError
 from cfs.repl import placement
 from cfs.repl.wire import VolumeInfo, VolumeInfoReply
-from cfs.store import replica
-from cfs.types import NodeId
-from mountd.cluster.links import PeerError, PeerUnavailable
+from cfs.store import NodeRecords
+from cfs.types import NodeId, VolumeId
+from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
+from mountd.cluster.members import Members
 from mountd.cluster.replicator import VolumeReplicator
-
-if TYPE_CHECKING:
-    from mountd.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,18 @@ INFO_TIMEOUT = 3.0
 
 
 class Healer:
-    def __init__(self, node: "ClusterNode", interval: float) -> None:
-        self.node = node
+    def __init__(self, records: NodeRecords, members: Members, pool: PeerPool, coord: Coordinator, *,
+                 writes: Callable[[VolumeId], bool],
+                 drop_copy: Callable[[VolumeRecord, int], Awaitable[bool]],
+                 interval: float, replication_timeout: float) -> None:
+        self.records = records
+        self.members = members
+        self.pool = pool
+        self.coord = coord
+        self.writes = writes
+        self.drop_copy = drop_copy
         self.interval = interval
+        self.replication_timeout = replication_timeout
         self.rounds = 0
         self.shipped: dict[str, int] = {}
         """Volume name -> records shipped by this node's healer (for ``cfs status``)."""
@@ -65,18 +76,18 @@ class Healer:
             self.rounds += 1
 
     async def heal_all(self) -> None:
-        draining = self.node.draining()
-        specs = await self.node.coord.list_volumes()
-        for record in self.node.fs.volumes():
-            if self.node.writes(record.volume_id):
+        draining = self.members.draining()
+        specs = await self.coord.list_volumes()
+        for record in self.records.volumes():
+            if self.writes(record.volume_id):
                 continue
             spec = specs.get(record.name)
             if spec is None or spec.volume_id != record.volume_id:
-                self._drop_removed(record)
+                await self._drop_removed(record)
                 continue
             if spec.replicas <= 1 and not draining:
                 continue  # one copy, and it stays here
-            holder = await self.node.coord.holder(record.name)
+            holder = await self.coord.holder(record.name)
             if holder is not None and holder.alive:
                 continue
             await self._heal(record, spec)
@@ -85,53 +96,52 @@ class Healer:
         """Volumes whose copy here is one the cluster still needs if this node leaves:
         complete here, and fewer than ``replicas`` complete copies on other live nodes.
         Asked now, of the nodes themselves (``cfs node drain`` shows it)."""
-        me = self.node.node_id
-        specs = await self.node.coord.list_volumes()
+        me = self.members.node_id
+        specs = await self.coord.list_volumes()
         needed = []
-        for record in self.node.fs.volumes():
+        for record in self.records.volumes():
             spec = specs.get(record.name)
-            if spec is None or spec.volume_id != record.volume_id or self.node.writes(record.volume_id):
+            if spec is None or spec.volume_id != record.volume_id or self.writes(record.volume_id):
                 continue
-            copies = await self._copies(record, self.node.live_peers())
-            with self.node.store.op(adds_data=False) as op:
-                mine = replica.applied_seq(op, record.slot)
+            copies = await self._copies(record, self.members.live_peers())
+            mine = self.records.applied_seq(record.slot)
             elsewhere = [n for n, seq in copies.items() if n != me and seq >= mine]
             if len(elsewhere) < spec.replicas:
                 needed.append(record.name)
         return needed
 
-    def _drop_removed(self, record: VolumeRecord) -> None:
+    async def _drop_removed(self, record: VolumeRecord) -> None:
         """A copy of a volume the cluster removed (or replaced under its name) goes too."""
-        if self.node.epoch_seen(record) == 0:
+        if self.records.epoch_seen(record.slot) == 0:
             return  # a volume made here before the node joined: published at start, not ours to drop
         try:
-            self.node.fs.remove_volume(record.name, force=True)
-            log.info("volume %s (id %s) was removed from the cluster; dropped this node's copy",
-                     record.name, record.volume_id.hex())
+            if await self.drop_copy(record, self.records.applied_seq(record.slot)):
+                log.info("volume %s (id %s) was removed from the cluster; dropped this node's copy",
+                         record.name, record.volume_id.hex())
         except CfsError as exc:
             log.warning("could not drop the copy of removed volume %s: %s", record.name, exc)
 
     async def _heal(self, record: VolumeRecord, spec: VolumeSpec) -> None:
-        me = self.node.node_id
-        peers = self.node.live_peers()
+        me = self.members.node_id
+        peers = self.members.live_peers()
         copies = await self._copies(record, peers)
-        with self.node.store.op(adds_data=False) as op:
-            if replica.incomplete(op, record.slot):
-                return  # an interrupted whole-volume copy: a node with a complete one heals
-            copies[me] = replica.applied_seq(op, record.slot)
-            epoch = replica.state(op, record.slot).epoch
+        if self.records.incomplete(record.slot):
+            return  # an interrupted whole-volume copy: a node with a complete one heals
+        copies[me] = self.records.applied_seq(record.slot)
+        epoch = self.records.epoch_seen(record.slot)
         best = max(copies.values())
         complete = [n for n, seq in copies.items() if seq == best]
         # A draining node's copy does not count: it is leaving.
-        draining = self.node.draining()
+        draining = self.members.draining()
         counted = [n for n in complete if not (draining and n == me)]
         if len(counted) >= spec.replicas:
             # Enough complete copies. Any other copy is surplus (a writer moved its replica
             # to a node that joined; this node is draining): the best-ranked complete
             # copies stay, the rest go.
             keep = placement.rank(spec.volume_id, counted)[:spec.replicas]
-            if me not in keep:  # complete but surplus, or lagging behind enough others
-                await self.node.drop_copy(record, copies[me])
+            if me not in keep and await self.drop_copy(record, copies[me]):
+                # complete but surplus, or lagging behind enough others
+                log.info("volume %s: its placed copies are complete; dropped this node's copy", record.name)
             return
         else:
             # Top up: copies that lag first (they hold most of it already), then new
@@ -143,9 +153,9 @@ class Healer:
             return  # nothing to copy, or another node with a complete copy does the shipping
         log.info("volume %s: copying %d records to %s (self-heal)", record.name, best,
                  ", ".join(n.hex()[:8] for n in targets))
-        rep = VolumeReplicator(self.node.store, self.node.pool, record, epoch,
+        rep = VolumeReplicator(self.records, self.pool, record, epoch,
                                targets=lambda: targets, on_fenced=lambda _epoch: None,
-                               timeout=self.node.config.replication_timeout)
+                               timeout=self.replication_timeout)
         await rep.ship_once()
         self.shipped[record.name] = best
 
@@ -155,7 +165,7 @@ class Healer:
 
         async def ask(peer: NodeId) -> None:
             try:
-                reply = await self.node.pool.request(peer, VolumeInfo(record.volume_id), timeout=INFO_TIMEOUT)
+                reply = await self.pool.request(peer, VolumeInfo(record.volume_id), timeout=INFO_TIMEOUT)
             except (PeerUnavailable, PeerError):
                 return
             if isinstance(reply, VolumeInfoReply) and reply.known:

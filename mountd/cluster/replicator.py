@@ -22,8 +22,9 @@ then goes on from S. S is the head when the copy starts, so the records after it
 after the checkpoint (which waits for this replica) and stay in the log; should they
 be gone anyway, the next round copies again.
 
-Concurrency: one task (``run``) ships; fsync callers only wait on ``_progress``. Reads
-of the store happen between awaits, in operations of their own.
+Concurrency: one task (``run``) ships; fsync callers only wait on ``_progress``. The
+store is read between awaits, through ``NodeRecords``; a whole-volume copy reads a
+snapshot (``NodeRecords.copy_source``) that holds across awaits.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ from typing import Callable, Iterator
 
 import trio
 
-from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block
-from cfs.errors import Corrupted, LogTrimmed, MissingChunk, ReadOnly, ReplicationError
+from cfs.codec import VolumeRecord, decode_block
+from cfs.errors import LogTrimmed, ReplicationError, VolumeLost
 from cfs.repl.wire import (
     CHUNK_ENTRY_OVERHEAD, COPY_ROW_OVERHEAD, AppendLog, CopyRow, ErrorCode, LogAck, PutChunks, VolumeCopy,
     VolumeInfo, VolumeInfoReply,
 )
-from cfs.store import Store, Table, View, chunks, replica
-from cfs.types import ChunkId, NodeId, Slot
+from cfs.store import CopySource, NodeRecords, Table
+from cfs.types import ChunkId, NodeId
 from mountd.cluster.handler import MAX_RECORD_BYTES
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 
@@ -59,10 +60,10 @@ COPY_CHUNK_BYTES = 8 << 20
 class VolumeReplicator:
     """Keeps ``record``'s replicas up to date while this node writes it under ``epoch``."""
 
-    def __init__(self, store: Store, pool: PeerPool, record: VolumeRecord, epoch: int, *,
+    def __init__(self, records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int, *,
                  targets: Callable[[], list[NodeId]], on_fenced: Callable[[int], None],
                  timeout: float) -> None:
-        self.store = store
+        self.records = records
         self.pool = pool
         self.record = record
         self.epoch = epoch
@@ -91,8 +92,7 @@ class VolumeReplicator:
         self._wake.set()
 
     def head(self) -> int:
-        with self.store.op(adds_data=False) as op:
-            return replica.applied_seq(op, self.record.slot)
+        return self.records.applied_seq(self.record.slot)
 
     def caught_up(self, seq: int, *, reachable_only: bool = False) -> bool:
         """Every target (``reachable_only``: every target not known to be failing) holds ``seq``."""
@@ -122,7 +122,7 @@ class VolumeReplicator:
 
     def _check_fenced(self) -> None:
         if self.fenced_by is not None:
-            raise ReadOnly(f"volume {self.record.name!r} is written by another node now "
+            raise VolumeLost(f"volume {self.record.name!r} is written by another node now "
                            f"(epoch {self.fenced_by}); this node's changes are refused")
 
     def status(self) -> dict[str, object]:
@@ -201,24 +201,13 @@ class VolumeReplicator:
             info = await self.pool.request(target, VolumeInfo(self.record.volume_id), timeout=self.timeout)
             assert isinstance(info, VolumeInfoReply)
             self.acked[target] = info.applied_seq
-        with self.store.op(adds_data=False) as op:
-            try:
-                records = replica.records_after(op, self.record.slot, self.acked[target], BATCH_BYTES)
-            except LogTrimmed:
-                records = None
-            else:
-                # A record too large for a frame (a truncate of ~100,000 blocks) goes as a copy.
-                oversized = next((i for i, (_seq, raw) in enumerate(records) if len(raw) > MAX_RECORD_BYTES), None)
-                if oversized is not None:
-                    records = records[:oversized] or None
-                if records is not None:
-                    pushes = _chunks_named(op, records)
+        records = self._next_records(target)
         if records is None:
             await self._copy_to(target)  # trimmed, or the next record is too large for a frame
             return True
         if not records:
             return False
-        for batch in _batches(pushes):
+        for batch in _batches(self.records.chunks_named(records)):
             await self.pool.request(target, PutChunks(batch), timeout=self.timeout)
         try:
             reply = await self.pool.request(target, AppendLog(self.record.volume_id, self.epoch, records),
@@ -232,10 +221,21 @@ class VolumeReplicator:
         self.acked[target] = reply.applied_seq
         return True
 
+    def _next_records(self, target: NodeId) -> list[tuple[int, bytes]] | None:
+        """The records ``target`` needs next, or None if they must go as a whole copy: the
+        log no longer holds them, or the next one is too large for a frame (a truncate
+        of ~100,000 blocks)."""
+        try:
+            records = self.records.records_after(self.record.slot, self.acked[target], BATCH_BYTES)
+        except LogTrimmed:
+            return None
+        oversized = next((i for i, (_seq, raw) in enumerate(records) if len(raw) > MAX_RECORD_BYTES), None)
+        return records if oversized is None else records[:oversized] or None
+
     async def _copy_to(self, target: NodeId) -> None:
         log.info("volume %s: replica %s needs records from %d on, which the log no longer holds: "
                  "copying the volume whole", self.record.name, target.hex()[:8], self.acked[target] + 1)
-        seq = await send_copy(self.store, self.pool, self.record, self.epoch, target)
+        seq = await send_copy(self.records, self.pool, self.record, self.epoch, target)
         self.acked[target] = self.copies[target] = seq
         log.info("volume %s: copied whole to %s, up to record %d", self.record.name, target.hex()[:8], seq)
 
@@ -243,50 +243,48 @@ class VolumeReplicator:
         targets = self.targets()
         if not targets or any(t not in self.acked for t in targets):
             return
-        with self.store.op(adds_data=False) as op:
-            replica.acknowledge(op, self.record.slot, min(self.acked[t] for t in targets),
-                                self.store.config.changelog_retain)
+        self.records.acknowledge(self.record.slot, min(self.acked[t] for t in targets))
 
 
-async def send_copy(store: Store, pool: PeerPool, record: VolumeRecord, epoch: int, target: NodeId) -> int:
+async def send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int,
+                    target: NodeId) -> int:
     """Copy the volume whole to ``target`` under lease ``epoch``; the sequence S it holds.
 
-    The rows are read from a snapshot of the last commit, taken after committing, so
-    that it is the volume's state at its head S; the snapshot does not change while the
-    parts go out, across awaits, while this node keeps writing. Each part's chunks are
-    pushed ahead of it, those this node does not hold are left for the target to mark
-    remote. Raises PeerError/PeerUnavailable (the target refused or went away: the next
-    attempt starts over) and ReplicationError (this node's copy is incomplete itself).
+    The rows are read from a snapshot of a commit made now (``NodeRecords.copy_source``),
+    so that it is the volume's state at its head S; the snapshot does not change while
+    the parts go out, across awaits, while this node keeps writing. Each part's chunks
+    are pushed ahead of it; those this node does not hold, or holds damaged, are left
+    for the target to mark remote and fetch from another node. Raises
+    PeerError/PeerUnavailable (the target refused or went away: the next attempt starts
+    over) and ReplicationError (this node's copy is incomplete itself).
     """
-    store.commit()
-    with store.reading() as txn:
-        view = View(store, txn)
-        seq, next_local = replica.copy_origin(view, record.slot)
+    with records.copy_source(record) as source:
         copy_id = int.from_bytes(os.urandom(8), "big") or 1
-        pages = _copy_pages(view, record.slot)
+        pages = _copy_pages(source)
         page, cids = next(pages, ([], []))
         first = True
         while True:
             following = next(pages, None)
-            for batch in _batches(_held(view, cids)):
+            for batch in _batches(_held(source, cids)):
                 await pool.request(target, PutChunks(batch))
-            part = VolumeCopy(record.volume_id, epoch, copy_id, seq, next_local, first, following is None, page)
+            part = VolumeCopy(record.volume_id, epoch, copy_id, source.seq, source.next_local, first,
+                              following is None, page)
             reply = await pool.request(target, part)
             if following is None:
                 break
             (page, cids), first = following, False
     assert isinstance(reply, LogAck)
-    return seq
+    return source.seq
 
 
-def _copy_pages(view: View, slot: Slot) -> Iterator[tuple[list[CopyRow], list[bytes]]]:
+def _copy_pages(source: CopySource) -> Iterator[tuple[list[CopyRow], list[bytes]]]:
     """The volume's rows in parts of about COPY_ROW_BYTES, each with the chunks its block
     rows name first in the copy (so each chunk is pushed once)."""
     seen: set[bytes] = set()
     page: list[CopyRow] = []
     cids: list[bytes] = []
     row_bytes = chunk_bytes = 0
-    for table, key, value in replica.copy_rows(view, slot):
+    for table, key, value in source.rows():
         if page and (row_bytes >= COPY_ROW_BYTES or chunk_bytes >= COPY_CHUNK_BYTES):
             yield page, cids
             page, cids, row_bytes, chunk_bytes = [], [], 0, 0
@@ -302,35 +300,11 @@ def _copy_pages(view: View, slot: Slot) -> Iterator[tuple[list[CopyRow], list[by
         yield page, cids
 
 
-def _held(view: View, cids: list[bytes]) -> list[tuple[ChunkId, bytes]]:
-    out = []
-    for cid in cids:
-        try:
-            out.append((ChunkId(cid), chunks.get(view, ChunkId(cid))))
-        except MissingChunk:
-            pass  # remote here too: the target marks it remote
-        except Corrupted as exc:
-            log.warning("chunk %s is damaged here, not sent with a volume copy: %s", cid.hex(), exc)
-    return out
-
-
-def _chunks_named(op: object, records: list[tuple[int, bytes]]) -> list[tuple[ChunkId, bytes]]:
-    """The bytes of the chunks the records' block rows name, that this node holds."""
-    seen: set[bytes] = set()
-    out = []
-    for _seq, raw in records:
-        for table, kind, _key, value in Change.decode(raw).rows:
-            if table != Table.BLOCKS or kind != ROW_PUT:
-                continue
-            for cid, _length in decode_block(value).chunks():
-                if cid in seen:
-                    continue
-                seen.add(cid)
-                try:
-                    out.append((cid, chunks.get(op, cid)))  # type: ignore[arg-type]
-                except MissingChunk:
-                    pass  # not here either (a moved volume): the replica marks it remote
-    return out
+def _held(source: CopySource, cids: list[bytes]) -> list[tuple[ChunkId, bytes]]:
+    found, damaged = source.chunks(cids)
+    for cid in damaged:
+        log.warning("chunk %s is damaged here, not sent with a volume copy (run cfs fsck)", cid.hex())
+    return found
 
 
 def _batches(entries: list[tuple[ChunkId, bytes]]) -> list[list[tuple[ChunkId, bytes]]]:

@@ -28,7 +28,7 @@ from cfs.codec import ReplState, decode_block
 from cfs.errors import CfsError, CorruptRecord, LogTrimmed, ReplicationError, StaleEpoch
 from cfs.repl import wire
 from cfs.repl.wire import Error, Message, Request
-from cfs.store import StoreConfig, Table, View, catalog, changelog, chunks, replica
+from cfs.store import NodeRecords, StoreConfig, Table, catalog, changelog, chunks, replica
 from cfs.types import NodeId, Slot
 from cfs.fs import SetAttr
 from mountd.cluster import handler as handler_module
@@ -68,8 +68,7 @@ def copy_whole(src: Node, slot: Slot, dst: Node, dst_record, epoch: int = 1, *, 
     """Copy the volume part by part as ``send_copy`` does; stop after ``parts`` parts
     (an interrupted copy) if given. Returns S."""
     src.store.commit()
-    with src.store.reading() as txn:
-        view = View(src.store, txn)
+    with src.store.reading() as view:
         seq, next_local = replica.copy_origin(view, slot)
         rows_ = list(replica.copy_rows(view, slot))
         pages = [rows_[i:i + page] for i in range(0, len(rows_), page)]
@@ -256,7 +255,7 @@ def handler_for(node: Node, push_copy=None) -> PeerHandler:
 
     async def release(_volume_id, _epoch) -> None:
         return None
-    return PeerHandler(node.store, adopt=adopt, writing_epoch=lambda _v: None,
+    return PeerHandler(NodeRecords(node.store), adopt=adopt, writing_epoch=lambda _v: None,
                        on_fenced=lambda _v, _e: None, release=release, push_copy=push_copy)
 
 
@@ -270,7 +269,7 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
     trim(a, vol.slot)
     bid = NodeId(b.store.node_id())
     pool = LoopbackPool(NodeId(a.store.node_id()), {bid: handler_for(b)})
-    rep = VolumeReplicator(a.store, pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
+    rep = VolumeReplicator(NodeRecords(a.store), pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
                            on_fenced=lambda _e: None, timeout=1.0)
     trio.run(rep.ship_once)
     head = a.applied(vol.slot)
@@ -297,7 +296,7 @@ def test_a_node_asks_another_to_push_it_a_copy(nodes) -> None:
     handlers: dict[NodeId, PeerHandler] = {}
     a_pool, b_pool = LoopbackPool(aid, handlers), LoopbackPool(bid, handlers)
     handlers[aid] = handler_for(a, push_copy=lambda peer, record, epoch: send_copy(
-        a.store, a_pool, record, epoch, peer))  # type: ignore[arg-type]
+        NodeRecords(a.store), a_pool, record, epoch, peer))  # type: ignore[arg-type]
     handlers[bid] = handler_for(b)
 
     async def catch_up() -> None:
@@ -363,7 +362,7 @@ def test_a_record_too_large_for_a_frame_travels_as_a_copy(nodes, monkeypatch) ->
     monkeypatch.setattr(handler_module, "MAX_RECORD_BYTES", largest - 1)
     bid = NodeId(b.store.node_id())
     pool = LoopbackPool(NodeId(a.store.node_id()), {bid: handler_for(b)})
-    rep = VolumeReplicator(a.store, pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
+    rep = VolumeReplicator(NodeRecords(a.store), pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
                            on_fenced=lambda _e: None, timeout=1.0)
     trio.run(rep.ship_once)
     assert "VolumeCopy" in pool.sent and rep.acked[bid] == a.applied(vol.slot) and not rep.failing
