@@ -17,48 +17,18 @@ from cfs.errors import (
     NoAttribute, NotADirectory, NotEmpty, NotFound, NotPermitted, NotSupported, VolumeBusy, VolumeExists,
     VolumeNotFound,
 )
-from cfs.fs import Attr, Caller, Filesystem, SetAttr
+from cfs.fs import Caller, Filesystem, SetAttr
 from cfs.names import validate_volume_name
 from cfs.store import Store, StoreConfig, Table
 from cfs.types import NODE_ROOT, InodeId, volume_root
 
 from unit_support import (
-    BLOCK_SIZE, ROOT, Vol, assert_chunks_consistent, block_refs, changes, chunk_refs, has_inode,
-    is_orphan, rows, stored_chunks,
+    BLOCK_SIZE, OLD, ROOT, Vol, age, assert_chunks_consistent, block_refs, changes, chunk_of_block,
+    chunk_refs, corrupt, has_inode, is_orphan, page, rows, stored_chunks, units,
 )
 
 GiB = 1 << 30
 MiB = 1 << 20
-OLD = 1_000_000_000
-"""A time long past, set on inodes so that a test sees whether an operation moved it."""
-
-
-def units(content: bytes | bytearray, block_size: int = BLOCK_SIZE) -> int:
-    """st_blocks of a file: 512-byte units of its blocks with trailing zeros cut off."""
-    total = 0
-    for start in range(0, len(content), block_size):
-        total += (len(bytes(content[start:start + block_size]).rstrip(b"\0")) + 511) // 512
-    return total
-
-
-def age(vol: Vol, ino: InodeId) -> None:
-    vol.fs.setattr(ino, SetAttr(atime_ns=OLD, mtime_ns=OLD, ctime_ns=OLD))
-
-
-def page(fs: Filesystem, directory: InodeId, after: int, count: int) -> list[tuple[bytes, Attr, int]]:
-    """One readdir call of the kernel: at most ``count`` entries."""
-    return fs.readdir(directory, after, limit=count)
-
-
-def corrupt(store: Store, cid: bytes, raw: bytes) -> None:
-    """Overwrite a chunk's stored value behind the filesystem's back."""
-    store.batch.put(cid, raw, db=store.db(Table.CHUNKS))
-
-
-def chunk_of_block(store: Store, ino: InodeId, n: int) -> bytes:
-    raw = store.batch.get(ino.to_bytes(8, "big") + n.to_bytes(8, "big"), db=store.db(Table.BLOCKS))
-    assert raw is not None, f"block {n} is a hole"
-    return bytes(raw[:16])
 
 
 # --- file content --------------------------------------------------------------------

@@ -3,6 +3,8 @@
 The views read the store's tables straight through the current write batch, so they see
 every operation so far (committed or not), never go through ``Store.op`` (which would
 append nothing but could be refused on a full disk), and do not count kernel lookups.
+``corrupt`` writes through the batch the same way, to damage a chunk behind the
+filesystem's back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from cfs.codec import Change, Inode, VolumeRecord, decode_block, decode_chunkref
-from cfs.fs import Attr, Caller, Filesystem
+from cfs.fs import Attr, Caller, Filesystem, SetAttr
 from cfs.store import Store, Table
 from cfs.store.changelog import log_key
 from cfs.types import ChunkId, InodeId, Slot, volume_root
@@ -23,6 +25,8 @@ BLOCK_SIZE = 4096
 """Tiny blocks, so that a few KiB of test data crosses block boundaries."""
 
 ROOT = Caller()
+OLD = 1_000_000_000
+"""A time long past, set on inodes so that a test sees whether an operation moved it."""
 
 
 def marked_replicated(request: pytest.FixtureRequest) -> bool:
@@ -147,3 +151,31 @@ class Vol:
 
     def is_dir(self, ino: InodeId) -> bool:
         return stat.S_ISDIR(self.inode(ino).mode)
+
+
+def units(content: bytes | bytearray, block_size: int = BLOCK_SIZE) -> int:
+    """st_blocks of a file: 512-byte units of its blocks with trailing zeros cut off."""
+    total = 0
+    for start in range(0, len(content), block_size):
+        total += (len(bytes(content[start:start + block_size]).rstrip(b"\0")) + 511) // 512
+    return total
+
+
+def age(vol: Vol, ino: InodeId) -> None:
+    vol.fs.setattr(ino, SetAttr(atime_ns=OLD, mtime_ns=OLD, ctime_ns=OLD))
+
+
+def page(fs: Filesystem, directory: InodeId, after: int, count: int) -> list[tuple[bytes, Attr, int]]:
+    """One readdir call of the kernel: at most ``count`` entries."""
+    return fs.readdir(directory, after, limit=count)
+
+
+def corrupt(store: Store, cid: bytes, raw: bytes) -> None:
+    """Overwrite a chunk's stored value behind the filesystem's back."""
+    store.batch.put(cid, raw, db=store.db(Table.CHUNKS))
+
+
+def chunk_of_block(store: Store, ino: InodeId, n: int) -> bytes:
+    raw = store.batch.get(ino.to_bytes(8, "big") + n.to_bytes(8, "big"), db=store.db(Table.BLOCKS))
+    assert raw is not None, f"block {n} is a hole"
+    return bytes(raw[:16])
