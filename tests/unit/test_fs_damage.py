@@ -15,11 +15,12 @@ from cfs.fs import Filesystem
 from cfs.store import Store, Table
 
 from unit_support import (
-    BLOCK_SIZE, Vol, assert_chunks_consistent, changes, chunk_of_block, chunk_refs, corrupt,
-    stored_chunks,
+    BLOCK_SIZE, Vol, assert_check_finds, assert_chunks_consistent, changes, chunk_of_block, chunk_refs,
+    corrupt, stored_chunks,
 )
 
 
+@pytest.mark.damages_store("a chunk of /dir/file flipped, to be read as EIO", finds=("corrupt-chunk",))
 def test_damaged_chunk_reads_as_eio_and_never_as_wrong_bytes(
         vol: Vol, caplog: pytest.LogCaptureFixture) -> None:
     fs = vol.fs
@@ -42,7 +43,12 @@ def test_damaged_chunk_reads_as_eio_and_never_as_wrong_bytes(
     assert any("volume vol" in r.getMessage() and "/dir/file" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("damage", ["bad header", "cut short", "missing"])
+@pytest.mark.parametrize("damage", [
+    pytest.param("bad header",
+                 marks=pytest.mark.damages_store("a chunk with an unknown header", finds=("corrupt-chunk",))),
+    pytest.param("cut short", marks=pytest.mark.damages_store("a chunk cut short", finds=("corrupt-chunk",))),
+    pytest.param("missing", marks=pytest.mark.damages_store("a chunk deleted", finds=("missing-chunk",))),
+])
 def test_other_chunk_damage_reads_as_eio(vol: Vol, damage: str) -> None:
     ino = vol.create(b"f", b"x" * 1000)
     cid = chunk_of_block(vol.store, ino, 0)
@@ -57,6 +63,7 @@ def test_other_chunk_damage_reads_as_eio(vol: Vol, damage: str) -> None:
     assert caught.value.errno == errno.EIO
 
 
+@pytest.mark.closes_store("flips bits in data.mdb between a close and a reopen; checks the reopened store itself")
 def test_bit_rot_in_the_data_file_reads_as_eio(store_path: Path, vol: Vol) -> None:
     data = random.Random(13).randbytes(BLOCK_SIZE)
     ino = vol.create(b"f", data)
@@ -76,6 +83,7 @@ def test_bit_rot_in_the_data_file_reads_as_eio(store_path: Path, vol: Vol) -> No
     try:
         with pytest.raises(Corrupted):
             Filesystem(store).read(ino, 0, BLOCK_SIZE)
+        assert_check_finds(store, "corrupt-chunk")
     finally:
         store.close()
 

@@ -14,8 +14,8 @@ from cfs.fs import Filesystem
 from cfs.store import Store, Table
 
 from unit_support import (
-    BLOCK_SIZE, ROOT, Vol, assert_chunks_consistent, chunk_refs, has_inode, is_orphan, rows,
-    stored_chunks,
+    BLOCK_SIZE, ROOT, Vol, assert_check_finds, assert_chunks_consistent, chunk_refs, has_inode, is_orphan,
+    rows, stored_chunks,
 )
 
 
@@ -97,6 +97,7 @@ def test_forget_never_destroys_a_linked_file(vol: Vol) -> None:
     assert not is_orphan(vol.store, ino)
 
 
+@pytest.mark.closes_store("closes and reopens the store; checks the reopened store itself")
 def test_recover_destroys_the_orphans_of_a_previous_run(store_path: Path, vol: Vol) -> None:
     ino = vol.create(b"f", random.Random(10).randbytes(BLOCK_SIZE), keep_open=True)
     kept = vol.create(b"kept", b"kept")
@@ -114,5 +115,6 @@ def test_recover_destroys_the_orphans_of_a_previous_run(store_path: Path, vol: V
         assert_chunks_consistent(store)
         assert fs.read(kept, 0, 10) == b"kept"
         assert fs.recover() == 0
+        assert_check_finds(store)
     finally:
         store.close()

@@ -13,7 +13,7 @@ from cfs.fs import Filesystem
 from cfs.store import Store
 from cfs.types import NODE_ROOT, volume_root
 
-from unit_support import BLOCK_SIZE, ROOT, Vol, page
+from unit_support import BLOCK_SIZE, ROOT, Vol, assert_check_finds, page
 
 
 def test_readdir_resumes_from_a_cookie_while_entries_come_and_go(vol: Vol) -> None:
@@ -76,6 +76,7 @@ def test_readdir_names_match_readdir(vol: Vol) -> None:
         fs.readdir_names(vol.find(vol.root, b"h"), 0)
 
 
+@pytest.mark.closes_store("closes and reopens the store; checks the reopened store itself")
 def test_node_root_lists_volumes_in_cookie_order(store_path: Path, vol: Vol) -> None:
     fs = vol.fs
     for name in ("zeta", "alpha", "mid"):
@@ -97,10 +98,12 @@ def test_node_root_lists_volumes_in_cookie_order(store_path: Path, vol: Vol) -> 
             assert attr.is_dir
         assert fs.getattr(NODE_ROOT).inode.nlink == 2 + 4
         assert [name for name, _a, _c in Filesystem(store).readdir(volume_root(1), 0)] == []
+        assert_check_finds(store)
     finally:
         store.close()
 
 
+@pytest.mark.closes_store("closes and reopens the store; checks the reopened store itself")
 def test_readdir_of_a_fresh_filesystem_reports_block_size(store_path: Path, vol: Vol) -> None:
     vol.create(b"f")
     vol.store.close()
@@ -108,5 +111,6 @@ def test_readdir_of_a_fresh_filesystem_reports_block_size(store_path: Path, vol:
     try:
         entries = list(Filesystem(store).readdir(volume_root(1), 0))
         assert [(name, attr.block_size) for name, attr, _c in entries] == [(b"f", BLOCK_SIZE)]
+        assert_check_finds(store)
     finally:
         store.close()
