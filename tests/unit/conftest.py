@@ -10,6 +10,9 @@ boundaries. Fixtures:
   without replicas (it keeps no change-log records, cfs.store.changelog.append), or
   replicated from its creation on (it keeps every record, from 1, the root directory,
   until replicas acknowledge them) when the test is marked ``@pytest.mark.replicated``;
+  at teardown, before the store closes, a full check of the store must find nothing
+  (``unit_support.check_at_teardown``; the markers ``damages_store`` and ``closes_store``
+  are the only ways out, and each says why);
 * ``small_disk``: a 64 MiB tmpfs mounted for the test and unmounted after it (root only).
 """
 
@@ -25,13 +28,19 @@ import pytest
 from cfs.fs import Filesystem
 from cfs.store import Store, StoreConfig
 
-from unit_support import BLOCK_SIZE, Vol, marked_replicated
+from unit_support import BLOCK_SIZE, Vol, check_at_teardown, marked_replicated
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "replicated: the test's volume (fixture vol, or tree in test_check) is created "
         "replicated, so that it keeps its change log")
+    config.addinivalue_line(
+        "markers", "damages_store(reason, finds=(kind, ...)): the test leaves the store damaged on "
+        "purpose; the teardown check (fixture vol, or tree in test_check) must find exactly these kinds")
+    config.addinivalue_line(
+        "markers", "closes_store(reason): the test closes the store itself; the teardown check "
+        "(fixture vol, or tree in test_check) has nothing open to check")
 
 
 @pytest.fixture
@@ -52,8 +61,9 @@ def fs(store: Store) -> Filesystem:
 
 
 @pytest.fixture
-def vol(request: pytest.FixtureRequest, store: Store, fs: Filesystem) -> Vol:
-    return Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE, replicated=marked_replicated(request)))
+def vol(request: pytest.FixtureRequest, store: Store, fs: Filesystem) -> Iterator[Vol]:
+    yield Vol(store, fs, fs.create_volume("vol", block_size=BLOCK_SIZE, replicated=marked_replicated(request)))
+    check_at_teardown(request, store)
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 Volumes are built through ``Filesystem`` on a real store (512-byte blocks, so small files
 cross block boundaries); damage is done with raw LMDB writes after a commit, as a crash,
 a bug or a bad disk would leave it. Every test asserts the exact kinds found, then repairs
-and asserts a clean second check and the file contents that must survive.
+and asserts a clean second check and the file contents that must survive. The ``tree``
+fixture checks the store once more at teardown: a test that leaves damage behind (what no
+repair may touch, such as chunk bytes or a lost root, or what it only reports) names it
+with ``damages_store``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import random
 import stat
 import threading
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import pytest
 
@@ -27,7 +31,7 @@ from cfs.hashing import chunk_id
 from cfs.store import Store, Table, changelog
 from cfs.types import InodeId, Slot, local_of, make_ino, volume_root
 
-from unit_support import marked_replicated
+from unit_support import check_at_teardown, marked_replicated
 
 BS = 512
 ROOT = Caller()
@@ -167,9 +171,14 @@ def _file(tree: Tree, parent: InodeId, name: bytes, path: str, data: bytes) -> I
 
 
 @pytest.fixture
-def tree(request: pytest.FixtureRequest, store: Store, fs: Filesystem) -> Tree:
-    """The volume ``vol``; replicated (keeping its change log) if the test is marked so."""
-    return build(store, fs, replicated=marked_replicated(request))
+def tree(request: pytest.FixtureRequest, store: Store, fs: Filesystem) -> Iterator[Tree]:
+    """The volume ``vol``; replicated (keeping its change log) if the test is marked so.
+
+    At teardown the store is checked once more, as after every test on a volume
+    (``unit_support.check_at_teardown``): a test that repairs must leave nothing behind,
+    and one that leaves its damage says so with ``damages_store`` and what it leaves."""
+    yield build(store, fs, replicated=marked_replicated(request))
+    check_at_teardown(request, store)
 
 
 def problems(report: check.Report, kind: str) -> list[check.Problem]:
@@ -230,6 +239,7 @@ def test_unknown_volume_is_a_user_error(tree: Tree) -> None:
 
 # --- chunks -------------------------------------------------------------------------
 
+@pytest.mark.damages_store("a chunk of /dir/small flipped, which no repair can restore", finds=("corrupt-chunk",))
 def test_corrupt_chunk_is_reported_by_path_and_not_repaired(tree: Tree) -> None:
     cid = block_chunk(tree.store, tree.ino["/dir/small"], 1)
     raw = bytearray(raw_get(tree.store, Table.CHUNKS, cid))
@@ -249,6 +259,7 @@ def test_corrupt_chunk_is_reported_by_path_and_not_repaired(tree: Tree) -> None:
     tree.assert_intact("/big", "/dup", "/sparse")
 
 
+@pytest.mark.damages_store("a chunk of /dir/small deleted, whose bytes only a replica has", finds=("missing-chunk",))
 def test_missing_chunk_is_reported_and_its_count_kept_for_a_replica(tree: Tree) -> None:
     cid = block_chunk(tree.store, tree.ino["/dir/small"], 0)
     raw_delete(tree.store, Table.CHUNKS, cid)
@@ -337,6 +348,7 @@ def patch_file(tree: Tree, path: str, offset: int, data: bytes) -> None:
     tree.store.commit()
 
 
+@pytest.mark.damages_store("a patch chunk of /big flipped, to be found chunk by chunk", finds=("corrupt-chunk",))
 def test_patched_blocks_are_checked_chunk_by_chunk(tree: Tree) -> None:
     patch_file(tree, "/big", BS + 10, b"a" * 20)
     patch_file(tree, "/big", BS + 100, b"b" * 30)
@@ -626,6 +638,7 @@ def test_change_log_and_counters_of_a_slot_without_a_volume_are_dropped(tree: Tr
     assert len(raw_rows(tree.store, Table.CHANGELOG)) > 0  # the volume's own log stays
 
 
+@pytest.mark.damages_store("/sym's target row deleted, which repair cannot guess", finds=("symlink-target",))
 def test_side_rows_of_missing_inodes_and_symlink_without_target(tree: Tree) -> None:
     ghost = make_ino(tree.slot, 4242)
     raw_put(tree.store, Table.XATTRS, ino_name_key(ghost, b"user.x"), b"1")
@@ -668,6 +681,8 @@ def test_volume_counters_behind_what_is_used(tree: Tree) -> None:
     tree.assert_intact()
 
 
+@pytest.mark.damages_store("slot 7 names a volume whose record is lost; repair reports it, never guesses",
+                           finds=("catalog",))
 def test_catalog_slots_must_name_their_volumes_back(tree: Tree) -> None:
     raw_delete(tree.store, Table.VOLSLOTS, pack_u64(tree.slot))
     raw_put(tree.store, Table.VOLSLOTS, pack_u64(7), b"gone")
@@ -682,6 +697,7 @@ def test_catalog_slots_must_name_their_volumes_back(tree: Tree) -> None:
     assert raw_get(tree.store, Table.INODES, ino_key(make_ino(Slot(7), 1))) is not None
 
 
+@pytest.mark.damages_store("/dir/small's inode record overwritten, reported and never guessed", finds=("corrupt-record",))
 def test_damaged_inode_record_is_reported_not_guessed(tree: Tree) -> None:
     raw_put(tree.store, Table.INODES, ino_key(tree.ino["/dir/small"]), b"\x09garbage")
 
@@ -743,6 +759,8 @@ def test_snapshot_check_runs_in_another_thread_while_the_store_writes(tree: Tree
     assert check.check(tree.store).files == 5
 
 
+@pytest.mark.damages_store("/dir/small's st_blocks zeroed, for a read-only snapshot check to find",
+                           finds=("stored-units", "volume-state"))
 def test_snapshot_check_finds_damage(tree: Tree) -> None:
     edit_inode(tree.store, tree.ino["/dir/small"], stored_units=0)
     report = check.check_snapshot(tree.store, "vol")
@@ -750,6 +768,7 @@ def test_snapshot_check_finds_damage(tree: Tree) -> None:
     assert not report.problems[0].repaired
 
 
+@pytest.mark.damages_store("a wrong reference count, for the report to show unrepaired", finds=("refcount",))
 def test_progress_and_json(tree: Tree) -> None:
     raw_put(tree.store, Table.CHUNKREFS, block_chunk(tree.store, tree.ino["/big"], 0), encode_chunkref(9, BS))
     seen: list[tuple[str, int, int]] = []
@@ -765,6 +784,7 @@ def test_progress_and_json(tree: Tree) -> None:
                                 f"9 chunks ({report.bytes_verified} bytes hashed): 1 problem, 0 repaired")
 
 
+@pytest.mark.damages_store("the volume's root directory deleted, which repair cannot recreate", finds=("missing-root",))
 def test_root_must_exist(tree: Tree) -> None:
     raw_delete(tree.store, Table.INODES, ino_key(tree.root))
     report = check.check(tree.store, repair=True)

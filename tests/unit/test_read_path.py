@@ -57,6 +57,8 @@ def test_putting_an_id_again_counts_its_bytes_once() -> None:
 
 # --- chunks.get through the cache ----------------------------------------------------------
 
+@pytest.mark.damages_store("the stored copy of a cached chunk deleted, to see the cache serve it",
+                           finds=("missing-chunk",))
 def test_a_verified_chunk_is_served_from_the_cache(vol: Vol) -> None:
     data = random.Random(1).randbytes(BLOCK_SIZE)
     ino = vol.create(b"f", data)
@@ -71,6 +73,7 @@ def test_a_verified_chunk_is_served_from_the_cache(vol: Vol) -> None:
     assert cache.misses == misses
 
 
+@pytest.mark.damages_store("a chunk overwritten with wrong bytes, to see it never cached", finds=("corrupt-chunk",))
 def test_a_damaged_chunk_is_never_cached(vol: Vol) -> None:
     data = random.Random(2).randbytes(BLOCK_SIZE)
     ino = vol.create(b"f", data)

@@ -22,7 +22,8 @@ from cfs.store.tables import SCHEMA_VERSION
 from cfs.types import LOCAL_MASK, InodeId, Slot, make_ino
 
 from unit_support import (
-    BLOCK_SIZE, ROOT, Vol, assert_chunks_consistent, block_refs, changes, chunk_refs, rows, stored_chunks,
+    BLOCK_SIZE, ROOT, Vol, assert_check_finds, assert_chunks_consistent, block_refs, changes, chunk_refs,
+    rows, stored_chunks,
 )
 
 MiB = 1 << 20
@@ -40,6 +41,8 @@ class Boom(Exception):
 
 
 @pytest.mark.replicated  # the test reads the change log
+@pytest.mark.damages_store("bare inode rows (locals 100 and 102) that no directory names and no counter knows",
+                           finds=("unreachable-inode", "unreachable-inode", "volume-state"))
 def test_failed_op_rolls_back_every_row_of_that_op_and_nothing_else(vol: Vol) -> None:
     store, slot = vol.store, vol.slot
     kept = make_ino(slot, 100)
@@ -103,6 +106,7 @@ def test_commit_inside_an_operation_is_refused_and_commits_nothing(store_path: P
 
 # --- durability --------------------------------------------------------------------
 
+@pytest.mark.closes_store("closes and reopens the store; checks the reopened store itself")
 def test_committed_data_survives_close_and_reopen(store_path: Path, vol: Vol) -> None:
     content = random.Random(1).randbytes(3 * BLOCK_SIZE + 17)
     ino = vol.create(b"file", content)
@@ -120,6 +124,7 @@ def test_committed_data_survives_close_and_reopen(store_path: Path, vol: Vol) ->
         assert fs.getxattr(ino, b"user.k") == b"v"
         assert chunk_refs(store) == expected_refs
         assert_chunks_consistent(store)
+        assert_check_finds(store)
     finally:
         store.close()
 

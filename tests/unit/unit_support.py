@@ -3,6 +3,8 @@
 The views read the store's tables straight through the current write batch, so they see
 every operation so far (committed or not), never go through ``Store.op`` (which would
 append nothing but could be refused on a full disk), and do not count kernel lookups.
+``corrupt`` writes through the batch the same way, to damage a chunk behind the
+filesystem's back.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from cfs import check
 from cfs.codec import Change, Inode, VolumeRecord, decode_block, decode_chunkref
-from cfs.fs import Attr, Caller, Filesystem
+from cfs.fs import Attr, Caller, Filesystem, SetAttr
 from cfs.store import Store, Table
 from cfs.store.changelog import log_key
 from cfs.types import ChunkId, InodeId, Slot, volume_root
@@ -23,12 +26,63 @@ BLOCK_SIZE = 4096
 """Tiny blocks, so that a few KiB of test data crosses block boundaries."""
 
 ROOT = Caller()
+OLD = 1_000_000_000
+"""A time long past, set on inodes so that a test sees whether an operation moved it."""
 
 
 def marked_replicated(request: pytest.FixtureRequest) -> bool:
     """Whether the test asking for a fixture is marked ``@pytest.mark.replicated``: its
     volume is then created replicated, and keeps its change log (conftest.py)."""
     return request.node.get_closest_marker("replicated") is not None
+
+
+def assert_check_finds(store: Store, *kinds: str) -> None:
+    """A full check of the store (``cfs.check``, no repair) finds exactly ``kinds``, one per
+    problem: none, the store is clean."""
+    _assert_finds(check.check(store), kinds)
+
+
+def _assert_finds(report: check.Report, kinds: tuple[str, ...]) -> None:
+    found = sorted(p.kind for p in report.problems)
+    wanted = f"exactly {sorted(kinds)}" if kinds else "nothing"
+    assert found == sorted(kinds), f"the check of the store was to find {wanted}:\n" + "\n".join(report.lines())
+
+
+def check_at_teardown(request: pytest.FixtureRequest, store: Store) -> None:
+    """The last step of a test on a volume (fixtures ``vol``, and ``tree`` in test_check):
+    a full check of the store, which must find nothing.
+
+    It runs in the fixture's teardown, while the store is still open, so that an operation
+    that leaves the store inconsistent fails the test that ran it, whatever the test
+    asserted. A test opts out only explicitly, and says why (conftest.py registers both):
+
+    * ``@pytest.mark.damages_store(reason, finds=(kind, ...))``: the test damages the store
+      on purpose and leaves it so; the check must then find exactly those problems (one
+      kind per problem), no more, no fewer;
+    * ``@pytest.mark.closes_store(reason)``: the test closes the store itself, so there is
+      nothing open left to check (a test that opens it again checks that store itself).
+
+    A test that closes the store without saying so fails here rather than going unchecked,
+    and so does a marker that no longer holds (a store left open, damage no longer found).
+    """
+    closes = request.node.get_closest_marker("closes_store")
+    damages = request.node.get_closest_marker("damages_store")
+    for marker in (closes, damages):
+        if marker is not None and not (marker.args and str(marker.args[0]).strip()):
+            pytest.fail(f"@pytest.mark.{marker.name} needs a reason, its first argument")
+    if damages is not None and not damages.kwargs.get("finds"):
+        pytest.fail("@pytest.mark.damages_store needs finds=(kind, ...): what the check must find")
+    kinds = () if damages is None else tuple(damages.kwargs["finds"])
+    try:
+        report = check.check(store)
+    except Exception as exc:  # a closed store raises lmdb.Error, which no test imports
+        if closes is not None:
+            return
+        pytest.fail(f"the teardown check of the store could not run ({exc!r}); if the test closes "
+                    "the store itself, it says so with @pytest.mark.closes_store(reason)")
+    if closes is not None:
+        pytest.fail("the test is marked closes_store, but its store is still open: drop the marker")
+    _assert_finds(report, kinds)
 
 
 def rows(store: Store, table: Table, lo: bytes = b"", hi: bytes | None = None) -> list[tuple[bytes, bytes]]:
@@ -147,3 +201,31 @@ class Vol:
 
     def is_dir(self, ino: InodeId) -> bool:
         return stat.S_ISDIR(self.inode(ino).mode)
+
+
+def units(content: bytes | bytearray, block_size: int = BLOCK_SIZE) -> int:
+    """st_blocks of a file: 512-byte units of its blocks with trailing zeros cut off."""
+    total = 0
+    for start in range(0, len(content), block_size):
+        total += (len(bytes(content[start:start + block_size]).rstrip(b"\0")) + 511) // 512
+    return total
+
+
+def age(vol: Vol, ino: InodeId) -> None:
+    vol.fs.setattr(ino, SetAttr(atime_ns=OLD, mtime_ns=OLD, ctime_ns=OLD))
+
+
+def page(fs: Filesystem, directory: InodeId, after: int, count: int) -> list[tuple[bytes, Attr, int]]:
+    """One readdir call of the kernel: at most ``count`` entries."""
+    return fs.readdir(directory, after, limit=count)
+
+
+def corrupt(store: Store, cid: bytes, raw: bytes) -> None:
+    """Overwrite a chunk's stored value behind the filesystem's back."""
+    store.batch.put(cid, raw, db=store.db(Table.CHUNKS))
+
+
+def chunk_of_block(store: Store, ino: InodeId, n: int) -> bytes:
+    raw = store.batch.get(ino.to_bytes(8, "big") + n.to_bytes(8, "big"), db=store.db(Table.BLOCKS))
+    assert raw is not None, f"block {n} is a hole"
+    return bytes(raw[:16])

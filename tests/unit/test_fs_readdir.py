@@ -1,0 +1,116 @@
+"""Directory listings without FUSE: resuming from a cookie while entries come and go, large
+directories, the names-only listing, the node root's list of volumes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from cfs.errors import NotADirectory
+from cfs.fs import Filesystem
+from cfs.store import Store
+from cfs.types import NODE_ROOT, volume_root
+
+from unit_support import BLOCK_SIZE, ROOT, Vol, assert_check_finds, page
+
+
+def test_readdir_resumes_from_a_cookie_while_entries_come_and_go(vol: Vol) -> None:
+    fs = vol.fs
+    names = [b"e%03d" % i for i in range(60)]
+    for name in names:
+        vol.create(name)
+    first = page(fs, vol.root, 0, 20)
+    assert [name for name, _attr, _cookie in first] == names[:20]
+
+    gone = names[:20:2] + names[20::3]                   # some already listed, some not yet
+    added = [b"new%d" % i for i in range(10)]
+    for name in gone:
+        fs.unlink(vol.root, name)
+    for name in added:
+        vol.create(name)
+    rest = []
+    cookie = first[-1][2]
+    while batch := page(fs, vol.root, cookie, 7):
+        rest.extend(batch)
+        cookie = batch[-1][2]
+
+    assert [name for name, _a, _c in rest] == [n for n in names[20:] if n not in gone] + added
+    cookies = [c for _n, _a, c in first + rest]
+    assert cookies == sorted(set(cookies))
+    for name, attr, _cookie in rest:
+        assert attr.ino == vol.find(vol.root, name)
+
+
+def test_readdir_of_100000_entries(vol: Vol) -> None:
+    fs = vol.fs
+    count = 100_000
+    for i in range(count):
+        fs.mknod(vol.root, b"%06d" % i, stat.S_IFREG | 0o644, 0, ROOT)
+    seen: list[bytes] = []
+    cookie = 0
+    while batch := page(fs, vol.root, cookie, 4096):
+        seen.extend(name for name, _attr, _cookie in batch)
+        cookie = batch[-1][2]
+    assert seen == [b"%06d" % i for i in range(count)]
+    assert vol.inode(vol.root).nlink == 2
+
+
+def test_readdir_names_match_readdir(vol: Vol) -> None:
+    """The names-only listing gives each entry's number and file type, as the full one does."""
+    fs = vol.fs
+    vol.create(b"f")
+    fs.mkdir(vol.root, b"d", 0o700, ROOT)
+    fs.symlink(vol.root, b"l", b"f", ROOT)
+    fs.mknod(vol.root, b"p", stat.S_IFIFO | 0o600, 0, ROOT)
+    fs.link(vol.find(vol.root, b"f"), vol.root, b"h")
+    fs.unlink(vol.root, b"f")
+    full = [(name, attr.ino, stat.S_IFMT(attr.mode), cookie) for name, attr, cookie in fs.readdir(vol.root, 0)]
+    assert [name for name, *_rest in full] == [b"d", b"l", b"p", b"h"]
+    assert list(fs.readdir_names(vol.root, 0)) == full
+    assert list(fs.readdir_names(vol.root, full[1][3])) == full[2:]
+    assert list(fs.readdir_names(NODE_ROOT, 0)) == [
+        (b"vol", vol.root, stat.S_IFDIR, fs.volume("vol").slot)]
+    with pytest.raises(NotADirectory):
+        fs.readdir_names(vol.find(vol.root, b"h"), 0)
+
+
+@pytest.mark.closes_store("closes and reopens the store; checks the reopened store itself")
+def test_node_root_lists_volumes_in_cookie_order(store_path: Path, vol: Vol) -> None:
+    fs = vol.fs
+    for name in ("zeta", "alpha", "mid"):
+        fs.create_volume(name, block_size=BLOCK_SIZE)
+    vol.store.close()
+
+    store = Store(store_path)                             # a fresh Filesystem: nothing cached
+    try:
+        fs = Filesystem(store)
+        listed = []
+        cookie = 0
+        while batch := page(fs, NODE_ROOT, cookie, 1):    # one entry per call, as a tiny buffer would
+            listed.extend(batch)
+            cookie = batch[-1][2]
+        assert sorted(name for name, _a, _c in listed) == [b"alpha", b"mid", b"vol", b"zeta"]
+        assert [c for _n, _a, c in listed] == sorted(c for _n, _a, c in listed)
+        for name, attr, _cookie in listed:
+            assert attr.ino == volume_root(fs.volume(name.decode()).slot)
+            assert attr.is_dir
+        assert fs.getattr(NODE_ROOT).inode.nlink == 2 + 4
+        assert [name for name, _a, _c in Filesystem(store).readdir(volume_root(1), 0)] == []
+        assert_check_finds(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.closes_store("closes and reopens the store; checks the reopened store itself")
+def test_readdir_of_a_fresh_filesystem_reports_block_size(store_path: Path, vol: Vol) -> None:
+    vol.create(b"f")
+    vol.store.close()
+    store = Store(store_path)
+    try:
+        entries = list(Filesystem(store).readdir(volume_root(1), 0))
+        assert [(name, attr.block_size) for name, attr, _c in entries] == [(b"f", BLOCK_SIZE)]
+        assert_check_finds(store)
+    finally:
+        store.close()
