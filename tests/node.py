@@ -29,13 +29,15 @@ class Node:
     def __init__(self, base: Path, *, commit_interval: float = 1.0, extra_args: list[str] | None = None,
                  wrapper: list[str] | None = None) -> None:
         """``wrapper``: a command that execs the daemon in place (e.g. ``nsenter --net=…``),
-        so that the PID started is still the daemon's."""
+        so that the PID started is still the daemon's. ``env``, set before a start: extra
+        environment of the daemon (``CFS_CRASH_AT``, cfs.faults)."""
         self.base = base
         self.wrapper = wrapper or []
         self.data_dir = base / "data"
         self.log_path = base / "mountd.log"
         self.commit_interval = commit_interval
         self.extra_args = extra_args or []
+        self.env: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +50,7 @@ class Node:
         self.proc = subprocess.Popen(
             [*self.wrapper, MOUNTD, "--data-dir", str(self.data_dir), "--commit-interval", str(self.commit_interval),
              "--log-level", "DEBUG", *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **self.env})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

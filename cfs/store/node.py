@@ -104,6 +104,11 @@ class NodeRecords:
         """Make everything so far durable (before a reply that promises it)."""
         self.store.commit()
 
+    def make_room(self) -> None:
+        """On a full disk, give up the reserve file before a control operation writes
+        outside the store (the embedded coordinator's state file)."""
+        self.store.make_room()
+
     # --- the volume catalog -----------------------------------------------------------
 
     def volumes(self) -> list[VolumeRecord]:

@@ -142,7 +142,7 @@ class Store:
         return max(self.config.min_map_size, 2 * disk)
 
     def _check_schema(self) -> None:
-        with self.op() as op:
+        with self.op(adds_data=False) as op:  # a start on a full disk must get past this
             raw = op.get(Table.META, b"schema")
             schema = None if raw is None else int.from_bytes(raw, "big")
             if schema is None:
@@ -295,6 +295,12 @@ class Store:
         """Free space the store may use: the disk's, less what the reserve file lacks
         while it is given up (cfs.store.reserve)."""
         return self._statvfs_free() - self.reserve_file.missing
+
+    def make_room(self) -> None:
+        """Give up the reserve file now if the disk is full (cfs.store.reserve): before
+        work that needs a few blocks outside the store, which no admission check precedes
+        (the embedded coordinator's file, a lock file)."""
+        self.reserve_file.adjust(self._statvfs_free())
 
     def _statvfs_free(self) -> int:
         st = os.statvfs(self.path)

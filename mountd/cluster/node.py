@@ -165,6 +165,7 @@ class ClusterNode:
             raise UserError("replicas above 1 need a cluster (start the node with --etcd)")
         volume_id = VolumeId(os.urandom(16))
         spec = VolumeSpec(volume_id, block_size, replicas, dict(options), time.time_ns())
+        self.records.make_room()
         await self.coord.create_volume(name, spec)
         try:
             record = self.fs.create_volume(name, block_size=block_size, options=dict(options), uid=uid,
@@ -182,6 +183,7 @@ class ClusterNode:
         """Remove the volume from the cluster and its copy from this node, crash-safely
         (see the module doc). Refused while this node writes it or files of it are open."""
         async with self._lock(name):
+            self.records.make_room()
             record = self.records.find(name)
             spec = await self.coord.get_volume(name)
             if record is None and spec is None:
@@ -238,6 +240,7 @@ class ClusterNode:
                 writer.users += 1
                 return writer.record
             assert self.session is not None and self._nursery is not None
+            self.records.make_room()
             writer = await VolumeWriter.open(self._context, self.session, name, spec, takeover=takeover)
             self._writers[spec.volume_id] = self._by_slot[writer.record.slot] = writer
             await self._nursery.start(writer.run)
@@ -252,6 +255,7 @@ class ClusterNode:
             writer.users -= 1
             if writer.users > 0 and not writer.fenced:
                 return
+            self.records.make_room()
             try:
                 await writer.close()
             finally:
@@ -317,6 +321,13 @@ class ClusterNode:
         """Get a chunk this node references but does not hold (or holds damaged) from a
         peer, and keep it."""
         await self.fetcher.fetch_one(ChunkId(chunk))
+
+    def check_writer(self, slot: Slot) -> None:
+        """Raise VolumeLost if the writer the volume was last written under here is fenced
+        or, in a cluster, closed (mountd.cluster.writer)."""
+        writer = self._by_slot.get(slot)
+        if writer is not None:
+            writer.check_alive()
 
     async def replicated(self, slot: Slot) -> None:
         """fsync's second half: what was written to the volume is on its replicas (or it
