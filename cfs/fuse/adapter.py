@@ -18,9 +18,13 @@ The core counts the opens of each inode; the handle table is the adapter's.
 Replication (``Remote``, given by the daemon): an operation that needs a chunk held by
 replicas only fails in the core with ``RemoteChunk``, one whose local copy is missing
 or damaged with ``MissingChunk``/``CorruptChunk``; the adapter fetches the chunk from a
-peer (which verifies and stores it, repairing the local copy) and runs the operation again (the failed attempt changed nothing: its store operation
-was rolled back). fsync, fdatasync, fsyncdir and the close of a handle that wrote
-return only once ``Remote.replicated`` says the volume's records are on its replicas.
+peer (which verifies and stores it, repairing the local copy) and runs the operation
+again (the failed attempt changed nothing: its store operation was rolled back).
+fsync, fdatasync, fsyncdir and the close of a handle that wrote return only once
+``Remote.replicated`` says the volume's records are on its replicas, and fail with EIO
+from the start (``Remote.check_writer``) when the volume's writer here was fenced or
+closed: their data may have been thrown away, and EROFS from the frozen volume would
+tell the program something else.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class Remote(Protocol):
 
     async def fetch_chunk(self, chunk: bytes) -> None:
         """Bring the chunk's bytes to this node, or raise a CfsError."""
+
+    def check_writer(self, slot: Slot) -> None:
+        """Raise ``VolumeLost`` if the volume's writer here was fenced or closed: an fsync
+        must fail with EIO before it tries to store anything."""
 
     async def replicated(self, slot: Slot) -> None:
         """Return once the volume's records so far are durable on its replicas."""
@@ -302,6 +310,8 @@ class Operations(pyfuse3.Operations):
         # Every close(2) of a descriptor: store the written blocks, so errors such as
         # ENOSPC reach the program that closes (release's cannot).
         handle = self._handles[fh]
+        if handle.wrote:
+            self._check_writer(handle.ino)
         self.fs.flush(handle.ino)
         if handle.wrote:
             await self._replicated(handle.ino)
@@ -314,8 +324,13 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def fsync(self, fh: int, datasync: bool) -> None:
+        self._check_writer(self._ino(fh))
         self.fs.fsync(self._ino(fh))
         await self._replicated(self._ino(fh))
+
+    def _check_writer(self, ino: InodeId) -> None:
+        if self.remote is not None:
+            self.remote.check_writer(slot_of(ino))
 
     async def _replicated(self, ino: InodeId) -> None:
         if self.remote is not None:
@@ -352,6 +367,7 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self._check_writer(InodeId(fh))
         self.fs.sync()
         await self._replicated(InodeId(fh))
 

@@ -290,12 +290,12 @@ class VolumeWriter:
         """fsync's second half: return once what was written is on the replicas (or the
         volume is degraded with its lease confirmed); VolumeLost (EIO) if this writer
         was fenced or has closed (see the module doc)."""
-        self._check_alive()
+        self.check_alive()
         if self.replicator is not None and not await self.replicator.wait_replicated():
             await self._confirm_lease()
-        self._check_alive()  # fenced while waiting: the replicas refused these records
+        self.check_alive()  # fenced while waiting: the replicas refused these records
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         if self.fenced:
             raise VolumeLost(f"volume {self.name!r} is written by another node now (epoch {self.fenced_by}); "
                              "what was written here since its last fsync is not kept")
