@@ -21,10 +21,11 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def plugin_call(sock: Path, endpoint: str, body: Any = None, timeout: float = 60) -> tuple[int, dict[str, Any]]:
-    """POST one request as Docker would; return the HTTP status and the JSON reply."""
+    """POST one request as Docker would; return the HTTP status and the JSON reply.
+    ``body`` is sent as JSON, or as it is when it is bytes (a body Docker would not send)."""
     conn = _UnixConnection(sock, timeout)
     try:
-        payload = b"" if body is None else json.dumps(body).encode()
+        payload = request_body(body)
         conn.request("POST", endpoint, body=payload,
                      headers={"Accept": "application/vnd.docker.plugins.v1.2+json"})
         response = conn.getresponse()
@@ -32,6 +33,34 @@ def plugin_call(sock: Path, endpoint: str, body: Any = None, timeout: float = 60
         return response.status, json.loads(response.read())
     finally:
         conn.close()
+
+
+def request_body(body: Any) -> bytes:
+    """A request's body: nothing for None, bytes as they are, anything else as JSON."""
+    if body is None:
+        return b""
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+MALFORMED_REQUESTS: list[tuple[str, Any, int, str]] = [
+    ("/VolumeDriver.Get", b"{not json", 400, "the body is not JSON"),
+    ("/VolumeDriver.Get", b"[1, 2]", 400, "the body must be a JSON object"),
+    ("/VolumeDriver.Get", b"\xff\xfe", 400, "the body is not JSON"),
+    ("/VolumeDriver.Get", {}, 400, "the request has no volume Name"),
+    ("/VolumeDriver.Remove", {"Name": 7}, 400, "the request has no volume Name"),
+    ("/VolumeDriver.Path", {"Name": "../etc"}, 500, "contains '/'"),
+    ("/VolumeDriver.Path", {"Name": "-x"}, 500, "is not allowed"),
+    ("/VolumeDriver.Mount", {"Name": "v1"}, 400, "the request has no mount ID"),
+    ("/VolumeDriver.Unmount", {"Name": "v1", "ID": ["a"]}, 400, "the request has no mount ID"),
+    ("/VolumeDriver.Create", {"Name": "v2", "Opts": ["size"]}, 400, "Opts must be a JSON object"),
+    ("/VolumeDriver.Create", {"Name": "v2", "Opts": {"size": {"x": 1}}}, 400, "option size must have a string value"),
+    ("/VolumeDriver.Explode", {"Name": "v1"}, 404, "unknown endpoint '/VolumeDriver.Explode'"),
+]
+"""Requests Docker never sends, with the status and a part of the message the plugin
+answers: (endpoint, body, status, message). A volume ``v1`` is assumed to exist, ``v2``
+not; none of them may change a volume or a holder. Checked against the driver alone
+(tests/unit/test_plugin.py) and against a daemon, each followed by a Mount that must
+still work (tests/mount/test_plugin_node.py)."""
 
 
 def raw_exchange(sock: Path, data: bytes, timeout: float = 30) -> bytes:

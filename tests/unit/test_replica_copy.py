@@ -10,31 +10,36 @@ counters are right (fsck clean on both), and records after S replay on it.
 An interrupted copy (begun, never finished) is marked incomplete: it reports no
 records, refuses replayed ones, is skipped by fsck (named, not a problem) and is
 replaced by the next full copy. The last tests run the replicator and the peer handler
-against each other over an in-memory pool (messages encoded and decoded on the way);
-the very last check the copy's mark in ``ReplState`` and the daemon's ``--changelog-retain``.
+against each other over real connections on 127.0.0.1: a ``PeerServer`` and a
+``PeerPool`` for each node, authenticated with a cluster secret, as the daemon runs
+them; the very last check the copy's mark in ``ReplState`` and the daemon's
+``--changelog-retain``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
 
 from cfs.check import check
-from cfs.codec import ReplState, decode_block
+from cfs.codec import ReplState, VolumeRecord, decode_block
 from cfs.errors import CfsError, CorruptRecord, LogTrimmed, ReplicationError, StaleEpoch
 from cfs.repl import wire
-from cfs.repl.wire import Error, Message, Request
+from cfs.repl.wire import Error, Reply, Request
 from cfs.store import NodeRecords, StoreConfig, Table, catalog, changelog, chunks, replica
-from cfs.types import NodeId, Slot
+from cfs.types import NodeId, Slot, VolumeId
 from cfs.fs import SetAttr
 from mountd.cluster import handler as handler_module
 from mountd.cluster import replicator
 from mountd.cluster.handler import PeerHandler
-from mountd.cluster.links import PeerError
+from mountd.cluster.links import PeerError, PeerPool, PeerServer
 from mountd.cluster.replicator import VolumeReplicator, send_copy
 from mountd.main import add_arguments, config_from
 
@@ -227,36 +232,71 @@ def test_copy_parts_carry_the_fencing_epoch(nodes) -> None:
     assert_same(a, vol.slot, b, brec.slot)
 
 
-# --- the replicator and the peer handler, over an in-memory pool ------------------------
+# --- the replicator and the peer handler, over real connections on loopback -------------
 
-class LoopbackPool:
-    """Requests go to the target's handler, encoded and decoded on the way, as over TCP."""
-
-    def __init__(self, me: NodeId, handlers: dict[NodeId, PeerHandler]) -> None:
-        self.me = me
-        self.handlers = handlers
-        self.sent: list[str] = []
-
-    async def request(self, peer: NodeId, message: Request, timeout: float = 30.0) -> Message:
-        self.sent.append(type(message).__name__)
-        message = wire.decode_message(message.TYPE, message.encode())  # type: ignore[assignment]
-        reply = await self.handlers[peer](self.me, message)  # type: ignore[arg-type]
-        reply = wire.decode_message(reply.TYPE, reply.encode())
-        if isinstance(reply, Error):
-            raise PeerError(peer.hex()[:8], reply)
-        assert isinstance(reply, message.REPLIES)
-        return reply
+CLUSTER = "cfs-test"
+REPLICATION_TIMEOUT = 10.0
+"""The daemon's default ``--replication-timeout``: real requests over TCP on a shared,
+loaded test machine, each committing durably, must not time out by chance."""
 
 
-def handler_for(node: Node, push_copy=None) -> PeerHandler:
-    async def adopt(volume_id):
+class Received:
+    """A node's real ``PeerHandler``, behind a record of the requests it was asked.
+
+    Observation, not a stand-in: every request is answered by the handler itself; the
+    record says which messages crossed the network to this node (the requests a
+    replicator sent it).
+    """
+
+    def __init__(self, handler: PeerHandler) -> None:
+        self.handler = handler
+        self.requests: list[str] = []
+
+    async def __call__(self, peer: NodeId, request: Request) -> Reply:
+        self.requests.append(type(request).__name__)
+        return await self.handler(peer, request)
+
+
+@asynccontextmanager
+async def peer_network(handlers: dict[NodeId, Received]) -> AsyncIterator[dict[NodeId, PeerPool]]:
+    """Every node as the daemon runs it (mountd.cluster.node): a ``PeerServer`` answering
+    with its handler, on 127.0.0.1 and a port the kernel picks, and a ``PeerPool`` that
+    dials the others' servers, all under one cluster secret. Yields the pools (a
+    handler that sends, ``push_copy``, finds its node's pool in the dict it was given
+    before the pools existed, as the daemon's handler finds ``ClusterNode.pool``).
+
+    Resource handling: servers, pools and their connections run in one nursery that is
+    cancelled on the way out, whether the body returned or raised.
+    """
+    secret = os.urandom(32)
+    addresses: dict[NodeId, str] = {}
+    pools: dict[NodeId, PeerPool] = {}
+    async with trio.open_nursery() as nursery:
+        try:
+            for node_id, handler in handlers.items():
+                server = PeerServer("127.0.0.1", 0, node_id, secret, CLUSTER, handler)
+                listeners = await nursery.start(server.serve)
+                host, port = listeners[0].socket.getsockname()[:2]
+                addresses[node_id] = f"{host}:{port}"
+            for node_id in handlers:
+                pools[node_id] = PeerPool(node_id, secret, CLUSTER, addresses.get)
+                await nursery.start(pools[node_id].run)
+            yield pools
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def handler_for(node: Node, push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None
+                ) -> Received:
+    """The node's real ``PeerHandler`` (recorded): it writes no volume and is never fenced."""
+    async def adopt(volume_id: VolumeId) -> VolumeRecord | None:
         with node.store.op(adds_data=False) as op:
             return catalog.by_id(op, volume_id)
 
-    async def release(_volume_id, _epoch) -> None:
+    async def release(_volume_id: VolumeId, _epoch: int) -> None:
         return None
-    return PeerHandler(NodeRecords(node.store), adopt=adopt, writing_epoch=lambda _v: None,
-                       on_fenced=lambda _v, _e: None, release=release, push_copy=push_copy)
+    return Received(PeerHandler(NodeRecords(node.store), adopt=adopt, writing_epoch=lambda _v: None,
+                                on_fenced=lambda _v, _e: None, release=release, push_copy=push_copy))
 
 
 def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch) -> None:
@@ -267,22 +307,29 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
     ship(a, vol.slot, b, brec)
     busy(vol)
     trim(a, vol.slot)
-    bid = NodeId(b.store.node_id())
-    pool = LoopbackPool(NodeId(a.store.node_id()), {bid: handler_for(b)})
-    rep = VolumeReplicator(NodeRecords(a.store), pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
-                           on_fenced=lambda _e: None, timeout=1.0)
-    trio.run(rep.ship_once)
-    head = a.applied(vol.slot)
-    assert rep.acked[bid] == head and rep.copies[bid] == head and not rep.failing
-    assert pool.sent.count("VolumeCopy") > 2 and "PutChunks" in pool.sent
-    sweep(b)
-    assert_same(a, vol.slot, b, brec.slot)
-    assert_chunks_consistent(b.store)
-    # then records again, not a copy
-    vol.create(b"next", b"n" * 5000)
-    pool.sent.clear()
-    trio.run(rep.ship_once)
-    assert "VolumeCopy" not in pool.sent and rep.acked[bid] == a.applied(vol.slot)
+    aid, bid = NodeId(a.store.node_id()), NodeId(b.store.node_id())
+    b_handler = handler_for(b)
+
+    async def replicate() -> None:
+        async with peer_network({aid: handler_for(a), bid: b_handler}) as pools:
+            rep = VolumeReplicator(NodeRecords(a.store), pools[aid], vol.record, 1, targets=lambda: [bid],
+                                   on_fenced=lambda _e: None, timeout=REPLICATION_TIMEOUT)
+            await rep.ship_once()
+            head = a.applied(vol.slot)
+            assert not rep.failing, rep.failing
+            assert rep.acked[bid] == head and rep.copies[bid] == head
+            assert b_handler.requests.count("VolumeCopy") > 2 and "PutChunks" in b_handler.requests
+            sweep(b)
+            assert_same(a, vol.slot, b, brec.slot)
+            assert_chunks_consistent(b.store)
+            # then records again, not a copy
+            vol.create(b"next", b"n" * 5000)
+            b_handler.requests.clear()
+            await rep.ship_once()
+            assert not rep.failing, rep.failing
+            assert "VolumeCopy" not in b_handler.requests and "AppendLog" in b_handler.requests
+            assert rep.acked[bid] == a.applied(vol.slot)
+    trio.run(replicate)
     assert_same(a, vol.slot, b, brec.slot)
 
 
@@ -293,19 +340,23 @@ def test_a_node_asks_another_to_push_it_a_copy(nodes) -> None:
     busy(vol)
     trim(a, vol.slot)
     aid, bid = NodeId(a.store.node_id()), NodeId(b.store.node_id())
-    handlers: dict[NodeId, PeerHandler] = {}
-    a_pool, b_pool = LoopbackPool(aid, handlers), LoopbackPool(bid, handlers)
-    handlers[aid] = handler_for(a, push_copy=lambda peer, record, epoch: send_copy(
-        NodeRecords(a.store), a_pool, record, epoch, peer))  # type: ignore[arg-type]
-    handlers[bid] = handler_for(b)
+    pools: dict[NodeId, PeerPool] = {}
+    a_handler = handler_for(a, push_copy=lambda peer, record, epoch: send_copy(
+        NodeRecords(a.store), pools[aid], record, epoch, peer))
+    b_handler = handler_for(b)
 
     async def catch_up() -> None:
-        with pytest.raises(PeerError) as trimmed:
-            await b_pool.request(aid, wire.FetchLog(vol.record.volume_id, 2, 0, 1 << 20))
-        assert trimmed.value.code == wire.ErrorCode.TRIMMED
-        reply = await b_pool.request(aid, wire.PushCopy(vol.record.volume_id, 2))
-        assert reply == wire.LogAck(vol.record.volume_id, a.applied(vol.slot))
+        async with peer_network({aid: a_handler, bid: b_handler}) as started:
+            pools.update(started)
+            with pytest.raises(PeerError) as trimmed:
+                await pools[bid].request(aid, wire.FetchLog(vol.record.volume_id, 2, 0, 1 << 20))
+            assert trimmed.value.code == wire.ErrorCode.TRIMMED
+            reply = await pools[bid].request(aid, wire.PushCopy(vol.record.volume_id, 2))
+            assert reply == wire.LogAck(vol.record.volume_id, a.applied(vol.slot))
     trio.run(catch_up)
+    # the copy went from a to b over a's own connection, while b's request waited
+    assert a_handler.requests == ["FetchLog", "PushCopy"]
+    assert "VolumeCopy" in b_handler.requests and "PutChunks" in b_handler.requests
     assert_same(a, vol.slot, b, brec.slot)
     with a.store.op(adds_data=False) as op:   # the asker's epoch reached the source too
         assert replica.state(op, vol.slot).epoch == 2
@@ -360,12 +411,17 @@ def test_a_record_too_large_for_a_frame_travels_as_a_copy(nodes, monkeypatch) ->
     largest, big_seq = max((len(raw), seq) for seq, raw in pending)
     monkeypatch.setattr(replicator, "MAX_RECORD_BYTES", largest - 1)
     monkeypatch.setattr(handler_module, "MAX_RECORD_BYTES", largest - 1)
-    bid = NodeId(b.store.node_id())
-    pool = LoopbackPool(NodeId(a.store.node_id()), {bid: handler_for(b)})
-    rep = VolumeReplicator(NodeRecords(a.store), pool, vol.record, 1, targets=lambda: [bid],  # type: ignore[arg-type]
-                           on_fenced=lambda _e: None, timeout=1.0)
-    trio.run(rep.ship_once)
-    assert "VolumeCopy" in pool.sent and rep.acked[bid] == a.applied(vol.slot) and not rep.failing
+    aid, bid = NodeId(a.store.node_id()), NodeId(b.store.node_id())
+    b_handler = handler_for(b)
+
+    async def replicate() -> None:
+        async with peer_network({aid: handler_for(a), bid: b_handler}) as pools:
+            rep = VolumeReplicator(NodeRecords(a.store), pools[aid], vol.record, 1, targets=lambda: [bid],
+                                   on_fenced=lambda _e: None, timeout=REPLICATION_TIMEOUT)
+            await rep.ship_once()
+            assert not rep.failing, rep.failing
+            assert "VolumeCopy" in b_handler.requests and rep.acked[bid] == a.applied(vol.slot)
+    trio.run(replicate)
     sweep(b)
     assert_same(a, vol.slot, b, brec.slot)
     fetch = handler_for(a)
