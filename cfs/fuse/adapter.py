@@ -18,8 +18,9 @@ The core counts the opens of each inode; the handle table is the adapter's.
 Replication (``Remote``, given by the daemon): an operation that needs a chunk held by
 replicas only fails in the core with ``RemoteChunk``, one whose local copy is missing
 or damaged with ``MissingChunk``/``CorruptChunk``; the adapter fetches the chunk from a
-peer (which verifies and stores it, repairing the local copy) and runs the operation again (the failed attempt changed nothing: its store operation
-was rolled back). fsync, fdatasync, fsyncdir and the close of a handle that wrote
+peer (which verifies and stores it, repairing the local copy) and runs the operation again
+(the failed attempt changed nothing: its store operation was rolled back). fsync, fdatasync,
+fsyncdir and the close of a handle that wrote
 return only once ``Remote.replicated`` says the volume's records are on its replicas.
 """
 
@@ -31,7 +32,7 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, Protocol, Sequence, TypeVar
 
 import pyfuse3
 
@@ -43,6 +44,7 @@ from cfs.types import InodeId, Slot, slot_of
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
@@ -78,7 +80,8 @@ def _chunk_of(exc: MissingChunk | CorruptChunk) -> bytes | None:
     return exc.chunk_id
 
 
-def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _errno_edge(handler: Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]],
+                ) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
     """Turn core errors into FUSEError; anything else is a bug: log it and answer EIO.
 
     A chunk held by replicas only, or missing or damaged here, is fetched from a peer
@@ -86,7 +89,7 @@ def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
     """
 
     @functools.wraps(handler)
-    async def wrapper(self: "Operations", *args: Any, **kwargs: Any) -> T:
+    async def wrapper(self: "Operations", /, *args: P.args, **kwargs: P.kwargs) -> T:
         fetched: set[bytes] = set()
         while True:
             try:
