@@ -317,7 +317,7 @@ class _Scan:
 
     def _incomplete(self, record: VolumeRecord) -> bool:
         try:
-            return replica.incomplete(self.view, record.slot)  # type: ignore[arg-type]
+            return replica.incomplete(self.view, record.slot)
         except CorruptRecord as exc:
             self.found.add("corrupt-record", f"replication state of volume {record.name}: {exc}")
             return False
@@ -351,7 +351,7 @@ class _Scan:
             if self.view.get(Table.VOLSLOTS, pack_u64(record.slot)) != key:
                 self.found.add("catalog", f"volume {record.name}: slot {record.slot} does not name it back",
                                fix=partial(_fix_volslot, record.slot, bytes(key)))
-        live = {r.slot for r in records}
+        live: set[int] = {r.slot for r in records}
         for key, name in self.view.range(Table.VOLSLOTS, b"", _ALL_HI):
             live.add(int.from_bytes(key, "big"))
             if self.view.get(Table.VOLUMES, name) is None:
@@ -463,10 +463,12 @@ class _Scan:
         fix = None if length is None else partial(_put_ref, cid, expected, length)
         if row is None:
             self.found.add("refcount", f"chunk {cid.hex()} has no reference count; "
-                           f"{_n(expected, 'block-map entry', 'block-map entries')} name it", fix=fix, stage=_Stage.CHUNKS)
+                           f"{_n(expected, 'block-map entry', 'block-map entries')} name it",
+                           fix=fix, stage=_Stage.CHUNKS)
         elif row[0] != expected:
             self.found.add("refcount", f"chunk {cid.hex()} has reference count {row[0]}, but "
-                           f"{_n(expected, 'block-map entry', 'block-map entries')} name it", fix=fix, stage=_Stage.CHUNKS)
+                           f"{_n(expected, 'block-map entry', 'block-map entries')} name it",
+                           fix=fix, stage=_Stage.CHUNKS)
         if row is not None and length is not None and row[1] != length:
             self.found.add("chunk-length", f"chunk {cid.hex()} is recorded as {row[1]} bytes "
                            f"long, it holds {length}", fix=fix, stage=_Stage.CHUNKS)
@@ -786,8 +788,8 @@ class _VolumeCheck:
             self.scan.count_ref(raw)
             n += 1
         owner = "missing inode" if info is None else "inode that is not a regular file"
-        self.add("dangling-block", f"{_n(n, 'block-map entry', 'block-map entries')} belong to a {owner} ({local})", local,
-                 fix=partial(_drop_blocks, self.ino(local), 0, False))
+        self.add("dangling-block", f"{_n(n, 'block-map entry', 'block-map entries')} belong to a {owner} ({local})",
+                 local, fix=partial(_drop_blocks, self.ino(local), 0, False))
 
     def _bad_units(self, local: int, recorded: int, actual: int) -> None:
         self.add("stored-units", f"st_blocks is {recorded}, its blocks take {actual} units of 512 bytes",

@@ -29,7 +29,8 @@ def pack_u64(value: int) -> bytes:
 def unpack_u64(raw: bytes) -> int:
     if len(raw) != 8:
         raise CorruptRecord(f"expected an 8-byte integer, got {len(raw)} bytes")
-    return U64.unpack(raw)[0]
+    value: int = U64.unpack(raw)[0]  # struct gives Any: typed by a local, cheaper than cast()
+    return value
 
 
 # --- inodes -----------------------------------------------------------------------
@@ -78,7 +79,8 @@ def inode_mode(raw: bytes) -> int:
     """The mode of an ``inodes`` record, without decoding the rest (readdir of names)."""
     if len(raw) != _INODE.size or raw[0] != INODE_V1:
         raise CorruptRecord(f"inode record: bad length {len(raw)} or version {bytes(raw[:1]).hex()}")
-    return U32.unpack_from(raw, 4)[0]
+    mode: int = U32.unpack_from(raw, 4)[0]
+    return mode
 
 
 _UNITS_AT = _INODE.size - 16
@@ -98,7 +100,8 @@ def stored_bytes(raw: bytes | None) -> int:
     """
     if raw is None or len(raw) != _INODE.size or raw[0] != INODE_V1:
         return 0
-    return U64.unpack_from(raw, _UNITS_AT)[0] * 512
+    units: int = U64.unpack_from(raw, _UNITS_AT)[0]
+    return units * 512
 
 
 def usage_delta(old: bytes | None, new: bytes | None) -> int:

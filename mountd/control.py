@@ -50,7 +50,8 @@ class ControlServer:
         async with stream:
             try:
                 if not unixsock.peer_allowed(stream.socket):
-                    await stream.send_all(protocol.error("permission denied: only root or the daemon's user", "PermissionError"))
+                    await stream.send_all(protocol.error("permission denied: only root or the daemon's user",
+                                                         "PermissionError"))
                     return
                 line = await _read_line(stream)
                 op, args = protocol.parse_request(line)

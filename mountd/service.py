@@ -54,7 +54,8 @@ class NodeService:
         opts = dict(options or {})
         unknown = sorted(set(opts) - CREATE_OPTIONS)
         if unknown:
-            raise UserError(f"unknown volume option(s): {', '.join(unknown)} (known: {', '.join(sorted(CREATE_OPTIONS))})")
+            raise UserError(f"unknown volume option(s): {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(CREATE_OPTIONS))})")
         block_size = _int_option(opts, "block_size", DEFAULT_BLOCK_SIZE)
         uid, gid = _int_option(opts, "uid", 0), _int_option(opts, "gid", 0)
         mode = int(str(opts.get("mode", "755")), 8) if _octal(opts.get("mode", "755")) else None

@@ -190,7 +190,7 @@ def offline_fsck(config: DaemonConfig, volume: str | None, repair: bool, bar: Pr
 
 def print_human(args: argparse.Namespace, result: Any) -> None:
     if args.command == "volume" and args.volume_command == "ls":
-        rows = [("NAME", "BLOCK SIZE", "CREATED", "MOUNTED AT")]
+        rows: list[tuple[str, ...]] = [("NAME", "BLOCK SIZE", "CREATED", "MOUNTED AT")]  # node ls: 5 columns
         rows += [(v["name"], str(v["block_size"]), v["created"], ",".join(v["mountpoints"]) or "-") for v in result]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for row in rows:

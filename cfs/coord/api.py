@@ -39,7 +39,7 @@ from typing import Self
 import trio
 
 from cfs.errors import Unavailable
-from cfs.types import NodeId, VolumeId
+from cfs.types import NodeId as NodeId, VolumeId  # NodeId re-exported: part of the coordinator API
 
 log = logging.getLogger(__name__)
 

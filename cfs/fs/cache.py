@@ -182,8 +182,8 @@ class DirtyBlocks:
                     block.write(lo, memoryview(newer.data)[lo:hi])
             self.put(ino, n, block, block_size)
         if written is not None:
-            newer = self._written.get(ino)
-            self._written[ino] = written if newer is None else written.merge(newer)
+            newer_written = self._written.get(ino)  # not ``newer``: mypy keeps a variable's first type
+            self._written[ino] = written if newer_written is None else written.merge(newer_written)
 
     def files(self) -> list[InodeId]:
         """Every file with something to flush."""

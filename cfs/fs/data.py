@@ -228,7 +228,7 @@ def _add_patches(op: Op, ino: InodeId, inode: Inode, n: int, row: BlockRow, writ
         piece = bytes(memoryview(written.data)[lo:hi])
         cid = chunks.put(op, piece)
         inode.stored_units += units_of(len(piece))
-        keep = []
+        keep: list[Patch] = []
         for p in patches:
             (hidden if lo <= p.at and p.at + p.length <= hi else keep).append(p)
         patches = keep + [Patch(lo, cid, len(piece))]

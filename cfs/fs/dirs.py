@@ -84,7 +84,7 @@ def typed_entries(view: View, directory: InodeId, after_cookie: int) -> Iterator
             return
         if row[:1] == b"\0" and len(row) > head_size:
             local, kind = head(row)
-            yield row[head_size:], base | local, kind << 12, split_key(key)[1]  # type: ignore[misc]
+            yield row[head_size:], base | local, kind << 12, split_key(key)[1]
         else:
             name, child, kind = _entry_of(view, directory, row)
             if child is not None:

@@ -35,7 +35,7 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, Protocol, Sequence, TypeVar
 
 import pyfuse3
 
@@ -47,6 +47,7 @@ from cfs.types import InodeId, Slot, slot_of
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
@@ -86,7 +87,8 @@ def _chunk_of(exc: MissingChunk | CorruptChunk) -> bytes | None:
     return exc.chunk_id
 
 
-def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _errno_edge(handler: Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]],
+                ) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
     """Turn core errors into FUSEError; anything else is a bug: log it and answer EIO.
 
     A chunk held by replicas only, or missing or damaged here, is fetched from a peer
@@ -94,7 +96,7 @@ def _errno_edge(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
     """
 
     @functools.wraps(handler)
-    async def wrapper(self: "Operations", *args: Any, **kwargs: Any) -> T:
+    async def wrapper(self: "Operations", /, *args: P.args, **kwargs: P.kwargs) -> T:
         fetched: set[bytes] = set()
         while True:
             try:

@@ -260,7 +260,7 @@ class Session:
 
     # --- input ---------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its end."""
         if self._state is _State.FAILED:
             raise RuntimeError(f"session failed ({self._failure and self._failure.reason}); "

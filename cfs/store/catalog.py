@@ -13,7 +13,7 @@ from cfs.names import validate_volume_name
 from cfs.store.changelog import log_key
 from cfs.store.store import Op, View
 from cfs.store.tables import Table
-from cfs.types import MAX_SLOT, Slot, VolumeId, make_ino
+from cfs.types import MAX_SLOT, LocalIno, Slot, VolumeId, make_ino
 
 MIN_BLOCK_SIZE = 512
 MAX_BLOCK_SIZE = 1 << 20
@@ -82,7 +82,7 @@ def all_volumes(op: View) -> Iterator[VolumeRecord]:
 
 def slot_range(slot: Slot) -> tuple[bytes, bytes]:
     """Key bounds [lo, hi) of every per-volume row of ``slot``."""
-    return pack_u64(make_ino(slot, 0)), pack_u64(make_ino(Slot(slot + 1), 0))
+    return pack_u64(make_ino(slot, LocalIno(0))), pack_u64(make_ino(Slot(slot + 1), LocalIno(0)))
 
 
 def delete_rows(op: Op, table: Table, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes]]:

@@ -103,7 +103,7 @@ class Store:
         )
         with self.env.begin(write=True) as txn:
             self.dbs = {t: self.env.open_db(t.name.lower().encode(), txn=txn) for t in Table}
-        self._batch: lmdb.Transaction | None = None
+        self._batch: lmdb.Transaction[bytes] | None = None
         self._in_op = False
         self.pending_bytes = 0
         self.low_space = False
@@ -166,7 +166,7 @@ class Store:
     # --- transactions ------------------------------------------------------------
 
     @property
-    def batch(self) -> lmdb.Transaction:
+    def batch(self) -> lmdb.Transaction[bytes]:
         """The current write batch; reads through it see every uncommitted operation."""
         if self._batch is None:
             self._batch = self.env.begin(write=True)
@@ -383,7 +383,7 @@ class Store:
         return bytes(raw)
 
 
-def key_range(cursor: lmdb.Cursor, lo: bytes, hi: bytes,
+def key_range(cursor: lmdb.Cursor[bytes], lo: bytes, hi: bytes,
               mapped: residency.MappedPages | None = None) -> Iterator[tuple[bytes, bytes]]:
     """The rows of ``cursor``'s table with lo <= key < hi, in key order; every 64 rows
     (about a leaf page) are noted to ``mapped``, so a long scan cannot fill the RSS."""
@@ -410,7 +410,7 @@ class View:
     Everything that only reads the store takes a ``View``; an ``Op`` is one too.
     """
 
-    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: Store, txn: lmdb.Transaction[bytes]) -> None:
         self.store = store
         self.txn = txn
 
@@ -465,7 +465,7 @@ class Op(View):
     keeps the counter right without doing anything, and must not add the delta again.
     """
 
-    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: Store, txn: lmdb.Transaction[bytes]) -> None:
         super().__init__(store, txn)
         self.added_bytes = 0
         self._rows: dict[int, list[tuple[int, int, bytes, bytes]] | None] = {}

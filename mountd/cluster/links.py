@@ -206,7 +206,8 @@ class PeerServer:
         self.node_id, self.secret, self.cluster = node_id, secret, cluster
         self.handler = handler
 
-    async def serve(self, *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, *,
+                    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, self._connection, listeners)

@@ -48,7 +48,8 @@ def run(etcd: Etcd, body: Body, timeout: float = 60) -> None:
     trio.run(main)
 
 
-async def start_node(coord: EtcdCoordinator, nursery: trio.Nursery, **kw: object) -> tuple[EtcdSession, trio.CancelScope]:
+async def start_node(coord: EtcdCoordinator, nursery: trio.Nursery,
+                     **kw: object) -> tuple[EtcdSession, trio.CancelScope]:
     """Register a node and keep it alive in a cancel scope; cancelling it is the node dying."""
     session = await coord.register(node_info(**kw))  # type: ignore[arg-type]
     scope = trio.CancelScope()

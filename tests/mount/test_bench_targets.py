@@ -35,7 +35,8 @@ def test_bindfs_and_cfs_side_by_side(short_tmp: Path, capsys: pytest.CaptureFixt
     # bindfs comes with tools/bootstrap.sh --test; without it the bindfs target fails here.
     where = short_tmp / "run"
     saved = short_tmp / "bench.json"
-    status = cli.main(["bench", "--quick", "--targets", "bindfs,cfs", "--only", "seqwrite,randwrite,dedup,reclaim,metadata",
+    status = cli.main(["bench", "--quick", "--targets", "bindfs,cfs",
+                       "--only", "seqwrite,randwrite,dedup,reclaim,metadata",
                        "--dir", str(where), "--save", str(saved), "--no-drop-caches"])
     out, err = capsys.readouterr()
     assert status == 0, err

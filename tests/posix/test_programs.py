@@ -44,7 +44,8 @@ CHANGED = 20_000  # among the first ids, a tenth is deleted and a tenth changed
 def run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     result = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"{' '.join(map(str, argv))} exited {result.returncode}:\n{result.stderr}{result.stdout}"
+    assert result.returncode == 0, \
+        f"{' '.join(map(str, argv))} exited {result.returncode}:\n{result.stderr}{result.stdout}"
     return result.stdout
 
 

@@ -686,7 +686,8 @@ def test_volume_counters_behind_what_is_used(tree: Tree) -> None:
 def test_catalog_slots_must_name_their_volumes_back(tree: Tree) -> None:
     raw_delete(tree.store, Table.VOLSLOTS, pack_u64(tree.slot))
     raw_put(tree.store, Table.VOLSLOTS, pack_u64(7), b"gone")
-    raw_put(tree.store, Table.INODES, ino_key(make_ino(Slot(7), 1)), raw_get(tree.store, Table.INODES, ino_key(tree.root)))
+    raw_put(tree.store, Table.INODES, ino_key(make_ino(Slot(7), 1)),
+            raw_get(tree.store, Table.INODES, ino_key(tree.root)))
 
     report = check.check(tree.store, repair=True)
     assert sorted((p.kind, p.repaired) for p in report.problems) == [
@@ -697,7 +698,8 @@ def test_catalog_slots_must_name_their_volumes_back(tree: Tree) -> None:
     assert raw_get(tree.store, Table.INODES, ino_key(make_ino(Slot(7), 1))) is not None
 
 
-@pytest.mark.damages_store("/dir/small's inode record overwritten, reported and never guessed", finds=("corrupt-record",))
+@pytest.mark.damages_store("/dir/small's inode record overwritten, reported and never guessed",
+                           finds=("corrupt-record",))
 def test_damaged_inode_record_is_reported_not_guessed(tree: Tree) -> None:
     raw_put(tree.store, Table.INODES, ino_key(tree.ino["/dir/small"]), b"\x09garbage")
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Sequence, cast
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -91,7 +91,8 @@ def wait_mounted(path: Path, proc: subprocess.Popen[bytes], timeout: float = 20)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"{proc.args[0]} exited {proc.returncode} before mounting {path}")
+            program = cast(list[str], proc.args)[0]  # start() makes every Popen from a list of str
+            raise BenchError(f"{program} exited {proc.returncode} before mounting {path}")
         if is_mounted(path):
             return
         time.sleep(0.05)
