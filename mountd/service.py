@@ -107,14 +107,17 @@ class NodeService:
         """What ``volume_inspect`` says without the usage scan (cheap enough for every Docker ``Get``).
 
         A volume of the cluster that this node holds no copy of yet is described from the
-        cluster catalog: mounting it here moves it here."""
+        cluster catalog: mounting it here moves it here. ``replicas`` comes from the
+        catalog (1 for a volume it does not know)."""
+        spec = await self.cluster.spec(name)
         try:
-            return self._describe(name)
+            info = self._describe(name)
         except VolumeNotFound:
-            spec = await self.cluster.spec(name)
             if spec is None:
                 raise
-            return _describe_spec(name, spec)
+            info = _describe_spec(name, spec)
+        info["replicas"] = spec.replicas if spec is not None else 1
+        return info
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
         where = self._mounted_at(name)

@@ -57,7 +57,7 @@ class BadRequest(Exception):
 
 
 class Backend(Protocol):
-    """The part of ``mountd.service.NodeService`` the driver uses (a fake in unit tests)."""
+    """The part of ``mountd.service.NodeService`` the driver uses."""
 
     records: NodeRecords
 
@@ -72,12 +72,10 @@ class Backend(Protocol):
 class VolumeDriver:
     """Docker's VolumeDriver endpoints over a node's volumes; owns the plugin's holder records."""
 
-    def __init__(self, backend: Backend, mount_root: Path, *,
-                 is_mounted: Callable[[Path], bool] = mounts.is_mount_point) -> None:
+    def __init__(self, backend: Backend, mount_root: Path) -> None:
         self.backend = backend
         self.records = backend.records
         self.mount_root = Path(os.path.abspath(mount_root))
-        self._is_mounted = is_mounted
         self._lock = trio.Lock()
         self._endpoints: dict[str, Callable[[Request], Awaitable[Reply]]] = {
             "/Plugin.Activate": self._activate,
@@ -237,7 +235,7 @@ class VolumeDriver:
         """Make sure the volume is bound at its mount point; return the mount point."""
         path = self.mountpoint(name)
         recorded = str(path) in (await self.backend.volume_info(name))["mountpoints"]
-        if recorded and await trio.to_thread.run_sync(self._is_mounted, path):
+        if recorded and await trio.to_thread.run_sync(mounts.is_mount_point, path):
             return path
         if recorded:  # recorded, but its bind is gone (restoring it failed, or someone unmounted it)
             await self.backend.umount(str(path), lazy=True)
@@ -327,20 +325,28 @@ def _options(request: Request) -> dict[str, str]:
 
 
 def _differences(requested: dict[str, str], info: dict[str, Any]) -> list[str]:
-    """The requested options an existing volume does not have."""
-    have = {"block_size": str(info["block_size"]), **info["options"]}
+    """The requested options an existing volume does not have, compared by what they mean
+    (``size=1G`` is ``size=1073741824``, ``mode=0750`` is ``mode=750``)."""
+    have = {"block_size": str(info["block_size"]), "replicas": str(info["replicas"]), **info["options"]}
     differ = []
     for key, value in sorted(requested.items()):
-        if have.get(key) != value and not (key == "size" and have.get(key) == _size_bytes(value)):
+        if key not in have or _meaning(key, have[key]) != _meaning(key, value):
             differ.append(f"{key}={value} (it has {have[key] if key in have else 'none'})")
     return differ
 
 
-def _size_bytes(raw: str) -> str | None:
+def _meaning(key: str, raw: str) -> object:
+    """An option's value as the node reads it; the raw text when it does not read."""
     try:
-        return str(parse_size(raw))
-    except UserError:
-        return None
+        if key == "size":
+            return parse_size(raw)
+        if key == "mode":
+            return int(raw, 8)
+        if key in ("block_size", "uid", "gid", "replicas"):
+            return int(raw)
+    except (UserError, ValueError):
+        pass
+    return raw
 
 
 def _rmdir(path: Path) -> None:

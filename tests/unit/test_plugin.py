@@ -185,6 +185,25 @@ def test_create_of_an_existing_volume(store: Store, tmp_path: Path) -> None:
     run_plugin(store, tmp_path, check)
 
 
+def test_create_again_compares_options_by_meaning(store: Store, tmp_path: Path) -> None:
+    """replicas lives in the cluster catalog, not among the options; mode is octal, sizes
+    have units: asking again with the same meaning is the same volume."""
+    async def check(driver: VolumeDriver, service: NodeService) -> None:
+        opts = {"replicas": "1", "mode": "0750", "uid": "1000", "size": "64M"}
+        assert await call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": opts}) == (200, {"Err": ""})
+        assert await call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": opts}) == (200, {"Err": ""})
+        same = {"replicas": "1", "mode": "750", "uid": "01000", "size": "67108864"}
+        assert await call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": same}) == (200, {"Err": ""})
+        status, reply = await call(driver, "/VolumeDriver.Create",
+                                   {"Name": "v1", "Opts": {"mode": "700", "replicas": "2"}})
+        assert status == 500
+        assert reply["Err"] == ("volume 'v1' already exists with other options: mode=700 (it has 0750); "
+                                "replicas=2 (it has 1)")
+        assert (await service.volume_info("v1"))["replicas"] == 1
+
+    run_plugin(store, tmp_path, check)
+
+
 def test_missing_volumes(store: Store, tmp_path: Path) -> None:
     """Mounting one is an error; unmounting or removing one is done already."""
     async def check(driver: VolumeDriver, service: NodeService) -> None:
