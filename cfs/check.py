@@ -51,7 +51,7 @@ from cfs.codec import (
     encode_block, encode_chunkref, encode_dirent, encode_order, ino_key, ino_name_key, ino_u64_key,
     pack_u64, units_of,
 )
-from cfs.errors import Corrupted, CorruptRecord, NotFound, VolumeNotFound
+from cfs.errors import CorruptChunk, Corrupted, CorruptRecord, NotFound, VolumeNotFound
 from cfs.fs import data as filedata
 from cfs.fs import dirs, inodes
 from cfs.store import Op, Store, Table, View, catalog, changelog, chunks, replica
@@ -97,6 +97,8 @@ class Problem:
     volume: str | None = None
     path: str | None = None
     ino: int | None = None
+    fixable: bool = False
+    """A fix needing no guess exists (``repair`` applies it)."""
     repaired: bool = False
 
 
@@ -117,10 +119,17 @@ class Report:
     incomplete_copies: list[str] = field(default_factory=list)
     """Volumes whose whole-volume copy from a peer was interrupted: not checked, not
     served; the next copy replaces them."""
+    damaged_chunks: set[bytes] = field(default_factory=set)
+    """Chunks whose bytes failed their check (reported, never repaired)."""
 
     @property
     def clean(self) -> bool:
         return not self.problems
+
+    @property
+    def repairable(self) -> bool:
+        """Whether ``repair`` would change anything."""
+        return any(p.fixable and not p.repaired for p in self.problems)
 
     @property
     def unrepaired(self) -> list[Problem]:
@@ -188,7 +197,7 @@ class _Findings:
     def add(self, kind: str, text: str, *, volume: str | None = None, path: str | None = None,
             ino: int | None = None, fix: _Fix | None = None, stage: _Stage = _Stage.ROWS) -> None:
         where = "".join(f"{part}: " for part in (volume and f"volume {volume}", path) if part)
-        problem = Problem(kind, where + text, volume, path, ino)
+        problem = Problem(kind, where + text, volume, path, ino, fixable=fix is not None)
         self.report.problems.append(problem)
         if fix is not None:
             self._fixes.append((stage, len(self._fixes), problem, fix))
@@ -205,14 +214,20 @@ class _Findings:
 # --- entry points -------------------------------------------------------------------
 
 def check(store: Store, volume: str | None = None, *, repair: bool = False,
-          progress: Progress | None = None) -> Report:
+          progress: Progress | None = None, damaged: set[bytes] | None = None) -> Report:
     """Check the store as the filesystem sees it now (its batch); repair if asked.
 
     Runs on the store's thread. ``volume`` limits the per-volume checks and the hashing
     to one volume; reference counts are still recomputed over every volume.
+
+    ``damaged``: the chunks a check of a recent snapshot found damaged
+    (``Report.damaged_chunks``). Then no chunk is hashed, only its header and length
+    read, and those are taken as damaged: the rest of a full check, at the cost of a
+    walk of the metadata (the daemon's ``fsck --repair``, which must run on the store's
+    thread, hashes in a worker thread first).
     """
     with store.op(adds_data=False) as op:
-        found = _Scan(op, volume, progress).run()
+        found = _Scan(op, volume, progress, damaged).run()
         if repair:
             found.apply(op)
     if repair:
@@ -284,8 +299,11 @@ def _outer_join(rows: Iterator[tuple[bytes, bytes]], keys: Iterator[bytes]
 class _Scan:
     """One check: the catalog, each volume, the rows outside volumes, then the chunks."""
 
-    def __init__(self, view: View, volume: str | None, progress: Progress | None) -> None:
+    def __init__(self, view: View, volume: str | None, progress: Progress | None,
+                 damaged: set[bytes] | None = None) -> None:
         self.view = view
+        self.damaged = damaged
+        """Chunks known damaged; when given, no chunk is hashed (``check``)."""
         self.only = volume
         self.progress = progress or _no_progress
         self.found = _Findings()
@@ -428,8 +446,13 @@ class _Scan:
             return _REMOTE if self.view.get(Table.REMOTE, cid) is not None else _MISSING
         self.report.chunks += 1
         try:
+            if self.damaged is not None:  # hashed by a check of a snapshot before this one
+                if cid in self.damaged:
+                    raise CorruptChunk(cid.hex())
+                return len(chunks.payload(cid, raw))
             payload = chunks.verify(cid, raw)
         except Corrupted:
+            self.report.damaged_chunks.add(cid)
             return _CORRUPT
         self.report.bytes_verified += len(payload)
         return len(payload)

@@ -1,16 +1,29 @@
 """The error taxonomy of cfs, in one place.
 
-Four kinds, never mixed up:
+Every error cfs raises on purpose is a ``CfsError``, of one of these kinds, never mixed up:
 
-* ``FsError`` subclasses: what a filesystem call answers (not found, exists, ...). Each
-  carries the errno the FUSE adapter reports; they are expected outcomes, not faults.
-* ``Corrupted``: stored bytes that fail validation (bad record header, chunk hash
-  mismatch). Reported as EIO to the caller and logged with what was damaged; never
-  answered as "not found" and never papered over with wrong bytes.
-* ``NoSpace``: the disk or the store map is full. The operation that hit it is rolled
-  back and the caller gets ENOSPC; the store stays usable once space is freed.
-* ``UserError``: bad input to the command line or the control API (names, paths,
-  unknown volumes), with a message meant for a person.
+* ``FsError``: what a filesystem call answers, with the errno the FUSE adapter reports.
+  Most are expected outcomes (not found, exists, not empty, ...). Among them:
+
+  - ``Corrupted``: stored bytes that fail validation (bad record header, chunk hash
+    mismatch, a chunk that is referenced and missing: ``MissingChunk``). EIO, and
+    logged with what was damaged; never answered as "not found" and never papered over
+    with wrong bytes.
+  - ``ChunkNotHere``: a chunk's bytes are not on this node: ``MissingChunk`` (damage)
+    or ``RemoteChunk`` (held by replicas, not damage). The adapter fetches the chunk
+    from a peer and runs the call again.
+  - ``NoSpace``: the disk, the store map or the volume's size limit is full. The
+    operation that hit it is rolled back and the caller gets ENOSPC; the store stays
+    usable once space is freed.
+  - ``ReadOnly`` (EROFS: a volume this node may not change) and ``VolumeLost`` (EIO:
+    an fsync this node can no longer vouch for).
+
+* ``UserError``: bad input to the command line, the control API or the Docker plugin
+  (names, paths, options, unknown volumes), with a message meant for a person.
+* ``ReplicationError``: a replication step failed (stale epoch, a gap or a trimmed log).
+* ``Unavailable``: transient, a service cfs depends on did not answer in time, after
+  retries with backoff; ``CoordError``: the coordinator answered something unusable.
+* ``ProtocolError``: a peer broke the peer protocol; its connection is dropped.
 
 Anything else (TypeError, KeyError, ...) is a bug and propagates.
 """
@@ -127,12 +140,21 @@ class CorruptChunk(Corrupted):
         self.chunk_hex = chunk_hex
 
 
-class MissingChunk(Corrupted):
-    """A block map names a chunk the store does not hold."""
+class ChunkNotHere(FsError):
+    """The bytes of a chunk that a block map names are not on this node. ``chunk_id``
+    says which, so that a node of a cluster can fetch them from a peer. Its kinds:
+    ``MissingChunk`` (damage) and ``RemoteChunk`` (not damage)."""
+
+    errno = _errno.EIO
 
     def __init__(self, message: str, chunk_id: bytes | None = None) -> None:
         super().__init__(message)
         self.chunk_id = chunk_id
+
+
+class MissingChunk(ChunkNotHere, Corrupted):
+    """A block map names a chunk the store neither holds nor knows to be on replicas:
+    damage."""
 
 
 class UserError(CfsError):
@@ -181,8 +203,9 @@ class LogTrimmed(ReplicationError):
     """The records asked for were trimmed from the log: the volume must be copied whole."""
 
 
-class RemoteChunk(MissingChunk):
-    """The chunk's bytes are on replicas, not here: fetch them, then retry the operation."""
+class RemoteChunk(ChunkNotHere):
+    """The chunk's bytes are on replicas, not here: fetch them, then retry the operation.
+    Not damage: a replica replays block rows without the bytes (cfs.store.chunks)."""
 
     def __init__(self, chunk_id: bytes, where: str = "") -> None:
         super().__init__(f"chunk {chunk_id.hex()} is held by replicas only{where}", chunk_id)

@@ -268,16 +268,24 @@ class NodeService:
 
     async def fsck(self, volume: str | None, repair: bool,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:
+        """Check (and repair) the store while the node keeps serving.
+
+        The check hashes every chunk in a worker thread, on a snapshot, so FUSE requests
+        go on meanwhile. Repairs must run on the store's thread, in its batch (the LMDB
+        thread rule), and must see what changed since the snapshot (reference counts are
+        node-wide): only when there is something to repair does a second pass run here,
+        holding up requests for a walk of the metadata; it hashes nothing, and takes the
+        chunks the first pass found damaged as damaged (docs/CONCURRENCY.md)."""
         if volume is not None:
             self.records.volume(volume)
+        if repair and volume is not None and self._mounted_at(volume):
+            raise VolumeBusy(f"volume {volume!r} is mounted; unmount it before --repair")
         self.fs.sync()
-        if repair:
-            if volume is not None and self._mounted_at(volume):
-                raise VolumeBusy(f"volume {volume!r} is mounted; unmount it before --repair")
-            report = check.check(self.fs.store, volume, repair=True, progress=progress)
-        else:
-            report = await trio.to_thread.run_sync(
-                lambda: check.check_snapshot(self.fs.store, volume, progress=progress))
+        report = await trio.to_thread.run_sync(
+            lambda: check.check_snapshot(self.fs.store, volume, progress=progress))
+        if repair and report.repairable:
+            report = check.check(self.fs.store, volume, repair=True, progress=progress,
+                                 damaged=report.damaged_chunks)
         return report.to_json()
 
 

@@ -190,11 +190,9 @@ def offline_fsck(config: DaemonConfig, volume: str | None, repair: bool, bar: Pr
 
 def print_human(args: argparse.Namespace, result: Any) -> None:
     if args.command == "volume" and args.volume_command == "ls":
-        rows: list[tuple[str, ...]] = [("NAME", "BLOCK SIZE", "CREATED", "MOUNTED AT")]  # node ls: 5 columns
-        rows += [(v["name"], str(v["block_size"]), v["created"], ",".join(v["mountpoints"]) or "-") for v in result]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print_table(("NAME", "BLOCK SIZE", "CREATED", "MOUNTED AT"),
+                    [(v["name"], str(v["block_size"]), v["created"], ",".join(v["mountpoints"]) or "-")
+                     for v in result])
     elif args.command == "volume" and args.volume_command == "inspect":
         print_mapping(result)
     elif args.command == "volume" and args.volume_command == "create":
@@ -209,14 +207,19 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
         for line in result.get("lines", []):
             print(line)
     elif args.command == "node" and args.node_command == "ls":
-        rows = [("NODE", "ADDRESS", "STATE", "CAPACITY", "CHUNKS")]
-        rows += [(n["node_id"][:12] + (" *" if n["self"] else ""), n["address"] or "-", n["state_text"],
-                  str(n["capacity"]), str(n["chunks"])) for n in result]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print_table(("NODE", "ADDRESS", "STATE", "CAPACITY", "CHUNKS"),
+                    [(n["node_id"][:12] + (" *" if n["self"] else ""), n["address"] or "-", n["state_text"],
+                      str(n["capacity"]), str(n["chunks"])) for n in result])
     else:
         print_mapping(result)
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 def print_mapping(mapping: dict[str, Any], indent: str = "") -> None:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, Protocol, S
 
 import pyfuse3
 
-from cfs.errors import CfsError, CorruptChunk, FsError, MissingChunk, RemoteChunk
+from cfs.errors import CfsError, ChunkNotHere, CorruptChunk, FsError, RemoteChunk
 from cfs.fs import Attr, Caller, Filesystem, SetAttr
 from cfs.fuse.names import NameOnlyEntries
 from cfs.types import InodeId, Slot, slot_of
@@ -80,7 +80,7 @@ class Remote(Protocol):
         """Return once the volume's records so far are durable on its replicas."""
 
 
-def _chunk_of(exc: MissingChunk | CorruptChunk) -> bytes | None:
+def _chunk_of(exc: ChunkNotHere | CorruptChunk) -> bytes | None:
     """The id of the chunk an error is about, when it names one."""
     if isinstance(exc, CorruptChunk):
         return bytes.fromhex(exc.chunk_hex)
@@ -101,7 +101,7 @@ def _errno_edge(handler: Callable[Concatenate[Operations, P], Coroutine[Any, Any
         while True:
             try:
                 return await handler(self, *args, **kwargs)
-            except (MissingChunk, CorruptChunk) as exc:
+            except (ChunkNotHere, CorruptChunk) as exc:
                 cid = _chunk_of(exc)
                 if self.remote is None or cid is None or cid in fetched or len(fetched) >= MAX_FETCHES:
                     if isinstance(exc, RemoteChunk):  # damage was logged by the core already

@@ -66,8 +66,13 @@ def incref(op: Op, cid: ChunkId) -> None:
     op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount + 1, length))
 
 
-def decref(op: Op, cid: ChunkId) -> None:
+def decref(op: Op, cid: ChunkId, *, stage_ns: int | None = None) -> None:
     """Drop one reference; the chunk goes with the last one.
+
+    With ``stage_ns`` (a volume being replaced by a whole-volume copy) the last
+    reference keeps the bytes, staged as of ``stage_ns``: the copy's rows will most
+    likely name the chunk again, and then it need not travel; if none does, the sweep
+    of staged chunks removes it after its grace period.
 
     A missing or already-zero count is logged and left for fsck rather than raised:
     the caller is freeing space, and refusing to free it would help nobody.
@@ -77,12 +82,15 @@ def decref(op: Op, cid: ChunkId) -> None:
         log.error("chunk %s: dropping a reference to a chunk that has no count (run cfs fsck)", cid.hex())
         return
     refcount, length = decode_chunkref(raw)
-    if refcount <= 1:
-        op.delete(Table.CHUNKREFS, cid)
-        op.delete(Table.CHUNKS, cid)
-        op.delete(Table.REMOTE, cid)
-    else:
+    if refcount > 1:
         op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount - 1, length))
+        return
+    op.delete(Table.CHUNKREFS, cid)
+    op.delete(Table.REMOTE, cid)
+    if stage_ns is None:
+        op.delete(Table.CHUNKS, cid)
+    elif op.get(Table.CHUNKS, cid) is not None:
+        op.put(Table.STAGED, cid, stage_ns.to_bytes(8, "big"))
 
 
 def get(view: View, cid: ChunkId, where: str = "") -> bytes:
@@ -107,12 +115,18 @@ def get(view: View, cid: ChunkId, where: str = "") -> bytes:
 
 
 def verify(cid: ChunkId | bytes, raw: bytes, where: str = "") -> bytes:
-    if len(raw) < len(CHUNK_HEADER) or raw[0] != CHUNK_V1 or raw[1] != 0:
-        raise CorruptRecord(f"chunk {bytes(cid).hex()} has an unknown header{where}")
-    data = raw[len(CHUNK_HEADER):]
+    """The chunk's bytes, once its header and its hash are checked."""
+    data = payload(cid, raw, where)
     if chunk_id(data) != cid:
         raise CorruptChunk(bytes(cid).hex(), where)
     return data
+
+
+def payload(cid: ChunkId | bytes, raw: bytes, where: str = "") -> bytes:
+    """The chunk's bytes, its header checked but not its hash."""
+    if len(raw) < len(CHUNK_HEADER) or raw[0] != CHUNK_V1 or raw[1] != 0:
+        raise CorruptRecord(f"chunk {bytes(cid).hex()} has an unknown header{where}")
+    return raw[len(CHUNK_HEADER):]
 
 
 # --- replication: chunks that arrive before, or live apart from, their references ----
@@ -135,27 +149,6 @@ def reference(op: Op, cid: ChunkId, length: int) -> None:
     if not op.delete(Table.STAGED, cid):
         if op.get(Table.CHUNKS, cid) is None:
             op.put(Table.REMOTE, cid, b"")
-
-
-def unreference(op: Op, cid: ChunkId, now_ns: int) -> None:
-    """Drop one reference of a volume being replaced by a whole-volume copy.
-
-    Unlike ``decref``, the last reference keeps the bytes, staged as of ``now_ns``: the
-    copy's rows will most likely name the chunk again, and then it need not travel; if
-    none does, the sweep of staged chunks removes it after its grace period.
-    """
-    raw = op.get(Table.CHUNKREFS, cid)
-    if raw is None:
-        log.error("chunk %s: dropping a reference to a chunk that has no count (run cfs fsck)", cid.hex())
-        return
-    refcount, length = decode_chunkref(raw)
-    if refcount > 1:
-        op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount - 1, length))
-        return
-    op.delete(Table.CHUNKREFS, cid)
-    op.delete(Table.REMOTE, cid)
-    if op.get(Table.CHUNKS, cid) is not None:
-        op.put(Table.STAGED, cid, now_ns.to_bytes(8, "big"))
 
 
 def stage(op: Op, cid: ChunkId, data: bytes, now_ns: int) -> bool:

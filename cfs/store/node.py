@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block
-from cfs.errors import Corrupted, CorruptRecord, MissingChunk, VolumeNotFound
+from cfs.errors import ChunkNotHere, Corrupted, CorruptRecord, VolumeNotFound
 from cfs.store import catalog, chunks, replica
 from cfs.store.store import Store, View
 from cfs.store.tables import Table
@@ -273,7 +273,7 @@ class NodeRecords:
                         seen.add(cid)
                         try:
                             out.append((cid, chunks.get(view, cid)))
-                        except MissingChunk:
+                        except ChunkNotHere:
                             pass  # not here either (a moved volume): the replica marks it remote
         return out
 
@@ -330,7 +330,7 @@ class NodeRecords:
                 break
             try:
                 data = chunks.get(view, cid)
-            except MissingChunk:  # RemoteChunk included: the bytes are not here either
+            except ChunkNotHere:  # missing, or held by replicas only: the bytes are not here either
                 missing.append(cid)
                 continue
             except Corrupted:
@@ -385,7 +385,7 @@ def _held(view: View, ids: Iterable[bytes]) -> tuple[list[tuple[ChunkId, bytes]]
         cid = ChunkId(raw_id)
         try:
             found.append((cid, chunks.get(view, cid)))
-        except MissingChunk:
+        except ChunkNotHere:
             pass  # remote here too: the target marks it remote
         except Corrupted:
             damaged.append(cid)

@@ -178,7 +178,7 @@ def begin_copy(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int,
     at ``seq``: every row of the volume goes, its change log too, and the volume is marked
     incomplete until ``finish_copy``.
 
-    Chunks losing their last reference keep their bytes, staged (``chunks.unreference``):
+    Chunks losing their last reference keep their bytes, staged (``chunks.decref``):
     the copy's rows will mostly name them again.
     """
     if copy_id == 0:
@@ -187,7 +187,7 @@ def begin_copy(op: Op, record: VolumeRecord, epoch: int, copy_id: int, seq: int,
     lo, hi = catalog.slot_range(record.slot)
     for _key, value in catalog.delete_rows(op, Table.BLOCKS, lo, hi):
         for cid, _length in decode_block(value).chunks():
-            chunks.unreference(op, cid, now_ns)
+            chunks.decref(op, cid, stage_ns=now_ns)
     for table in (Table.INODES, Table.DIRENTS, Table.DIRORDER, Table.XATTRS, Table.SYMLINKS, Table.ORPHANS):
         catalog.delete_rows(op, table, lo, hi)
     catalog.delete_rows(op, Table.CHANGELOG, changelog.log_key(record.slot, 0),

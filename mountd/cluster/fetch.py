@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from cfs.errors import MissingChunk
+from cfs.errors import ChunkNotHere
 from cfs.repl.wire import Chunks, GetChunks
 from cfs.store import NodeRecords
 from cfs.types import ChunkId, NodeId
@@ -32,10 +32,10 @@ class ChunkFetcher:
 
     async def fetch_one(self, cid: ChunkId) -> None:
         """Bring a chunk this node references but does not hold (or holds damaged) here,
-        repairing the local copy; MissingChunk if no reachable node has it."""
+        repairing the local copy; ChunkNotHere if no reachable node has it."""
         missing = await self.fetch({cid}, repair=True)
         if missing is None or cid in missing:
-            raise MissingChunk(f"chunk {cid.hex()} is held by no reachable node", cid)
+            raise ChunkNotHere(f"chunk {cid.hex()} is held by no reachable node", cid)
 
     async def fetch(self, wanted: set[ChunkId], *, repair: bool) -> set[ChunkId] | None:
         """Ask peers for ``wanted`` until each came or every peer was asked; the ids that

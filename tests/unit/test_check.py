@@ -793,3 +793,27 @@ def test_root_must_exist(tree: Tree) -> None:
     assert "missing-root" in report.kinds()
     assert not problems(report, "missing-root")[0].repaired
     assert stat.S_ISDIR(Inode.decode(raw_get(tree.store, Table.INODES, ino_key(tree.ino["/dir"]))).mode)
+
+
+@pytest.mark.damages_store("a chunk of /dir/small cut short, its bytes left as they are", finds=("corrupt-chunk",))
+def test_a_repair_after_a_snapshot_check_hashes_nothing_and_finds_the_same(tree: Tree) -> None:
+    """The daemon's fsck --repair: a check of a snapshot hashes every chunk (in a worker
+    thread), then, since there is something to repair, a pass on the store's thread takes
+    its damaged chunks as damaged and hashes none. The second pass finds and fixes what a
+    full check would, and does not mistake the cut-short chunk's length for the truth."""
+    cid = block_chunk(tree.store, tree.ino["/dir/small"], 1)
+    good_length = decode_chunkref(raw_get(tree.store, Table.CHUNKREFS, cid))[1]
+    raw_put(tree.store, Table.CHUNKS, cid, raw_get(tree.store, Table.CHUNKS, cid)[:-7])
+    edit_inode(tree.store, tree.ino["/big"], nlink=5)
+    expected = {"corrupt-chunk", "nlink"}
+
+    first = check.check_snapshot(tree.store)
+    assert first.kinds() == expected and first.repairable
+    assert first.damaged_chunks == {cid} and first.bytes_verified > 0
+    second = check.check(tree.store, repair=True, damaged=first.damaged_chunks)
+    assert second.kinds() == expected and second.bytes_verified == 0
+    assert sorted((p.kind, p.repaired) for p in second.problems) == [("corrupt-chunk", False), ("nlink", True)]
+    assert decode_chunkref(raw_get(tree.store, Table.CHUNKREFS, cid))[1] == good_length
+    after = check.check(tree.store)
+    assert after.kinds() == {"corrupt-chunk"} and not after.repairable
+    tree.assert_intact("/dup", "/sparse")
