@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"saves ~18 us per request when requests come back to back, 0 turns it off "
                              f"(default: {DEFAULT_SPIN_US})")
     parser.add_argument("--reserve", type=int, default=None, metavar="BYTES",
-                        help="disk space kept free for deletes (default: 1%% of the disk, 8 MiB to 256 MiB)")
+                        help="disk space kept for deletes and control operations, also held as a file that "
+                             "is given up when the disk fills (default: 1%% of the disk, 8 MiB to 256 MiB)")
     parser.add_argument("--plugin-socket", type=Path, default=None, metavar="PATH",
                         help="serve the Docker volume plugin here (default: /run/docker/plugins/cfs.sock "
                              "for the data directory /var/lib/cfs, DATA_DIR/plugin.sock for any other)")
