@@ -19,9 +19,11 @@ import pytest
 
 from tests.cluster.cluster import (
     EMPTY,
+    EXPIRY_TTL,
     REFUSED,
     VOLUME,
     Cluster,
+    Member,
     Writer,
     assert_clean,
     assert_tree,
@@ -77,6 +79,12 @@ def test_move_takeover_plain_and_back(cluster: Cluster) -> None:
     assert_clean(a, r, b)
 
 
+EXPIRY = pytest.mark.parametrize("cluster", [pytest.param({"lease_ttl": EXPIRY_TTL}, id="expiry-ttl")],
+                                 indirect=True)
+"""The cluster of a test that waits for a dead node to be declared down."""
+
+
+@EXPIRY
 def test_mount_refused_while_held_names_holder(cluster: Cluster) -> None:
     """Without --takeover, mounting a volume a live node holds fails naming that node; once
     the holder is dead and its etcd lease expired, a plain mount takes the volume."""
@@ -124,6 +132,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
         proc.wait()
 
 
+@EXPIRY
 def test_node_loss_keeps_everything_fsynced_and_rereplicates(cluster: Cluster) -> None:
     """kill -9 of the writer in the middle of a workload: r takes over with everything a had
     fsync'd, fsck is clean, and once a is down r re-replicates to b (a's place): b
@@ -176,10 +185,12 @@ def test_node_loss_keeps_everything_fsynced_and_rereplicates(cluster: Cluster) -
 
 # --- fencing ------------------------------------------------------------------------------
 
+def up_nodes(observer: Member) -> set[str]:
+    return {n["node_id"] for n in observer.node_ls() if n["state"] == "up"}
 
 
 @pytest.mark.parametrize("cluster", [
-    pytest.param({}, id="registration-expires"),
+    pytest.param({"lease_ttl": EXPIRY_TTL}, id="registration-expires"),
     pytest.param({"lease_ttl": 60}, id="registration-outlives-freeze"),
 ], indirect=True)
 def test_fenced_writer_is_refused_and_unmounts(cluster: Cluster) -> None:
@@ -189,10 +200,11 @@ def test_fenced_writer_is_refused_and_unmounts(cluster: Cluster) -> None:
     fenced, unmounts and drops its copy, and neither b nor r ever shows a byte of that
     write: the file is there, empty, as it was made durable before the freeze.
 
-    With the short etcd lease, a's registration is gone when it resumes. With one that
-    outlives the freeze, a still believes it holds the volume: it learns otherwise from
-    etcd's lease record or from the replicas' STALE_EPOCH refusals, whichever comes first
-    (the refusals alone are checked in test_bad_peers)."""
+    With the short etcd lease, a's registration is gone when it resumes (the test waits
+    until b lists a as down). With one that outlives the freeze (checked: a is still up),
+    a still believes it holds the volume: it learns otherwise from etcd's lease record or
+    from the replicas' STALE_EPOCH refusals, whichever comes first (the refusals alone
+    are checked in test_bad_peers)."""
     vid = create_volume(cluster["a"])["id"]
     a, r, b = roles(cluster, vid)
     ma = mount(a)
@@ -212,6 +224,10 @@ def test_fenced_writer_is_refused_and_unmounts(cluster: Cluster) -> None:
         expected |= write_file(mb, "b-wrote.bin", seed=6)
         assert late.running() and "write" not in late.steps(), \
             f"a write on a frozen daemon's mount cannot have finished: {late.steps()}"
+        if cluster.lease_ttl == EXPIRY_TTL:
+            wait_until_down(b, a, cluster)
+        else:
+            assert a.node_id in up_nodes(b), "a's registration was to outlive the freeze"
 
         a.resume()
         wait_for("a to log that it was fenced", lambda: a.log_lines("fenced"), timeout=15)

@@ -17,6 +17,7 @@ import pytest
 from tests.cluster import netns
 from tests.cluster.cluster import (
     EMPTY,
+    EXPIRY_TTL,
     REFUSED,
     VOLUME,
     Cluster,
@@ -39,13 +40,14 @@ pytestmark = pytest.mark.mount
 
 
 @pytest.fixture
-def partitionable(cluster_base: Path) -> Iterator[Cluster]:
-    """Three nodes, each in its own network namespace; skipped where that cannot be done."""
+def partitionable(request: pytest.FixtureRequest, cluster_base: Path) -> Iterator[Cluster]:
+    """Three nodes, each in its own network namespace; skipped where that cannot be done.
+    Indirect parameters are keyword arguments of ``Cluster``."""
     why = netns.available()
     if why is not None:
         pytest.skip(f"network namespaces unavailable: {why}")
     network = netns.Network()
-    cluster = Cluster(cluster_base, network=network)
+    cluster = Cluster(cluster_base, network=network, **getattr(request, "param", {}))
     try:
         network.setup()
         cluster.start(3)
@@ -116,6 +118,8 @@ def test_writer_cut_from_peers_loses_the_volume(partitionable: Cluster) -> None:
             f"(expected the fsync to fail with EROFS or EIO; sizes on b, the new writer: {shown_on_b})"
 
 
+@pytest.mark.parametrize("partitionable", [pytest.param({"lease_ttl": EXPIRY_TTL}, id="expiry-ttl")],
+                         indirect=True)
 def test_writer_cut_off_entirely_stops_and_the_volume_moves(partitionable: Cluster) -> None:
     """a loses etcd and its peers at once: once its registration is gone it refuses writes
     and unmounts on its own, and b mounts the volume without --takeover (a's etcd lease
