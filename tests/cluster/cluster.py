@@ -2,9 +2,11 @@
 
 ``Cluster(base).start(3)`` starts an etcd (``tests.etcd.Etcd``) and three ``cfs-mountd``
 daemons, each with its own data directory, peer port and mount directories under
-``base/<name>``, sharing one cluster secret in a 0600 file. Leases and replication use
-short timeouts (``LEASE_TTL``, ``REPLICATION_TIMEOUT``) so that deaths and unreachable
-replicas show within seconds. ``start`` returns once every node sees every other as up.
+``base/<name>``, sharing one cluster secret in a 0600 file. Nodes keep the daemon's
+default etcd lease TTL (``LEASE_TTL``, 10 s), which a busy machine cannot make a live
+node miss; the tests that wait for a dead node to show as down ask for ``EXPIRY_TTL``.
+Replication uses a short timeout (``REPLICATION_TIMEOUT``) so that unreachable replicas
+show within seconds. ``start`` returns once every node sees every other as up.
 
 With ``network=Network()`` (``tests.cluster.netns``) each node runs in a network
 namespace of its own, on links a test can cut; etcd then serves on the address those
@@ -23,6 +25,7 @@ views of the command line (status, inspect, node ls, fsck).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,7 +46,15 @@ from tests.etcd import Etcd, free_port
 from tests.node import Node, detach_mounts_under, mounts_under
 from tools.bench.procs import fsync_dir
 
-LEASE_TTL = 3
+LEASE_TTL = 10
+"""The daemon's default: a node's registration lapses only after it could not renew it
+(every TTL/3) for 2/3 of that, 6.7 s, while the worst stall of a daemon measured during
+a whole run of tests/cluster on the 2-core test machine was 14 ms."""
+EXPIRY_TTL = 5
+"""For the tests that wait for a killed, frozen or cut-off node to be declared down: a
+death shows within 5 s, and a live node still survives stalls of 3.3 s. (A cluster with
+``lease_ttl=EXPIRY_TTL``: ``@pytest.mark.parametrize("cluster", [{"lease_ttl": EXPIRY_TTL}],
+indirect=True)``.)"""
 REPLICATION_TIMEOUT = 3.0
 STOP_GRACE = 15.0
 """Seconds a daemon gets to stop cleanly at teardown before SIGKILL."""
@@ -72,6 +83,18 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 20.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
         time.sleep(interval)
+
+
+def stopped(pid: int) -> bool:
+    """Every thread of process ``pid`` is stopped: a SIGSTOP takes effect in each thread
+    when it next runs, so a thread may still act after ``kill`` returned."""
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that just ended
+    return bool(states) and all(state in ("T", "t") for state in states)
 
 
 class Member(Node):
@@ -105,9 +128,11 @@ class Member(Node):
     # --- processes ---------------------------------------------------------------
 
     def freeze(self) -> None:
-        """SIGSTOP the daemon: it neither answers peers nor renews its etcd lease."""
+        """SIGSTOP the daemon: it neither answers peers nor renews its etcd lease. Returns
+        once every thread of it has stopped."""
         os.kill(self.pid, signal.SIGSTOP)
         self.frozen = True
+        wait_for(f"{self.name} to stop", lambda: stopped(self.pid), timeout=30, interval=0.01)
 
     def resume(self) -> None:
         if self.frozen and self.proc is not None and self.proc.poll() is None:
@@ -213,14 +238,20 @@ class Cluster:
         return new
 
     def wait_members(self, count: int, timeout: float = 20.0) -> None:
-        """Every running node lists ``count`` nodes up (its own view, as it refreshes it)."""
+        """Every running node lists ``count`` nodes up in etcd, then one refresh of the
+        daemons' own member lists passes.
+
+        What a daemon fences, catches up from and ships to is its own copy of the member
+        list (``ClusterNode.members``), refreshed from etcd every second; ``node.ls`` asks
+        etcd, and no API shows that copy, so it cannot be waited for: the sleep stands in
+        for it until the daemon reports it."""
         def all_up(node: Member) -> bool:
             listed = node.node_ls()
             return sum(1 for n in listed if n["state"] == "up") == count
         for node in self.nodes:
             if node.alive() and not node.frozen:
                 wait_for(f"{node.name} to see {count} nodes up", lambda node=node: all_up(node), timeout)
-        time.sleep(1.2)  # the daemons refresh their member lists every second
+        time.sleep(1.2)
 
     def __getitem__(self, name: str) -> Member:
         return next(n for n in self.nodes if n.name == name)
@@ -317,10 +348,11 @@ def assert_clean(*nodes: Member) -> None:
 
 
 def wait_until_down(observer: Member, dead: Member, cluster: Cluster) -> None:
-    """``observer`` lists ``dead`` as down: its etcd lease expired."""
+    """``observer`` lists ``dead`` as down: its etcd lease expired (or it left). The
+    deadline only bounds a hang: a death shows after at most one TTL."""
     wait_for(f"{dead.name} to be down in etcd",
              lambda: any(n["node_id"] == dead.node_id and n["state"] != "up" for n in observer.node_ls()),
-             timeout=3 * cluster.lease_ttl + 5)
+             timeout=3 * cluster.lease_ttl + 30)
 
 
 def replicated(node: Member, name: str = VOLUME) -> dict[str, Any] | None:
@@ -391,51 +423,103 @@ def tree_hashes(root: Path) -> dict[str, str]:
 _WRITER = r"""
 import json, os, sys
 name, report = sys.argv[1], sys.argv[2]
+payload = sys.argv[3].encode() * int(sys.argv[4])
 steps = {}
 def note(step, outcome):
     steps[step] = outcome
-    with open(report, "w") as f:
+    with open(report + ".tmp", "w") as f:
         json.dump(steps, f)
+    os.replace(report + ".tmp", report)
 note("started", "ok")
-sys.stdin.readline()
-note("go", "ok")
-try:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
-    note("open", "ok")
-    os.write(fd, b"WRITTEN BY A NODE THAT LOST THE VOLUME " * 5000)
-    note("write", "ok")
-    os.fsync(fd)
-    note("fsync", "ok")
-    os.close(fd)
-    note("close", "ok")
-except OSError as exc:
-    note("error", exc.errno)
+fd = -1
+for line in sys.stdin:
+    step = line.strip()
+    try:
+        if step == "open":
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+        elif step == "write":
+            done = os.write(fd, payload)
+            if done != len(payload):
+                note(step, f"wrote {done} of {len(payload)} bytes")
+                break
+        elif step == "fsync":
+            os.fsync(fd)
+        elif step == "close":
+            os.close(fd)
+        else:
+            raise SystemExit(f"unknown step {step!r}")
+    except OSError as exc:
+        note(step, exc.errno)
+        break
+    note(step, "ok")
 """
+
+WRITER_PIECE, WRITER_REPEAT = "WRITTEN BY A NODE THAT LOST THE VOLUME ", 2500
+"""What ``Writer`` writes at each "write" step: the piece so many times, 97,500 bytes. That
+crosses a 64 KiB block boundary, and stays below the kernel's smallest FUSE write request
+(128 KiB), so each write(2) is one request: it is taken or refused whole."""
+
+
+REFUSED = (errno.EROFS, errno.EIO)
+"""How a node refuses a write it can no longer make durable: EROFS once it knows it was
+fenced (README, "No split brain"); EIO for a handle of a copy it has dropped."""
+
+EMPTY = hashlib.sha256(b"").hexdigest()
+"""The hash of an empty file (``tree_hashes``)."""
 
 
 class Writer:
     """A process whose working directory is inside a mount, as a container's would be: it
     keeps using the volume after the mount is detached (lazily) from the host's tree.
-    ``go`` makes it create, write and fsync ``name`` there; ``result`` says how far it got
-    (steps "open", "write", "fsync", "close" marked "ok", or "error": errno)."""
+
+    ``do("open", "write")`` has it take those steps on ``name`` there, in order ("open"
+    creates the file write-only, "write" appends ``WRITER_PIECE * WRITER_REPEAT``, then "fsync",
+    "close"); ``steps()`` says how far it got: each step taken maps to "ok" or to the
+    errno it failed with. After a failed step it takes no more and exits (the kernel
+    closes its descriptor). ``result()`` lets it exit and returns its steps."""
 
     def __init__(self, cwd: Path, name: str, report: Path) -> None:
         self.report = report
-        self.proc = subprocess.Popen([sys.executable, "-c", _WRITER, name, str(report)], cwd=cwd,
-                                     stdin=subprocess.PIPE)
-        wait_for("the writer to start", report.exists, timeout=10, interval=0.02)
+        self.proc = subprocess.Popen([sys.executable, "-c", _WRITER, name, str(report), WRITER_PIECE,
+                                      str(WRITER_REPEAT)],
+                                     cwd=cwd, stdin=subprocess.PIPE)
+        try:
+            wait_for("the writer to start", report.exists, timeout=10, interval=0.02)
+        except BaseException:
+            self.kill()
+            raise
 
-    def go(self) -> None:
+    def do(self, *steps: str) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.close()
+        self.proc.stdin.write("".join(f"{step}\n" for step in steps).encode())
+        self.proc.stdin.flush()
+
+    def steps(self) -> dict[str, Any]:
+        return json.loads(self.report.read_text())
+
+    def wait_step(self, step: str, timeout: float = 30) -> Any:
+        """Wait until ``step`` was taken and return its outcome ("ok" or an errno)."""
+        return wait_for(f"the writer's {step}",
+                        lambda: step in (taken := self.steps()) and [taken[step]], timeout=timeout,
+                        interval=0.02)[0]
 
     def running(self) -> bool:
         return self.proc.poll() is None
 
     def result(self, timeout: float = 60) -> dict[str, Any]:
-        self.proc.wait(timeout)
-        return json.loads(self.report.read_text())
+        """Let the writer finish the steps asked for and exit; its steps. ``timeout`` only
+        bounds a hang (a step that never returns fails the test, naming the steps taken)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the writer hangs: no exit within {timeout:g} s; "
+                                 f"steps taken: {self.steps()}") from None
+        return self.steps()
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.cluster import (
+    EXPIRY_TTL,
     Cluster,
     assert_clean,
     assert_tree,
@@ -35,7 +36,8 @@ RETAIN = 5
 SMALL_LOG = {"daemon_args": ["--changelog-retain", str(RETAIN)]}
 
 
-@pytest.mark.parametrize("cluster", [pytest.param(SMALL_LOG, id="retain-5")], indirect=True)
+@pytest.mark.parametrize("cluster", [pytest.param(SMALL_LOG | {"lease_ttl": EXPIRY_TTL}, id="retain-5")],
+                         indirect=True)
 def test_a_new_replica_is_copied_whole_after_a_node_loss(cluster: Cluster) -> None:
     info = create_volume(cluster["a"])
     a, r, b = roles(cluster, info["id"])

@@ -18,6 +18,7 @@ import pytest
 from cfs.repl import placement
 from cfs.types import NodeId
 from tests.cluster.cluster import (
+    EXPIRY_TTL,
     Cluster,
     Member,
     fsync_dir,
@@ -51,6 +52,7 @@ def written_by_a(cluster: Cluster, seed: int) -> tuple[Member, Member, Member, d
     return a, r, third, expected
 
 
+@pytest.mark.parametrize("cluster", [pytest.param({"lease_ttl": EXPIRY_TTL}, id="expiry-ttl")], indirect=True)
 def test_a_lost_copy_of_an_unmounted_volume_is_made_again(cluster: Cluster) -> None:
     a, r, third, expected = written_by_a(cluster, seed=7)   # copies on a and r
     assert volume_here(r) and not volume_here(third)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.cluster.cluster import fsync_dir, write_secret
+from tests.cluster.cluster import fsync_dir, wait_for, write_secret
 from tests.docker.conftest import PLUGIN_DIR, Engine
 from tests.etcd import Etcd, free_port
 from tests.node import Node, mounts_under
@@ -39,9 +39,12 @@ class TwoNodes:
             (self.base / name).mkdir()
             node = Node(self.base / name, extra_args=[
                 "--etcd", self.etcd.url, "--listen", f"127.0.0.1:{free_port()}", "--secret-file",
-                str(self.secret), "--lease-ttl", "3", "--replication-timeout", "3", *plugin])
+                str(self.secret), "--replication-timeout", "3", *plugin])
             self.nodes.append(node)
             node.start()
+        for node in self.nodes:
+            wait_for("both nodes to be up in etcd",
+                     lambda node=node: [n["state"] for n in node.api("node.ls")] == ["up", "up"])
 
     def close(self) -> None:
         for node in self.nodes:
@@ -83,7 +86,12 @@ def test_a_container_on_another_node_gets_the_volume(engine: Engine, two_nodes: 
     out = engine.run(volume, "sh", "-c", "sha256sum /data/blob && echo from-b > /data/note && sync")
     assert out.stdout.decode().split()[0] == _sha(blob)
 
-    a.cli("mount", "moving", str(mnt))           # and back: B let go when the container ended
+    # and back: B lets go once the container has ended (Docker's Unmount): it stops
+    # writing the volume and releases its lease
+    wait_for("B to let the volume go",
+             lambda: "moving" not in b.api("status")["cluster"]["writing"]
+             and a.api("volume.inspect", name="moving")["writer"] is None)
+    a.cli("mount", "moving", str(mnt))
     assert (mnt / "note").read_bytes() == b"from-b\n"
     assert _sha((mnt / "blob").read_bytes()) == _sha(blob)
     a.cli("umount", str(mnt))

@@ -1,6 +1,6 @@
 """What the POSIX tests need beyond ``os``: errno assertions, raw system calls through
-ctypes (renameat2, utimensat with UTIME_OMIT, fallocate), and running calls as another
-user.
+ctypes (fsync and fdatasync with their return values, renameat2, utimensat with
+UTIME_OMIT, fallocate), and running calls as another user.
 
 Calls as another user run in a child ``/usr/bin/python3`` (the test venv lives under
 /root, which other users cannot enter) that has dropped to the given uid, gid and
@@ -60,6 +60,16 @@ def _check(result: int) -> int:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
     return result
+
+
+def fsync(fd: int) -> int:
+    """fsync(2) itself, with its return value (``os.fsync`` drops it); OSError on -1."""
+    return _check(_libc.fsync(fd))
+
+
+def fdatasync(fd: int) -> int:
+    """fdatasync(2) itself, with its return value; OSError on -1."""
+    return _check(_libc.fdatasync(fd))
 
 
 def renameat2(old: Path | str, new: Path | str, flags: int) -> None:

@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-from tests.posix.calls import OLD_NS, age, fails, fallocate, times
+from tests.posix.calls import OLD_NS, age, fails, fallocate, fdatasync, fsync, times
 from tests.posix.conftest import Target
 
 BLOCK = 4096
@@ -278,19 +278,122 @@ def test_copy_file_range(fsdir: Path) -> None:
     assert (fsdir / "dst").read_bytes() == bytes(5) + payload
 
 
-def test_fsync_and_fdatasync(fsdir: Path) -> None:
-    fd = os.open(fsdir / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+def _size_and_times(fd: int) -> tuple[int, int, int, int]:
+    st = os.fstat(fd)
+    return st.st_size, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+
+
+def test_fsync_and_fdatasync_keep_what_was_written(fsdir: Path, target: Target) -> None:
+    """fsync and fdatasync return 0 and change nothing a program can see: not the bytes,
+    not the size, not a time stamp. What was written through one descriptor and synced
+    is what a second descriptor, the read-only view of the file and a later open read;
+    a descriptor opened read-only may be synced too (Linux allows it)."""
+    path = fsdir / "f"
+    expected = bytearray(random.Random(11).randbytes(3 * BLOCK + 17))
+    writer = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
     try:
-        os.write(fd, b"durable")
-        os.fsync(fd)
-        os.fdatasync(fd)
+        assert os.write(writer, expected) == len(expected)
+        assert os.pwrite(writer, b"tail", 5 * BLOCK + 3) == 4  # leaves a hole
+        expected += bytes(5 * BLOCK + 3 - len(expected)) + b"tail"
+        before = _size_and_times(writer)
+        assert before[0] == len(expected)
+        assert fsync(writer) == 0
+        assert _size_and_times(writer) == before
+        assert os.pwrite(writer, b"MID", BLOCK - 1) == 3  # across a block boundary
+        expected[BLOCK - 1:BLOCK + 2] = b"MID"
+        before = _size_and_times(writer)
+        assert fdatasync(writer) == 0
+        assert _size_and_times(writer) == before
+
+        reader = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(reader, len(expected) + 10, 0) == expected
+            assert fsync(reader) == 0 and fdatasync(reader) == 0
+            assert os.pread(reader, len(expected) + 10, 0) == expected
+        finally:
+            os.close(reader)
+        viewer = os.open(target.ro(path), os.O_RDONLY)
+        try:
+            assert fsync(viewer) == 0 and fdatasync(viewer) == 0
+            assert os.pread(viewer, len(expected) + 10, 0) == expected
+        finally:
+            os.close(viewer)
+    finally:
+        os.close(writer)
+    assert path.read_bytes() == expected
+    assert os.stat(path).st_size == len(expected)
+
+
+def test_fsync_of_an_unlinked_open_file(fsdir: Path) -> None:
+    """A file unlinked while open is still a file: fsync and fdatasync succeed on it and
+    leave its bytes readable through the descriptor."""
+    path = fsdir / "f"
+    data = random.Random(12).randbytes(2 * BLOCK + 5)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        assert os.write(fd, data) == len(data)
+        path.unlink()
+        assert fsync(fd) == 0 and fdatasync(fd) == 0
+        assert os.fstat(fd).st_nlink == 0
+        assert os.pread(fd, len(data) + 1, 0) == data
+        assert os.pwrite(fd, b"more", len(data)) == 4
+        assert fsync(fd) == 0
+        assert os.pread(fd, len(data) + 10, 0) == data + b"more"
     finally:
         os.close(fd)
-    dfd = os.open(fsdir, os.O_RDONLY | os.O_DIRECTORY)
+    assert os.listdir(fsdir) == []
+
+
+def test_fsync_of_directories(fsdir: Path, target: Target) -> None:
+    """A directory opened read-only syncs with 0 (fsyncdir on cfs), through the
+    read-write and the read-only mount, and the entries made before it stay as made;
+    the sync changes none of the directory's time stamps."""
+    d = fsdir / "d"
+    d.mkdir()
+    (d / "a").write_bytes(b"a")
+    (d / "sub").mkdir()
+    os.rename(d / "a", d / "b")
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(dfd)
+        before = _size_and_times(dfd)
+        assert fsync(dfd) == 0 and fdatasync(dfd) == 0
+        assert _size_and_times(dfd) == before
     finally:
         os.close(dfd)
+    rofd = os.open(target.ro(d), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert fsync(rofd) == 0 and fdatasync(rofd) == 0
+    finally:
+        os.close(rofd)
+    assert sorted(os.listdir(d)) == ["b", "sub"]
+    assert (d / "b").read_bytes() == b"a"
+
+
+def test_fsync_errors(fsdir: Path) -> None:
+    """EBADF for a descriptor that cannot be synced (O_PATH, also of a symlink) or is
+    closed; EINVAL for a FIFO on the filesystem (the pipe code has no sync)."""
+    (fsdir / "f").write_bytes(b"abc")
+    os.symlink("f", fsdir / "l")
+    for path, flags in ((fsdir / "f", os.O_PATH), (fsdir, os.O_PATH | os.O_DIRECTORY),
+                        (fsdir / "l", os.O_PATH | os.O_NOFOLLOW)):
+        fd = os.open(path, flags)
+        try:
+            fails(errno.EBADF, fsync, fd)
+            fails(errno.EBADF, fdatasync, fd)
+        finally:
+            os.close(fd)
+    fd = os.open(fsdir / "f", os.O_RDONLY)
+    os.close(fd)
+    fails(errno.EBADF, fsync, fd)
+    fails(errno.EBADF, fdatasync, fd)
+
+    os.mkfifo(fsdir / "p", 0o644)
+    fd = os.open(fsdir / "p", os.O_RDWR | os.O_NONBLOCK)
+    try:
+        fails(errno.EINVAL, fsync, fd)
+        fails(errno.EINVAL, fdatasync, fd)
+    finally:
+        os.close(fd)
 
 
 def test_fallocate(fsdir: Path, target: Target) -> None:
