@@ -43,12 +43,12 @@ import trio
 
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Lease, NodeSession, VolumeSpec
-from cfs.errors import CfsError, LeaseHeld, LogTrimmed, ReplicationError, VolumeExists, VolumeLost
+from cfs.errors import CfsError, LeaseHeld, LogTrimmed, ReplicationError, Unavailable, VolumeExists, VolumeLost
 from cfs.fs import Filesystem
 from cfs.repl import placement
 from cfs.repl.wire import ErrorCode, Fence, FetchLog, LogAck, LogRecords, PushCopy, Release, VolumeInfo, VolumeInfoReply
 from cfs.store import NodeRecords
-from cfs.types import NodeId
+from cfs.types import NodeId, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
@@ -134,7 +134,13 @@ class VolumeWriter:
     async def open(cls, ctx: WriterContext, session: NodeSession, name: str, spec: VolumeSpec, *,
                    takeover: bool) -> "VolumeWriter":
         """Take the lease, fence the peers, catch up: a writer in state WRITING (its
-        background work is started by the caller's nursery, ``run``)."""
+        background work is started by the caller's nursery, ``run``).
+
+        Refused before the lease is touched when neither this node nor any node that
+        answers holds a copy: taking the lease would fence the node that holds the only
+        one (a frozen or cut-off writer), which then drops it, and this node would serve
+        an empty volume."""
+        await _check_reachable(ctx, name, spec)
         lease = await _acquire(ctx, session, name, spec, takeover)
         try:
             record = ctx.records.volume_by_id(spec.volume_id) or _add_copy(ctx, name, spec)
@@ -203,20 +209,7 @@ class VolumeWriter:
             mine = records.applied_seq(slot)
 
     async def _copies(self) -> dict[NodeId, int]:
-        """How far each reachable peer's copy goes (peers without a usable copy are absent)."""
-        applied: dict[NodeId, int] = {}
-
-        async def ask(peer: NodeId) -> None:
-            try:
-                info = await self.ctx.pool.request(peer, VolumeInfo(self.record.volume_id), timeout=CONTROL_TIMEOUT)
-            except (PeerUnavailable, PeerError):
-                return
-            if isinstance(info, VolumeInfoReply) and info.known:
-                applied[peer] = info.applied_seq
-        async with trio.open_nursery() as nursery:
-            for peer in self.ctx.members.all_peers():
-                nursery.start_soon(ask, peer)
-        return applied
+        return await _copies(self.ctx, self.record.volume_id)
 
     async def _pull_copy(self, source: NodeId) -> None:
         """Have ``source`` copy the volume whole to this node."""
@@ -350,6 +343,35 @@ class VolumeWriter:
         if self.replicator is not None:
             out.update(self.replicator.status())
         return out
+
+
+async def _copies(ctx: WriterContext, volume_id: VolumeId) -> dict[NodeId, int]:
+    """How far each reachable peer's copy goes (peers without a usable copy are absent)."""
+    applied: dict[NodeId, int] = {}
+
+    async def ask(peer: NodeId) -> None:
+        try:
+            info = await ctx.pool.request(peer, VolumeInfo(volume_id), timeout=CONTROL_TIMEOUT)
+        except (PeerUnavailable, PeerError):
+            return
+        if isinstance(info, VolumeInfoReply) and info.known:
+            applied[peer] = info.applied_seq
+    async with trio.open_nursery() as nursery:
+        for peer in ctx.members.all_peers():
+            nursery.start_soon(ask, peer)
+    return applied
+
+
+async def _check_reachable(ctx: WriterContext, name: str, spec: VolumeSpec) -> None:
+    """Unavailable if no copy of the volume is here or on a node that answers. Every copy
+    holds record 1 (the root directory) at least; a fresh replica's empty entry holds 0."""
+    local = ctx.records.volume_by_id(spec.volume_id)
+    if local is not None and not ctx.records.incomplete(local.slot) and ctx.records.applied_seq(local.slot) > 0:
+        return
+    copies = await _copies(ctx, spec.volume_id)
+    if not any(seq > 0 for seq in copies.values()):
+        raise Unavailable(f"volume {name!r} has no copy on this node nor on any node that answers; it is not "
+                          "taken over, so that the node holding it keeps it (start that node, or reach it)")
 
 
 async def _acquire(ctx: WriterContext, session: NodeSession, name: str, spec: VolumeSpec, takeover: bool) -> Lease:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster.cluster import Cluster, create_volume, mount, roles, wait_for
+from tests.cluster.cluster import Cluster, create_volume, mount, replicated, roles, wait_for, write_synced
 
 HELD_WRITER = r"""
 import json, os, sys
@@ -80,6 +80,7 @@ def test_an_fsync_after_the_fenced_copy_was_discarded_fails_with_eio(cluster: Cl
     try:
         wait_for("the write to be done", lambda: held.steps().get("write"), timeout=30)
         assert held.steps() == {"write": "ok"}
+        wait_for("r to hold every record", lambda: replicated(a), timeout=30)
         a.freeze()                      # a cannot release: b takes the volume over anyway
         mb = mount(b, takeover=True)
         a.resume()
@@ -93,3 +94,25 @@ def test_an_fsync_after_the_fenced_copy_was_discarded_fails_with_eio(cluster: Cl
     assert "fenced" in a.log_text()
     assert b.inspect("vol")["writer"]["node_id"] == b.node_id
     assert mb.exists()
+
+
+def test_a_takeover_with_no_reachable_copy_is_refused_and_the_holder_keeps_it(cluster: Cluster) -> None:
+    """The only copy is on a (one replica), and a is frozen: b's takeover is refused
+    before it touches the lease, so a is not fenced and keeps its volume and data. (It
+    used to take the lease, serve an empty volume, and make a drop the only copy.)"""
+    a = cluster["a"]
+    b = next(n for n in cluster.nodes if n is not a)
+    create_volume(a, replicas=1)
+    ma = mount(a)
+    write_synced(ma / "only-here", b"the only copy" * 1000)
+    a.freeze()
+    try:
+        refused = b.cli("mount", "vol", str(b.mount_dir("vol")), "--takeover", check=False)
+    finally:
+        a.resume()
+    assert refused.returncode == 1
+    assert "has no copy on this node nor on any node that answers" in refused.stderr, refused.stderr
+    assert (ma / "only-here").read_bytes() == b"the only copy" * 1000
+    assert a.inspect("vol")["writer"]["node_id"] == a.node_id
+    assert not a.log_lines("fenced") and not b.is_mounted(b.mount_dir("vol"))
+    write_synced(ma / "after", b"a still writes it")
