@@ -170,7 +170,7 @@ def test_node_loss_keeps_everything_fsynced_and_rereplicates(cluster: Cluster) -
     repl = wait_for("b to hold every record of r's and the volume to be whole again", settled, timeout=60)
     assert repl == {"epoch": r.inspect(VOLUME)["writer"]["epoch"], "head": repl["head"],
                     "replicas": {b.node_id: repl["head"]}, "degraded": None, "failing": {}, "copied": {},
-                    "fenced": False, "prefetched_chunks": 0}, repl
+                    "state": "writing", "fenced": False, "prefetched_chunks": 0}, repl
     report = b.fsck()
     assert report["clean"], report["lines"]
     assert report["counts"]["remote_chunks"] == 0, report["counts"]
