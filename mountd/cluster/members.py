@@ -12,6 +12,7 @@ see one refresh or the next, never half of one.
 from __future__ import annotations
 
 import logging
+import time
 
 from cfs.coord.api import Coordinator, NodeStatus
 from cfs.types import NodeId
@@ -24,9 +25,17 @@ class Members:
         self.node_id = node_id
         self.coord = coord
         self.table: dict[NodeId, NodeStatus] = {}
+        self.refreshed_ns: int | None = None
+        """Wall-clock time of the last refresh (None: never)."""
 
     async def refresh(self) -> None:
         self.table = {n.node_id: n for n in await self.coord.nodes()}
+        self.refreshed_ns = time.time_ns()
+
+    def view(self) -> dict[str, str]:
+        """Node id (hex) -> up, down or draining, as this node last heard (``cfs status``):
+        what it fences, catches up from and ships to, which may lag etcd by a refresh."""
+        return {node.hex(): status.state.value for node, status in self.table.items()}
 
     def address(self, node: NodeId) -> str | None:
         status = self.table.get(node)

@@ -238,20 +238,14 @@ class Cluster:
         return new
 
     def wait_members(self, count: int, timeout: float = 20.0) -> None:
-        """Every running node lists ``count`` nodes up in etcd, then one refresh of the
-        daemons' own member lists passes.
-
-        What a daemon fences, catches up from and ships to is its own copy of the member
-        list (``ClusterNode.members``), refreshed from etcd every second; ``node.ls`` asks
-        etcd, and no API shows that copy, so it cannot be waited for: the sleep stands in
-        for it until the daemon reports it."""
+        """Every running node's own member list (what it fences, catches up from and
+        ships to, refreshed from etcd every second; ``cfs status`` shows it) has
+        ``count`` nodes up."""
         def all_up(node: Member) -> bool:
-            listed = node.node_ls()
-            return sum(1 for n in listed if n["state"] == "up") == count
+            return sum(1 for state in node.status()["cluster"]["members"].values() if state == "up") == count
         for node in self.nodes:
             if node.alive() and not node.frozen:
                 wait_for(f"{node.name} to see {count} nodes up", lambda node=node: all_up(node), timeout)
-        time.sleep(1.2)
 
     def __getitem__(self, name: str) -> Member:
         return next(n for n in self.nodes if n.name == name)
