@@ -80,3 +80,22 @@ def raw_exchange(sock: Path, data: bytes, timeout: float = 30) -> bytes:
         except ConnectionResetError:
             pass
         return received
+
+
+def http_request(path: str, body: bytes, extra: str = "", method: str = "POST") -> bytes:
+    """One raw HTTP/1.1 request as Docker sends it; ``extra``: more header lines."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], dict[str, Any]]]:
+    """Every response in ``data`` (they all carry Content-Length)."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        out.append((int(lines[0].split()[1]), headers, json.loads(rest[:length])))
+        data = rest[length:]
+    return out

@@ -438,6 +438,8 @@ for line in sys.stdin:
                 break
         elif step == "fsync":
             os.fsync(fd)
+        elif step == "fdatasync":
+            os.fdatasync(fd)
         elif step == "close":
             os.close(fd)
         else:
@@ -468,7 +470,7 @@ class Writer:
 
     ``do("open", "write")`` has it take those steps on ``name`` there, in order ("open"
     creates the file write-only, "write" appends ``WRITER_PIECE * WRITER_REPEAT``, then "fsync",
-    "close"); ``steps()`` says how far it got: each step taken maps to "ok" or to the
+    "fdatasync", "close"); ``steps()`` says how far it got: each step taken maps to "ok" or to the
     errno it failed with. After a failed step it takes no more and exits (the kernel
     closes its descriptor). ``result()`` lets it exit and returns its steps."""
 

@@ -16,13 +16,13 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from cfs.store import NodeRecords, Store
 from tests.node import Node, mounts_under
-from tests.plugin_client import MALFORMED_REQUESTS, plugin_call, raw_exchange
+from tests.plugin_client import MALFORMED_REQUESTS, http_request, parse_responses, plugin_call, raw_exchange
 
 
 @pytest.fixture
@@ -324,23 +324,6 @@ def test_malformed_requests_leave_mount_working(pnode: Node) -> None:
     assert binds_made(pnode, "v1", where) == 1
     pnode.stop()
     assert holders_in_store(pnode) == {"v1": {"a"}}
-
-
-def http_request(path: str, body: bytes, extra: str = "") -> bytes:
-    return f"POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
-
-
-def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], dict[str, Any]]]:
-    """Every response in ``data`` (they all carry Content-Length)."""
-    out = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        length = int(headers["content-length"])
-        out.append((int(lines[0].split()[1]), headers, json.loads(rest[:length])))
-        data = rest[length:]
-    return out
 
 
 def test_http_keep_alive_and_chunked(pnode: Node) -> None:

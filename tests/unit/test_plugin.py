@@ -18,7 +18,6 @@ tests/mount/test_plugin_node.py.
 from __future__ import annotations
 
 import calendar
-import json
 import logging
 import os
 import shutil
@@ -41,7 +40,7 @@ from mountd.config import DaemonConfig
 from mountd.plugin import MEDIA_TYPE, PluginServer, VolumeDriver
 from mountd.plugin import server as plugin_server
 from mountd.service import NodeService
-from tests.plugin_client import MALFORMED_REQUESTS, request_body
+from tests.plugin_client import MALFORMED_REQUESTS, http_request, parse_responses, request_body
 
 
 @pytest.fixture
@@ -257,24 +256,6 @@ def test_a_bug_is_an_error_reply_not_a_crash(store: Store, tmp_path: Path, caplo
 
 
 # --- the HTTP server ------------------------------------------------------------------------
-
-def http_request(path: str, body: bytes, extra: str = "", method: str = "POST") -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: plugin\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-    return head.encode() + body
-
-
-def parse_responses(data: bytes) -> list[tuple[int, dict[str, str], dict[str, Any]]]:
-    """Every response in ``data`` (they all carry Content-Length)."""
-    out = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        length = int(headers["content-length"])
-        out.append((int(lines[0].split()[1]), headers, json.loads(rest[:length])))
-        data = rest[length:]
-    return out
-
 
 def with_server(store: Store, data_dir: Path, sock: Path, client: Callable[[], Awaitable[None]],
                 clock: trio.abc.Clock | None = None) -> None:
