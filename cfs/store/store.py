@@ -74,7 +74,8 @@ class StoreConfig:
     commit_bytes: int = 32 * MiB
     """Commit the batch once it holds this many bytes of new chunk data."""
     reserve_bytes: int | None = None
-    """Space kept free for deletes; None: 1% of the disk, between 8 MiB and 256 MiB."""
+    """Space kept free for deletes and control operations; None: 1% of the disk, between
+    8 MiB and 256 MiB."""
     hold_reserve: bool = False
     """Hold the reserve as a file too (cfs.store.reserve), so that other programs filling
     the disk cannot take it: the daemon does; tests and tools opening a store need not."""

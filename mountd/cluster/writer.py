@@ -308,13 +308,16 @@ class VolumeWriter:
     # --- closing ------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Flush, wait for the replicas, stop, release the lease; drop a fenced copy."""
+        """Flush, wait for the replicas, stop, release the lease; drop a fenced copy. A
+        fence while waiting is no error of the close: the copy goes, as after any fence."""
         self.state = WriterState.CLOSING
         try:
             if not self.fenced:
                 self.ctx.fs.sync()
                 if self.replicator is not None:
                     await self.replicator.wait_replicated()
+        except VolumeLost:
+            pass  # fenced meanwhile (logged by fence): discarded below
         finally:
             self._scope.cancel()
             if self.ctx.clustered:
