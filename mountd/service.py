@@ -242,7 +242,7 @@ class NodeService:
                 "node_id": self.cluster.node_id.hex(), "etcd": self.cluster.config.etcd,
                 "address": self.cluster.config.advertise,
                 "writing": self.cluster.writing(), "degraded": self.cluster.degraded(),
-                "members": self.cluster.members.view(),
+                "members": self.cluster.members.states(),
                 "members_refreshed": None if self.cluster.members.refreshed_ns is None
                 else _iso(self.cluster.members.refreshed_ns / 1e9),
                 "self_heal": {"rounds": self.cluster.healer.rounds, "copied": self.cluster.healer.shipped},

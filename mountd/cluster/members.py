@@ -32,7 +32,7 @@ class Members:
         self.table = {n.node_id: n for n in await self.coord.nodes()}
         self.refreshed_ns = time.time_ns()
 
-    def view(self) -> dict[str, str]:
+    def states(self) -> dict[str, str]:
         """Node id (hex) -> up, down or draining, as this node last heard (``cfs status``):
         what it fences, catches up from and ships to, which may lag etcd by a refresh."""
         return {node.hex(): status.state.value for node, status in self.table.items()}
