@@ -37,6 +37,31 @@ def validate_volume_name(name: str) -> str:
     return name
 
 
+def snapshot_name(volume: str, snapshot: str) -> str:
+    """``volume@snapshot``, the catalog name of a snapshot; both parts are volume names,
+    which cannot hold ``@``."""
+    validate_volume_name(volume)
+    validate_volume_name(snapshot)
+    return f"{volume}@{snapshot}"
+
+
+def split_snapshot_name(name: str) -> tuple[str, str]:
+    """(volume, snapshot) of ``volume@snapshot``; InvalidName if it is not one."""
+    volume, at, snapshot = name.partition("@") if isinstance(name, str) else ("", "", "")
+    if not at:
+        raise InvalidName(f"{name!r} is not a snapshot name (VOLUME@SNAPSHOT)")
+    snapshot_name(volume, snapshot)
+    return volume, snapshot
+
+
+def validate_catalog_name(name: str) -> str:
+    """A name the catalog holds: a volume's, or a snapshot's ``volume@snapshot``."""
+    if isinstance(name, str) and "@" in name:
+        split_snapshot_name(name)
+        return name
+    return validate_volume_name(name)
+
+
 def check_file_name(name: bytes) -> None:
     """File names inside a volume are at most 255 bytes (the kernel never sends '/' or NUL)."""
     if len(name) > NAME_MAX:

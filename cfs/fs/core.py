@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import stat
 import time
 from typing import Iterator
@@ -41,7 +42,7 @@ from cfs.fs.attrs import Attr, Caller, SetAttr
 from cfs.fs.cache import DirtyBlock, DirtyBlocks
 from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
-from cfs.store import Op, Store, Table, View, catalog, changelog, replica
+from cfs.store import Op, Store, Table, View, catalog, changelog, replica, snapshots
 from cfs.types import (
     NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, VolumeId, local_of, slot_of, volume_root,
 )
@@ -83,6 +84,9 @@ class Filesystem:
         self.opens = RefCounts()
         """Open file handles: counted by open and create, dropped by release."""
         self._volumes: dict[Slot, VolumeRecord] = {}
+        for record in catalog.all_volumes(store.view()):
+            if snapshots.is_snapshot(record):
+                store.frozen_slots.add(record.slot)  # read-only: no logged change, no atime
 
     # --- volumes -------------------------------------------------------------------
 
@@ -109,6 +113,36 @@ class Filesystem:
             inodes.save(op, volume_root(record.slot), root)
         self.store.commit()
         return record
+
+    def snapshot(self, volume: str, name: str, *, snapshot_id: VolumeId | None = None,
+                 created_ns: int | None = None) -> VolumeRecord:
+        """Snapshot ``volume`` as ``volume@name`` (cfs.store.snapshots): everything written
+        to it so far, cached writes included, in one operation; durable on return."""
+        source = self.volume(volume)
+        self.flush_all()
+        with self.store.op() as op:
+            record = snapshots.take(op, source, name, snapshot_id or VolumeId(os.urandom(16)),
+                                    op.time_ns if created_ns is None else created_ns)
+        self.store.commit()
+        return record
+
+    def clone(self, source: str, name: str, *, volume_id: VolumeId | None = None, created_ns: int | None = None,
+              options: dict[str, str] | None = None, replicated: bool = False) -> VolumeRecord:
+        """A new writable volume holding what volume or snapshot ``source`` holds now,
+        sharing its chunks (cfs.store.snapshots.clone); durable on return. ``options``:
+        the new volume's (a size limit, ...), its source's when None."""
+        record = self.volume(source)
+        self.flush_all()
+        if options is None:
+            options = {k: v for k, v in record.options.items()
+                       if k not in (snapshots.SNAPSHOT_OF, snapshots.SNAPSHOT)}
+        with self.store.op() as op:
+            clone = snapshots.clone(op, record, name, volume_id or VolumeId(os.urandom(16)),
+                                    op.time_ns if created_ns is None else created_ns, options)
+            if replicated:
+                replica.set_replicated(op, clone.slot, True)
+        self.store.commit()
+        return clone
 
     def volume(self, name: str) -> VolumeRecord:
         return catalog.get(self.store.view(), name)
@@ -370,6 +404,7 @@ class Filesystem:
     def _writable(self, ino: InodeId) -> None:
         if ino == NODE_ROOT:
             raise NotPermitted("the node root lists volumes; create files inside a volume")
+        snapshots.check_writable(self._volume(slot_of(ino)))
 
     def _dir(self, view: View, ino: InodeId) -> Inode:
         inode = inodes.load(view, ino)
@@ -670,6 +705,8 @@ class Filesystem:
         inode = inodes.load(self.store.view(), ino)
         if stat.S_ISDIR(inode.mode) and write:
             raise IsADirectory("cannot open a directory for writing")
+        if write or truncate:
+            self._writable(ino)
         attr = self._attr(ino, inode)
         if truncate and stat.S_ISREG(inode.mode):
             attr = self.setattr(ino, SetAttr(size=0))

@@ -71,12 +71,13 @@ MAGIC = b"CFSP"
 FRAME_VERSION = 1
 """Version of the frame layout (the header above). Bumped only if the header changes."""
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Version of the handshake and message set, exchanged in ``Hello``. Also bumped when
 the rows that replication ships change meaning: 2 since readdir-order rows hold the
 child and its type (store schema 2), which a node of version 1 would list as names;
 3 since block rows may carry patches (store schema 3), which a node of version 2 would
-take for damaged rows."""
+take for damaged rows; 4 since change records may carry snapshot events
+(``cfs.store.snapshots``), which a node of version 3 would refuse as malformed."""
 
 _HEADER = struct.Struct(">4sBBBBII")
 HEADER_SIZE = _HEADER.size  # 16

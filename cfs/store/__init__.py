@@ -9,8 +9,8 @@ from peers. ``NodeRecords`` is the daemon's one door into all of it.
 
 from cfs.store.store import Op, Store, StoreConfig, View
 from cfs.store.tables import Table
-from cfs.store import catalog, changelog, chunks, replica  # noqa: E402  (they import Op from above)
+from cfs.store import catalog, changelog, chunks, replica, snapshots  # noqa: E402  (they import Op from above)
 from cfs.store.node import CopySource, NodeRecords, Removal  # noqa: E402  (it imports the modules above)
 
 __all__ = ["CopySource", "NodeRecords", "Op", "Removal", "Store", "StoreConfig", "Table", "View", "catalog",
-           "changelog", "chunks", "replica"]
+           "changelog", "chunks", "replica", "snapshots"]

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from cfs.codec import VolumeRecord, VolumeState, pack_u64, unpack_u64
 from cfs.errors import CorruptRecord, InvalidName, VolumeExists, VolumeNotFound
-from cfs.names import validate_volume_name
+from cfs.names import validate_catalog_name
 from cfs.store.changelog import log_key
 from cfs.store.store import Op, View
 from cfs.store.tables import Table
@@ -33,7 +33,7 @@ def create(op: Op, name: str, block_size: int, options: dict[str, str], *,
     ``volume_id`` and ``created_ns`` are given when the volume already exists elsewhere
     in the cluster and this node becomes a replica of it or mounts it.
     """
-    validate_volume_name(name)
+    validate_catalog_name(name)
     check_block_size(block_size)
     if op.get(Table.VOLUMES, name.encode()) is not None:
         raise VolumeExists(f"volume {name!r} already exists")

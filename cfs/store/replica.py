@@ -37,7 +37,7 @@ from cfs.codec import (
     stored_bytes,
 )
 from cfs.errors import CorruptRecord, LogGap, LogTrimmed, ReplicationError, StaleEpoch
-from cfs.store import catalog, changelog, chunks
+from cfs.store import catalog, changelog, chunks, snapshots
 from cfs.store.store import Op, View
 from cfs.store.tables import Table
 from cfs.types import LOCAL_MASK, LocalIno, Slot, VolumeId, make_ino
@@ -109,6 +109,9 @@ def apply(op: Op, record: VolumeRecord, epoch: int, seq: int, raw_change: bytes,
         raise LogGap(f"volume {record.name!r}: got record {seq}, expected {vstate.next_seq}", vstate.next_seq)
     change = Change.decode(raw_change)
     for table, kind, key, value in change.rows:
+        if table == snapshots.SNAPSHOT_EVENT:
+            snapshots.replay(op, record, key, value)  # the writer took a snapshot here
+            continue
         local = _apply_row(op, record.slot, table, kind, key, value)
         if table == Table.INODES and kind == ROW_PUT:
             vstate.next_local = max(vstate.next_local, local + 1)

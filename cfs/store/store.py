@@ -542,6 +542,18 @@ class Op(View):
             self._log(table, ROW_DELETE, key, b"")
         return found
 
+    def log_event(self, slot: Slot, event: int, key: bytes, value: bytes) -> None:
+        """Append a row of no table to the volume's change record: an event that replicas
+        replay by doing the same (a snapshot: cfs.store.snapshots). Refused, as any
+        logged change, on a volume this node may not change."""
+        if slot in self.store.frozen_slots:
+            raise ReadOnly("this node does not hold the volume's write lease")
+        if slot not in self._rows:
+            self._rows[slot] = [] if self.store.replicated(self, slot) else None
+        rows = self._rows[slot]
+        if rows is not None:
+            rows.append((event, ROW_PUT, key, value))
+
     def usage_change(self, slot: Slot) -> int:
         """Bytes in use this operation has added to the volume so far (negative: freed)."""
         return self._usage.get(slot, 0)
