@@ -22,7 +22,7 @@ from cfs.coord.api import VolumeSpec
 from cfs.types import VolumeId
 from cfs.errors import CfsError, UserError, VolumeBusy, VolumeNotFound
 from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
-from cfs.names import validate_volume_name
+from cfs.names import split_snapshot_name, validate_catalog_name, validate_volume_name
 from cfs.store import NodeRecords
 from mountd import mounts
 from mountd.cluster.node import ClusterNode
@@ -31,8 +31,11 @@ from mountd.config import DaemonConfig
 
 log = logging.getLogger(__name__)
 
-CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas"}
-"""``size`` limits the bytes the volume holds (bytes, or 10G, 512M, 1GiB; 0: no limit): see cfs.fs.quota."""
+CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas", "from"}
+"""``size`` limits the bytes the volume holds (bytes, or 10G, 512M, 1GiB; 0: no limit): see cfs.fs.quota.
+``from``: a snapshot (``VOLUME@SNAPSHOT``) or a volume to clone (cfs.store.snapshots)."""
+FROM_SOURCE = {"block_size", "uid", "gid", "mode"}
+"""Options a clone takes from its source, not from the request."""
 
 
 MAX_REPLICAS = 5
@@ -56,6 +59,8 @@ class NodeService:
         if unknown:
             raise UserError(f"unknown volume option(s): {', '.join(unknown)} "
                             f"(known: {', '.join(sorted(CREATE_OPTIONS))})")
+        if "from" in opts:
+            return await self._clone(name, str(opts.pop("from")), opts)
         block_size = _int_option(opts, "block_size", DEFAULT_BLOCK_SIZE)
         uid, gid = _int_option(opts, "uid", 0), _int_option(opts, "gid", 0)
         mode = int(str(opts.get("mode", "755")), 8) if _octal(opts.get("mode", "755")) else None
@@ -63,22 +68,43 @@ class NodeService:
             raise UserError(f"option mode={opts['mode']!r} is not an octal permission like 755")
         if "size" in opts:
             opts["size"] = str(quota.parse_size(opts["size"]))
-        replicas = None
-        if "replicas" in opts:
-            replicas = _int_option(opts, "replicas", 1)
-            if not 1 <= replicas <= MAX_REPLICAS:
-                raise UserError(f"option replicas={replicas} must be between 1 and {MAX_REPLICAS}")
-            del opts["replicas"]
+        replicas = self._replicas_option(opts)
         record = await self.cluster.create_volume(
             name, block_size=block_size, uid=uid, gid=gid, mode=mode, replicas=replicas,
             options={k: str(v) for k, v in opts.items()})
         log.info("created volume %s (block size %d)", name, record.block_size)
         return self._describe(record.name)
 
+    async def _clone(self, name: str, source: str, opts: dict[str, Any]) -> dict[str, Any]:
+        validate_catalog_name(source)
+        taken = sorted(FROM_SOURCE & set(opts))
+        if taken:
+            raise UserError(f"option(s) {', '.join(taken)} come from the volume or snapshot a clone is made "
+                            "from; a clone takes size and replicas")
+        replicas = self._replicas_option(opts)
+        if "size" in opts:
+            opts["size"] = str(quota.parse_size(opts["size"]))
+        options = {**{k: str(v) for k, v in opts.items()}, "from": source}  # shown by inspect; Docker compares it
+        record = await self.cluster.clone_volume(name, source, options=options, replicas=replicas)
+        log.info("created volume %s as a clone of %s", name, source)
+        return self._describe(record.name)
+
+    @staticmethod
+    def _replicas_option(opts: dict[str, Any]) -> int | None:
+        """The ``replicas`` option taken out of ``opts`` (None: the default)."""
+        if "replicas" not in opts:
+            return None
+        replicas = _int_option(opts, "replicas", 1)
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise UserError(f"option replicas={replicas} must be between 1 and {MAX_REPLICAS}")
+        del opts["replicas"]
+        return replicas
+
     async def volume_ls(self) -> list[dict[str, Any]]:
-        """The cluster's volumes; those this node holds no copy of have ``here`` False."""
-        specs = await self.cluster.list_specs()
-        local = {record.name: record for record in self.records.volumes()}
+        """The cluster's volumes (not their snapshots: ``snapshot_ls``); those this node
+        holds no copy of have ``here`` False."""
+        specs = {n: s for n, s in (await self.cluster.list_specs()).items() if "@" not in n}
+        local = {record.name: record for record in self.records.volumes() if "@" not in record.name}
         out = []
         for name in sorted(set(specs) | set(local)):
             info = self._describe(name) if name in local else _describe_spec(name, specs[name])
@@ -120,12 +146,64 @@ class NodeService:
         return info
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
+        if "@" in name:
+            raise UserError(f"{name!r} is a snapshot: remove it with cfs snapshot rm")
+        return await self._remove(name, "volume")
+
+    async def _remove(self, name: str, kind: str) -> dict[str, Any]:
         where = self._mounted_at(name)
         if where:
-            raise VolumeBusy(f"volume {name!r} is mounted at {', '.join(where)}; unmount it first")
+            raise VolumeBusy(f"{kind} {name!r} is mounted at {', '.join(where)}; unmount it first")
         await self.cluster.remove_volume(name)
-        log.info("removed volume %s", name)
+        log.info("removed %s %s", kind, name)
         return {"removed": name}
+
+    # --- snapshots -----------------------------------------------------------------
+
+    async def snapshot_create(self, volume: str, name: str) -> dict[str, Any]:
+        """Snapshot ``volume`` as ``volume@name`` (on this node: see ClusterNode.create_snapshot)."""
+        validate_volume_name(volume)
+        validate_volume_name(name)
+        record = await self.cluster.create_snapshot(volume, name)
+        log.info("took snapshot %s", record.name)
+        return self._describe_snapshot(record.name)
+
+    async def snapshot_ls(self, volume: str | None = None) -> list[dict[str, Any]]:
+        """The cluster's snapshots, of one volume or of all; ``here``: a copy is on this node."""
+        specs = {n: s for n, s in (await self.cluster.list_specs()).items() if "@" in n}
+        local = {r.name for r in self.records.volumes() if "@" in r.name}
+        out = []
+        for name in sorted(set(specs) | local):
+            of, _at, snap = name.partition("@")
+            if volume is not None and of != volume:
+                continue
+            info = self._describe_snapshot(name) if name in local else _describe_spec(name, specs[name])
+            info.update({"volume": of, "snapshot": snap, "here": name in local})
+            out.append(info)
+        return out
+
+    async def snapshot_inspect(self, name: str) -> dict[str, Any]:
+        split_snapshot_name(name)
+        if self.records.find(name) is not None:
+            info = self._describe_snapshot(name)
+            info["exclusive_bytes"] = self.fs.exclusive_bytes(name)
+            info["here"] = True
+            return info
+        spec = await self.cluster.spec(name)
+        if spec is None:
+            raise VolumeNotFound(f"no snapshot named {name!r}")
+        return {**_describe_spec(name, spec), "here": False}
+
+    async def snapshot_rm(self, name: str) -> dict[str, Any]:
+        split_snapshot_name(name)
+        return await self._remove(name, "snapshot")
+
+    def _describe_snapshot(self, name: str) -> dict[str, Any]:
+        info = self._describe(name)
+        info["options"] = {k: v for k, v in info["options"].items() if k not in ("snapshot", "snapshot_of")}
+        record = self.records.volume(name)
+        info["snapshot_of"] = record.options.get("snapshot_of")
+        return info
 
     def _describe(self, name: str) -> dict[str, Any]:
         record = self.records.volume(name)
@@ -147,6 +225,8 @@ class NodeService:
     async def mount(self, name: str, path: str, read_only: bool = False,
                     takeover: bool = False) -> dict[str, Any]:
         """Bind the volume at ``path``; the node becomes its writer first (it may move here)."""
+        if "@" in name:
+            read_only = True  # a snapshot never changes
         async with self._mount_lock:
             target = await trio.to_thread.run_sync(mounts.check_target, path)
             await self.cluster.open_volume(name, takeover=bool(takeover))

@@ -18,7 +18,7 @@ from typing import Any
 
 from cfs import check
 from cfs.errors import CfsError
-from cfs.names import validate_volume_name
+from cfs.names import split_snapshot_name, validate_catalog_name, validate_volume_name
 from cfs.store import Store
 from mountd import main as mountd_main
 from mountd.config import DaemonConfig, default_data_dir
@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="SUBCOMMAND")
     create = vsub.add_parser("create", parents=[common], help="create a volume")
     create.add_argument("name")
+    source = create.add_mutually_exclusive_group()
+    source.add_argument("--from-snapshot", metavar="VOLUME@SNAPSHOT",
+                        help="a clone: a new, writable volume holding what the snapshot holds")
+    source.add_argument("--from-volume", metavar="VOLUME",
+                        help="a clone of a volume as it is now (this node takes the volume for the moment)")
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
                              "size=10G (the most the volume may hold: ENOSPC beyond; 0: no limit), "
@@ -62,7 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     rm = vsub.add_parser("rm", parents=[common], help="remove a volume (refused while mounted)")
     rm.add_argument("name")
 
-    mount = sub.add_parser("mount", parents=[common], help="mount a volume on an empty directory")
+    snapshot = sub.add_parser("snapshot", parents=[common], help="take, list, inspect, remove snapshots")
+    ssub = snapshot.add_subparsers(dest="snapshot_command", required=True, metavar="SUBCOMMAND")
+    screate = ssub.add_parser("create", parents=[common],
+                              help="snapshot a volume: read-only, at one instant, sharing every chunk")
+    screate.add_argument("volume")
+    screate.add_argument("name")
+    sls = ssub.add_parser("ls", parents=[common], help="list snapshots (of one volume)")
+    sls.add_argument("volume", nargs="?", default=None)
+    sinspect = ssub.add_parser("inspect", parents=[common],
+                               help="show a snapshot, with the bytes only it holds")
+    sinspect.add_argument("name", metavar="VOLUME@SNAPSHOT")
+    srm = ssub.add_parser("rm", parents=[common], help="remove a snapshot (refused while mounted)")
+    srm.add_argument("name", metavar="VOLUME@SNAPSHOT")
+
+    mount = sub.add_parser("mount", parents=[common],
+                           help="mount a volume (or a snapshot, VOLUME@SNAPSHOT, read-only) on an empty directory")
     mount.add_argument("name")
     mount.add_argument("dir")
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
@@ -113,12 +133,28 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     if args.command == "volume":
         if args.volume_command == "create":
             validate_volume_name(args.name)
-            return call(sock, "volume.create", {"name": args.name, "options": parse_options(args.opt)})
+            options = parse_options(args.opt)
+            source = args.from_snapshot or args.from_volume
+            if args.from_snapshot:
+                split_snapshot_name(args.from_snapshot)
+            if source:
+                if "from" in options:
+                    raise CfsError("give the source once: --from-snapshot, --from-volume or -o from=")
+                options["from"] = source
+            return call(sock, "volume.create", {"name": args.name, "options": options})
         if args.volume_command == "ls":
             return call(sock, "volume.ls")
         return call(sock, f"volume.{args.volume_command}", {"name": args.name})
+    if args.command == "snapshot":
+        if args.snapshot_command == "create":
+            return call(sock, "snapshot.create", {"volume": validate_volume_name(args.volume),
+                                                  "name": validate_volume_name(args.name)})
+        if args.snapshot_command == "ls":
+            return call(sock, "snapshot.ls", {"volume": args.volume})
+        split_snapshot_name(args.name)
+        return call(sock, f"snapshot.{args.snapshot_command}", {"name": args.name})
     if args.command == "mount":
-        validate_volume_name(args.name)
+        validate_catalog_name(args.name)
         return call(sock, "mount", {"name": args.name, "path": os.path.abspath(args.dir),
                                     "read_only": args.read_only, "takeover": args.takeover})
     if args.command == "node":
@@ -199,6 +235,11 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
         print(result["name"])
     elif args.command == "volume" and args.volume_command == "rm":
         print(result["removed"])
+    elif args.command == "snapshot" and args.snapshot_command == "ls":
+        print_table(("SNAPSHOT", "CREATED", "USED", "HERE"),
+                    [(s["name"], s["created"], str(s["used_bytes"]), "yes" if s["here"] else "no") for s in result])
+    elif args.command == "snapshot" and args.snapshot_command in ("create", "rm"):
+        print(result.get("name") or result["removed"])
     elif args.command == "mount":
         print(result["mountpoint"])
     elif args.command == "umount":

@@ -89,7 +89,7 @@ from cfs.errors import (
     VolumeExists,
     VolumeNotFound,
 )
-from cfs.names import validate_volume_name
+from cfs.names import validate_catalog_name
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ class EtcdCoordinator(Coordinator):
     # --- catalog ------------------------------------------------------------------------
 
     async def create_volume(self, name: str, spec: VolumeSpec) -> None:
-        key = self.key("volumes", validate_volume_name(name))
+        key = self.key("volumes", validate_catalog_name(name))
         ok, responses = await self.client.txn([cmp_created(key, 0)], [op_put(key, _json(spec.to_json()))],
                                               [op_range(key)])
         if ok:

@@ -52,7 +52,7 @@ from cfs.errors import (
     VolumeExists,
     VolumeNotFound,
 )
-from cfs.names import validate_volume_name
+from cfs.names import validate_catalog_name
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class LocalCoordinator(Coordinator):
 
     async def create_volume(self, name: str, spec: VolumeSpec) -> None:
         await trio.lowlevel.checkpoint()
-        validate_volume_name(name)
+        validate_catalog_name(name)
         state = self._copy()
         if name in state["volumes"]:
             raise VolumeExists(f"volume {name!r} already exists")

@@ -207,6 +207,10 @@ class Filesystem:
             "dedup_ratio": round(referenced / stored, 3) if stored else 1.0,
         }
 
+    def exclusive_bytes(self, name: str) -> int:
+        """Chunk bytes only volume or snapshot ``name`` references: what removing it frees."""
+        return snapshots.exclusive_bytes(self.store.view(), self.volume(name))
+
     def volume_space(self, name: str) -> dict[str, int]:
         """The volume's stored bytes (its counter: st_blocks * 512 over its files; cached
         writes count once stored) and its size limit, 0 for none. Cheap: two reads."""

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block
+from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block, pack_u64, unpack_u64
 from cfs.errors import ChunkNotHere, Corrupted, CorruptRecord, VolumeNotFound
 from cfs.store import catalog, chunks, replica
 from cfs.store.store import Store, View
@@ -207,6 +207,26 @@ class NodeRecords:
             except (ValueError, KeyError, TypeError) as exc:
                 raise CorruptRecord(f"removal record {bytes(key)!r}: {exc}") from None
         return out
+
+    # --- publications: snapshots and clones made here, to enter the catalog -------------
+
+    def begin_publication(self, name: str, replicas: int) -> None:
+        """Remember, durably, that a snapshot or clone ``name`` is being made here, to be
+        entered in the catalog with ``replicas`` copies: a crash before that leaves this
+        record, and the next start publishes what was made (``publications``)."""
+        with self.store.op(adds_data=False) as op:
+            op.put(Table.PUBLICATIONS, name.encode("utf-8", "surrogateescape"), pack_u64(replicas))
+        self.store.commit()
+
+    def end_publication(self, name: str) -> None:
+        with self.store.op(adds_data=False) as op:
+            op.delete(Table.PUBLICATIONS, name.encode("utf-8", "surrogateescape"))
+        self.store.commit()
+
+    def publications(self) -> dict[str, int]:
+        """Name -> replicas of the snapshots and clones a crash kept out of the catalog."""
+        return {bytes(key).decode("utf-8", "surrogateescape"): unpack_u64(value)
+                for key, value in self.store.view().rows(Table.PUBLICATIONS)}
 
     # --- replication state ------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class Table(enum.IntEnum):
     STAGED = 33     # chunk id -> time_ns: pushed by a peer ahead of the log record that references it
     FENCES = 34     # volume id -> epoch: fences seen for volumes this node holds no copy of (yet)
     REMOVALS = 35   # volume name -> JSON: a removal begun and not finished (finished at the next start)
+    PUBLICATIONS = 36  # volume name -> replicas: a snapshot or clone made here, not yet in the catalog
 
     @property
     def per_volume(self) -> bool:

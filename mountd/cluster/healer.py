@@ -38,7 +38,7 @@ from cfs.coord.api import Coordinator, VolumeSpec
 from cfs.errors import CfsError
 from cfs.repl import placement
 from cfs.repl.wire import VolumeInfo, VolumeInfoReply
-from cfs.store import NodeRecords
+from cfs.store import NodeRecords, snapshots
 from cfs.types import NodeId, VolumeId
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
@@ -52,7 +52,7 @@ INFO_TIMEOUT = 3.0
 class Healer:
     def __init__(self, records: NodeRecords, members: Members, pool: PeerPool, coord: Coordinator, *,
                  writes: Callable[[VolumeId], bool],
-                 drop_copy: Callable[[VolumeRecord, int], Awaitable[bool]],
+                 drop_copy: Callable[..., Awaitable[bool]],
                  interval: float, replication_timeout: float) -> None:
         self.records = records
         self.members = members
@@ -112,10 +112,10 @@ class Healer:
 
     async def _drop_removed(self, record: VolumeRecord) -> None:
         """A copy of a volume the cluster removed (or replaced under its name) goes too."""
-        if self.records.epoch_seen(record.slot) == 0:
+        if self.records.epoch_seen(record.slot) == 0 and not snapshots.is_snapshot(record):
             return  # a volume made here before the node joined: published at start, not ours to drop
         try:
-            if await self.drop_copy(record, self.records.applied_seq(record.slot)):
+            if await self.drop_copy(record, self.records.applied_seq(record.slot), removed=True):
                 log.info("volume %s (id %s) was removed from the cluster; dropped this node's copy",
                          record.name, record.volume_id.hex())
         except CfsError as exc:

@@ -33,10 +33,11 @@ import trio
 
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Coordinator, NodeInfo, NodeSession, VolumeSpec
-from cfs.errors import CfsError, ReplicationError, UserError, VolumeBusy, VolumeNotFound
+from cfs.errors import CfsError, LeaseHeld, ReplicationError, UserError, VolumeBusy, VolumeExists, VolumeNotFound
 from cfs.faults import crash_point
 from cfs.fs import Filesystem
-from cfs.store import NodeRecords, Removal
+from cfs.names import snapshot_name
+from cfs.store import NodeRecords, Removal, snapshots
 from cfs.types import ChunkId, NodeId, Slot, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.handler import PeerHandler
@@ -44,12 +45,17 @@ from mountd.cluster.healer import Healer
 from mountd.cluster.links import PeerError, PeerPool, PeerServer, PeerUnavailable
 from mountd.cluster.members import Members
 from mountd.cluster.replicator import send_copy
-from mountd.cluster.writer import RELEASE_TIMEOUT, Eviction, VolumeWriter, WriterContext, WriterState
+from mountd.cluster.writer import (
+    RELEASE_TIMEOUT, Eviction, VolumeWriter, WriterContext, WriterState, open_read_only,
+)
 
 log = logging.getLogger(__name__)
 
 STATS_EVERY = 5
 """Seconds between publications of the node's capacity and chunk count."""
+SNAPSHOT_GRACE_NS = 300 * 10**9
+"""A replica takes a snapshot as it replays its writer's log, before the writer enters it
+in the catalog: its copy is not dropped as removed before this much time has passed."""
 
 @dataclass(frozen=True)
 class ClusterConfig:
@@ -107,6 +113,7 @@ class ClusterNode:
         async with self.coord.session(info) as session:
             self.session = session
             await self._finish_removals()
+            await self._finish_publications()
             await self._publish_local_volumes()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -124,13 +131,24 @@ class ClusterNode:
                 task_status.started()
                 await trio.sleep(math.inf)
 
+    async def _finish_publications(self) -> None:
+        """At start: enter in the catalog the snapshots and clones made here that a crash
+        kept out of it (``clone_volume``, ``create_snapshot``)."""
+        known = await self.coord.list_volumes()
+        for name, replicas in self.records.publications().items():
+            record = self.records.find(name)
+            if record is not None and name not in known:
+                log.info("%s: entering it in the catalog, which the last stop cut short", name)
+                await self.coord.create_volume(name, _spec_of(record, replicas))
+            self.records.end_publication(name)
+
     async def _publish_local_volumes(self) -> None:
         """Volumes made before this node used a coordinator join its catalog (one copy each)."""
         known = await self.coord.list_volumes()
         for record in self.records.volumes():
             spec = known.get(record.name)
-            if spec is None and self.records.epoch_seen(record.slot) > 0:
-                continue  # a copy of a cluster volume that was removed: the healer drops it
+            if spec is None and (self.records.epoch_seen(record.slot) > 0 or snapshots.is_snapshot(record)):
+                continue  # a copy of a cluster volume or snapshot that was removed: the healer drops it
             if spec is None:
                 await self.coord.create_volume(record.name, _spec_of(record, 1))
             elif spec.volume_id != record.volume_id:
@@ -157,12 +175,16 @@ class ClusterNode:
 
     # --- the catalog ---------------------------------------------------------------
 
-    async def create_volume(self, name: str, *, block_size: int, options: dict[str, str],
-                            replicas: int | None, uid: int, gid: int, mode: int) -> VolumeRecord:
+    def _replicas(self, replicas: int | None) -> int:
         if replicas is None:
-            replicas = 2 if self.config.clustered and len(self.members.live_peers()) >= 1 else 1
+            return 2 if self.config.clustered and len(self.members.live_peers()) >= 1 else 1
         if replicas > 1 and not self.config.clustered:
             raise UserError("replicas above 1 need a cluster (start the node with --etcd)")
+        return replicas
+
+    async def create_volume(self, name: str, *, block_size: int, options: dict[str, str],
+                            replicas: int | None, uid: int, gid: int, mode: int) -> VolumeRecord:
+        replicas = self._replicas(replicas)
         volume_id = VolumeId(os.urandom(16))
         spec = VolumeSpec(volume_id, block_size, replicas, dict(options), time.time_ns())
         self.records.make_room()
@@ -178,6 +200,91 @@ class ClusterNode:
         if self.config.clustered:
             self.records.freeze(record.slot)
         return record
+
+    async def clone_volume(self, name: str, source: str, *, options: dict[str, str],
+                           replicas: int | None) -> VolumeRecord:
+        """A new volume ``name`` holding what ``source`` holds now: a snapshot (``V@S``,
+        copied here first if need be) or a volume, which this node then writes for the
+        moment of the copy (the lease, as a mount takes it).
+
+        Crash safety: the clone is made here first, durably, then entered in the catalog;
+        a record of the publication (``NodeRecords.begin_publication``) lets the next
+        start enter a clone that a crash kept out."""
+        replicas = self._replicas(replicas)
+        async with self._lock(name):
+            if await self.coord.get_volume(name) is not None or self.records.find(name) is not None:
+                raise VolumeExists(f"volume {name!r} already exists")
+            self.records.make_room()
+            self.records.begin_publication(name, replicas)
+            try:
+                if is_snapshot_name(source):
+                    spec = await self.coord.get_volume(source)
+                    if spec is None:
+                        raise VolumeNotFound(f"no snapshot named {source!r}")
+                    copied = await open_read_only(self._context, source, spec)
+                    record = self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
+                else:
+                    await self._open_for_copy(source)
+                    try:
+                        record = self.fs.clone(source, name, options=options, replicated=replicas > 1)
+                    finally:
+                        await self.close_volume(source)
+                crash_point("clone-made")
+                await self._publish(name, record, replicas)
+            finally:
+                self.records.end_publication(name)
+            if self.config.clustered:
+                self.records.freeze(record.slot)
+            return record
+
+    async def create_snapshot(self, volume: str, name: str) -> VolumeRecord:
+        """Snapshot ``volume`` as ``volume@name`` on this node, which must write it or may
+        take it for the moment (the lease, as a mount takes it).
+
+        The snapshot is taken here first, durably, as an event of the volume's log (its
+        replicas take it too), then entered in the catalog; as for a clone, a crash in
+        between leaves a snapshot the next start enters."""
+        full = snapshot_name(volume, name)
+        async with self._lock(full):
+            if await self.coord.get_volume(full) is not None or self.records.find(full) is not None:
+                raise VolumeExists(f"snapshot {full!r} already exists")
+            spec = await self.coord.get_volume(volume)
+            if spec is None or is_snapshot_name(volume):
+                raise VolumeNotFound(f"no volume named {volume!r}")
+            self.records.make_room()
+            self.records.begin_publication(full, spec.replicas)
+            try:
+                await self._open_for_copy(volume)
+                try:
+                    record = self.fs.snapshot(volume, name)
+                    writer = self._writers.get(spec.volume_id)
+                    if writer is not None and writer.replicator is not None:
+                        writer.replicator.notify()
+                finally:
+                    await self.close_volume(volume)
+                crash_point("snapshot-taken")
+                await self._publish(full, record, spec.replicas)
+            finally:
+                self.records.end_publication(full)
+            return record
+
+    async def _publish(self, name: str, record: VolumeRecord, replicas: int) -> None:
+        """Enter a snapshot or clone made here in the catalog; if that fails (the name was
+        taken meanwhile), it goes here too."""
+        try:
+            await self.coord.create_volume(name, _spec_of(record, replicas))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                self.fs.remove_volume(name, force=True)
+            raise
+
+    async def _open_for_copy(self, volume: str) -> None:
+        """Write ``volume`` here for a snapshot or clone of it: joins this node's writer,
+        or takes the lease; refused while another live node writes it."""
+        try:
+            await self.open_volume(volume)
+        except LeaseHeld as held:
+            raise VolumeBusy(f"{held}: take the snapshot on that node, or clone one of its snapshots") from None
 
     async def remove_volume(self, name: str) -> None:
         """Remove the volume from the cluster and its copy from this node, crash-safely
@@ -232,6 +339,9 @@ class ClusterNode:
             spec = await self.coord.get_volume(name)
             if spec is None:
                 raise VolumeNotFound(f"no volume named {name!r}")
+            if is_snapshot_name(name):
+                self.records.make_room()
+                return await open_read_only(self._context, name, spec)
             writer = self._writers.get(spec.volume_id)
             if writer is not None:
                 if writer.state is not WriterState.WRITING:
@@ -247,7 +357,10 @@ class ClusterNode:
             return writer.record
 
     async def close_volume(self, name: str) -> None:
-        """One user is done; the last one (or any, after a fence) closes the writer."""
+        """One user is done; the last one (or any, after a fence) closes the writer. A
+        snapshot has no writer: nothing to close."""
+        if is_snapshot_name(name):
+            return
         async with self._lock(name):
             writer = next((w for w in self._writers.values() if w.name == name), None)
             if writer is None:
@@ -263,11 +376,23 @@ class ClusterNode:
                 if not self.config.clustered:
                     self._by_slot.pop(writer.record.slot, None)  # one copy: the store is the truth
 
-    async def drop_copy(self, record: VolumeRecord, seq: int) -> bool:
+    async def drop_copy(self, record: VolumeRecord, seq: int, *, removed: bool = False) -> bool:
         """Drop this node's copy of a volume (up to ``seq``: unchanged since the healer saw
-        it), the healer's call; not while it is mounted or being mounted. True if it went."""
+        it), the healer's call; not while it is mounted or being mounted. ``removed``: the
+        cluster no longer has the volume, asked again here, under the volume's lock (a
+        snapshot or clone being entered in the catalog holds it), and a snapshot is kept
+        for a grace period after it was taken (a replica takes it before its writer
+        enters it in the catalog). True if it went."""
         async with self._lock(record.name):
             if self.writes(record.volume_id) or self.records.applied_seq(record.slot) != seq:
+                return False
+            if removed:
+                spec = await self.coord.get_volume(record.name)
+                if spec is not None and spec.volume_id == record.volume_id:
+                    return False
+                if snapshots.is_snapshot(record) and time.time_ns() - record.created_ns < SNAPSHOT_GRACE_NS:
+                    return False
+            if record.volume_id in self._writers or self.fs.volume_in_use(record.slot):
                 return False
             self.fs.remove_volume(record.name, force=True)
             return True
@@ -350,6 +475,10 @@ class ClusterNode:
     def degraded(self) -> dict[str, str]:
         return {w.name: w.replicator.degraded for w in self._writers.values()
                 if w.replicator is not None and w.replicator.degraded}
+
+
+def is_snapshot_name(name: str) -> bool:
+    return "@" in name
 
 
 def _spec_of(record: VolumeRecord, replicas: int) -> VolumeSpec:

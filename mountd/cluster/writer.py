@@ -365,6 +365,30 @@ async def _copies(ctx: WriterContext, volume_id: VolumeId) -> dict[NodeId, int]:
     return applied
 
 
+async def open_read_only(ctx: WriterContext, name: str, spec: VolumeSpec) -> VolumeRecord:
+    """A snapshot's copy here, complete, copied whole from a node that has one if needed.
+
+    A snapshot never changes, so it is opened without a lease, fence or catch-up, and as
+    many nodes as like may read it at once."""
+    record = ctx.records.volume_by_id(spec.volume_id)
+    if record is not None and not ctx.records.incomplete(record.slot) and ctx.records.applied_seq(record.slot) > 0:
+        return record
+    copies = await _copies(ctx, spec.volume_id)
+    for source in sorted(copies, key=lambda peer: -copies[peer]):
+        if copies[source] <= 0:
+            break
+        try:
+            await ctx.pool.request(source, PushCopy(spec.volume_id, 0), timeout=PUSH_COPY_TIMEOUT)
+        except (PeerUnavailable, PeerError) as exc:
+            log.warning("snapshot %s: node %s could not copy it here: %s", name, source.hex()[:8], exc)
+            continue
+        record = ctx.records.volume_by_id(spec.volume_id)
+        if record is not None and not ctx.records.incomplete(record.slot):
+            log.info("snapshot %s: copied here whole from node %s", name, source.hex()[:8])
+            return record
+    raise Unavailable(f"snapshot {name!r} has no complete copy on this node nor on any node that answers")
+
+
 async def _check_reachable(ctx: WriterContext, name: str, spec: VolumeSpec) -> None:
     """Unavailable if no copy of the volume is here or on a node that answers. Every copy
     holds record 1 (the root directory) at least; a fresh replica's empty entry holds 0."""
