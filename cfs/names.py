@@ -45,6 +45,11 @@ def snapshot_name(volume: str, snapshot: str) -> str:
     return f"{volume}@{snapshot}"
 
 
+def is_snapshot_name(name: str) -> bool:
+    """Whether a catalog name is a snapshot's (``volume@snapshot``)."""
+    return "@" in name
+
+
 def split_snapshot_name(name: str) -> tuple[str, str]:
     """(volume, snapshot) of ``volume@snapshot``; InvalidName if it is not one."""
     volume, at, snapshot = name.partition("@") if isinstance(name, str) else ("", "", "")

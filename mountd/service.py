@@ -22,7 +22,7 @@ from cfs.coord.api import VolumeSpec
 from cfs.types import VolumeId
 from cfs.errors import CfsError, UserError, VolumeBusy, VolumeNotFound
 from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
-from cfs.names import split_snapshot_name, validate_catalog_name, validate_volume_name
+from cfs.names import is_snapshot_name, split_snapshot_name, validate_catalog_name, validate_volume_name
 from cfs.store import NodeRecords
 from mountd import mounts
 from mountd.cluster.node import ClusterNode
@@ -103,8 +103,8 @@ class NodeService:
     async def volume_ls(self) -> list[dict[str, Any]]:
         """The cluster's volumes (not their snapshots: ``snapshot_ls``); those this node
         holds no copy of have ``here`` False."""
-        specs = {n: s for n, s in (await self.cluster.list_specs()).items() if "@" not in n}
-        local = {record.name: record for record in self.records.volumes() if "@" not in record.name}
+        specs = {n: s for n, s in (await self.cluster.list_specs()).items() if not is_snapshot_name(n)}
+        local = {record.name: record for record in self.records.volumes() if not is_snapshot_name(record.name)}
         out = []
         for name in sorted(set(specs) | set(local)):
             info = self._describe(name) if name in local else _describe_spec(name, specs[name])
@@ -146,7 +146,7 @@ class NodeService:
         return info
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
-        if "@" in name:
+        if is_snapshot_name(name):
             raise UserError(f"{name!r} is a snapshot: remove it with cfs snapshot rm")
         return await self._remove(name, "volume")
 
@@ -170,11 +170,11 @@ class NodeService:
 
     async def snapshot_ls(self, volume: str | None = None) -> list[dict[str, Any]]:
         """The cluster's snapshots, of one volume or of all; ``here``: a copy is on this node."""
-        specs = {n: s for n, s in (await self.cluster.list_specs()).items() if "@" in n}
-        local = {r.name for r in self.records.volumes() if "@" in r.name}
+        specs = {n: s for n, s in (await self.cluster.list_specs()).items() if is_snapshot_name(n)}
+        local = {r.name for r in self.records.volumes() if is_snapshot_name(r.name)}
         out = []
         for name in sorted(set(specs) | local):
-            of, _at, snap = name.partition("@")
+            of, snap = split_snapshot_name(name)
             if volume is not None and of != volume:
                 continue
             info = self._describe_snapshot(name) if name in local else _describe_spec(name, specs[name])
@@ -225,7 +225,7 @@ class NodeService:
     async def mount(self, name: str, path: str, read_only: bool = False,
                     takeover: bool = False) -> dict[str, Any]:
         """Bind the volume at ``path``; the node becomes its writer first (it may move here)."""
-        if "@" in name:
+        if is_snapshot_name(name):
             read_only = True  # a snapshot never changes
         async with self._mount_lock:
             target = await trio.to_thread.run_sync(mounts.check_target, path)

@@ -38,7 +38,8 @@ from cfs.coord.api import Coordinator, VolumeSpec
 from cfs.errors import CfsError
 from cfs.repl import placement
 from cfs.repl.wire import VolumeInfo, VolumeInfoReply
-from cfs.store import NodeRecords, snapshots
+from cfs.names import is_snapshot_name
+from cfs.store import NodeRecords
 from cfs.types import NodeId, VolumeId
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
@@ -112,7 +113,7 @@ class Healer:
 
     async def _drop_removed(self, record: VolumeRecord) -> None:
         """A copy of a volume the cluster removed (or replaced under its name) goes too."""
-        if self.records.epoch_seen(record.slot) == 0 and not snapshots.is_snapshot(record):
+        if self.records.epoch_seen(record.slot) == 0 and not is_snapshot_name(record.name):
             return  # a volume made here before the node joined: published at start, not ours to drop
         try:
             if await self.drop_copy(record, self.records.applied_seq(record.slot), removed=True):

@@ -36,8 +36,8 @@ from cfs.coord.api import Coordinator, NodeInfo, NodeSession, VolumeSpec
 from cfs.errors import CfsError, LeaseHeld, ReplicationError, UserError, VolumeBusy, VolumeExists, VolumeNotFound
 from cfs.faults import crash_point
 from cfs.fs import Filesystem
-from cfs.names import snapshot_name
-from cfs.store import NodeRecords, Removal, snapshots
+from cfs.names import is_snapshot_name, snapshot_name
+from cfs.store import NodeRecords, Removal
 from cfs.types import ChunkId, NodeId, Slot, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.handler import PeerHandler
@@ -147,7 +147,7 @@ class ClusterNode:
         known = await self.coord.list_volumes()
         for record in self.records.volumes():
             spec = known.get(record.name)
-            if spec is None and (self.records.epoch_seen(record.slot) > 0 or snapshots.is_snapshot(record)):
+            if spec is None and (self.records.epoch_seen(record.slot) > 0 or is_snapshot_name(record.name)):
                 continue  # a copy of a cluster volume or snapshot that was removed: the healer drops it
             if spec is None:
                 await self.coord.create_volume(record.name, _spec_of(record, 1))
@@ -390,7 +390,7 @@ class ClusterNode:
                 spec = await self.coord.get_volume(record.name)
                 if spec is not None and spec.volume_id == record.volume_id:
                     return False
-                if snapshots.is_snapshot(record) and time.time_ns() - record.created_ns < SNAPSHOT_GRACE_NS:
+                if is_snapshot_name(record.name) and time.time_ns() - record.created_ns < SNAPSHOT_GRACE_NS:
                     return False
             if record.volume_id in self._writers or self.fs.volume_in_use(record.slot):
                 return False
@@ -475,10 +475,6 @@ class ClusterNode:
     def degraded(self) -> dict[str, str]:
         return {w.name: w.replicator.degraded for w in self._writers.values()
                 if w.replicator is not None and w.replicator.degraded}
-
-
-def is_snapshot_name(name: str) -> bool:
-    return "@" in name
 
 
 def _spec_of(record: VolumeRecord, replicas: int) -> VolumeSpec:
