@@ -64,6 +64,9 @@ class Healer:
         self.interval = interval
         self.replication_timeout = replication_timeout
         self.rounds = 0
+        self._cataloged: set[VolumeId] = set()
+        """Snapshots seen in the catalog: once gone from it they were removed, and their
+        copies go at once (one never seen may not be entered yet: ``drop_copy``)."""
         self.shipped: dict[str, int] = {}
         """Volume name -> records shipped by this node's healer (for ``cfs status``)."""
 
@@ -86,6 +89,7 @@ class Healer:
             if spec is None or spec.volume_id != record.volume_id:
                 await self._drop_removed(record)
                 continue
+            self._cataloged.add(record.volume_id)
             if spec.replicas <= 1 and not draining:
                 continue  # one copy, and it stays here
             holder = await self.coord.holder(record.name)
@@ -116,7 +120,8 @@ class Healer:
         if self.records.epoch_seen(record.slot) == 0 and not is_snapshot_name(record.name):
             return  # a volume made here before the node joined: published at start, not ours to drop
         try:
-            if await self.drop_copy(record, self.records.applied_seq(record.slot), removed=True):
+            if await self.drop_copy(record, self.records.applied_seq(record.slot), removed=True,
+                                    seen=record.volume_id in self._cataloged):
                 log.info("volume %s (id %s) was removed from the cluster; dropped this node's copy",
                          record.name, record.volume_id.hex())
         except CfsError as exc:

@@ -376,13 +376,13 @@ class ClusterNode:
                 if not self.config.clustered:
                     self._by_slot.pop(writer.record.slot, None)  # one copy: the store is the truth
 
-    async def drop_copy(self, record: VolumeRecord, seq: int, *, removed: bool = False) -> bool:
+    async def drop_copy(self, record: VolumeRecord, seq: int, *, removed: bool = False, seen: bool = False) -> bool:
         """Drop this node's copy of a volume (up to ``seq``: unchanged since the healer saw
         it), the healer's call; not while it is mounted or being mounted. ``removed``: the
         cluster no longer has the volume, asked again here, under the volume's lock (a
-        snapshot or clone being entered in the catalog holds it), and a snapshot is kept
-        for a grace period after it was taken (a replica takes it before its writer
-        enters it in the catalog). True if it went."""
+        snapshot or clone being entered in the catalog holds it); a snapshot never
+        ``seen`` in the catalog is kept for a grace period after it was taken (a replica
+        takes it from its writer's log before the writer enters it). True if it went."""
         async with self._lock(record.name):
             if self.writes(record.volume_id) or self.records.applied_seq(record.slot) != seq:
                 return False
@@ -390,7 +390,8 @@ class ClusterNode:
                 spec = await self.coord.get_volume(record.name)
                 if spec is not None and spec.volume_id == record.volume_id:
                     return False
-                if is_snapshot_name(record.name) and time.time_ns() - record.created_ns < SNAPSHOT_GRACE_NS:
+                young = time.time_ns() - record.created_ns < SNAPSHOT_GRACE_NS
+                if is_snapshot_name(record.name) and not seen and young:
                     return False
             if record.volume_id in self._writers or self.fs.volume_in_use(record.slot):
                 return False

@@ -1,0 +1,72 @@
+"""Snapshots and clones across a cluster: they replicate with their volume, move with it,
+outlive the node that took them, and clones made on another node hold what the
+snapshot held (three real daemons, a real etcd, real mounts)."""
+
+from __future__ import annotations
+
+from tests.cluster.cluster import (
+    Cluster, Member, assert_clean, assert_tree, create_volume, make_tree, mount, replicated, roles, tree_hashes,
+    wait_for,
+)
+
+
+def snapshots_here(node: Member) -> set[str]:
+    return {s["name"] for s in node.api("snapshot.ls") if s["here"]}
+
+
+def test_a_snapshot_replicates_moves_and_outlives_its_writer(cluster: Cluster) -> None:
+    vid = create_volume(cluster["a"])["id"]
+    a, r, b = roles(cluster, vid)
+    ma = mount(a)
+    expected = make_tree(ma, seed=31, dirs=2)
+    a.cli("snapshot", "create", "vol", "s1")
+    (ma / "after-the-snapshot").write_bytes(b"not in it")
+    wait_for("r to hold every record", lambda: replicated(a), timeout=30)
+    assert "vol@s1" in snapshots_here(r)            # r replayed the snapshot event from a's log
+
+    # the volume moves to b: b catches up from the log, and takes the snapshot on the way
+    a.cli("umount", str(ma))
+    mb = mount(b)
+    assert (mb / "after-the-snapshot").exists()
+    assert "vol@s1" in snapshots_here(b)
+    sb = b.mount_dir("snap")
+    b.cli("mount", "vol@s1", str(sb))
+    assert tree_hashes(sb) == expected
+    b.cli("umount", str(sb))
+
+    # the node that took it dies: a node without a copy mounts it, copied whole from one that has
+    a.kill()
+    assert b.inspect("vol")["writer"]["node_id"] == b.node_id
+    b.cli("umount", str(mb))
+    b.cli("snapshot", "rm", "vol@s1")
+    assert "vol@s1" not in {s["name"] for s in r.api("snapshot.ls")}
+    wait_for("r to drop its copy of the removed snapshot", lambda: "vol@s1" not in snapshots_here(r), timeout=60)
+    assert_clean(r, b)
+
+
+def test_a_clone_on_another_node_holds_what_the_snapshot_held(cluster: Cluster) -> None:
+    vid = create_volume(cluster["a"])["id"]
+    a, r, b = roles(cluster, vid)
+    ma = mount(a)
+    expected = make_tree(ma, seed=41, dirs=2)
+    a.cli("snapshot", "create", "vol", "base")
+    (ma / "later").write_bytes(b"after")
+    # b holds no copy of the volume or the snapshot: it copies the snapshot, then clones it
+    b.cli("volume", "create", "copy", "--from-snapshot", "vol@base", "-o", "replicas=2")
+    mc = mount(b, "copy")
+    assert_tree(mc, expected)
+    assert not (mc / "later").exists()
+    (mc / "written-in-the-clone").write_bytes(b"mine")
+    assert not (ma / "written-in-the-clone").exists()
+    wait_for("the clone's replica to hold it", lambda: replicated(b, "copy"), timeout=60)
+    assert_clean(a, r, b)
+
+
+def test_a_snapshot_of_a_volume_written_elsewhere_is_refused_with_the_writer_named(cluster: Cluster) -> None:
+    vid = create_volume(cluster["a"])["id"]
+    a, _r, b = roles(cluster, vid)
+    mount(a)
+    refused = b.cli("snapshot", "create", "vol", "s", check=False)
+    assert refused.returncode != 0 and a.node_id in refused.stderr and "take the snapshot on that node" \
+        in refused.stderr, refused.stderr
+    assert b.api("snapshot.ls") == []
