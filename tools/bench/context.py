@@ -32,6 +32,10 @@ class Plan:
     overwrite_writes: int
     big_size: int
     """The file ``bigwrite`` writes while it watches the daemon's memory (not run by default)."""
+    snap_files: int = 100_000
+    snap_size: int = 10 * GiB
+    """The volume ``snapshot`` fills before it takes a snapshot and a clone of it (cfs only,
+    not run by default)."""
     job_cap: int = 50
     """Seconds any one timed job may take (fio's ``runtime``; the overwrite loop stops)."""
 
@@ -45,7 +49,8 @@ class Plan:
     def quick(cls, size: int | None = None, big_size: int | None = None) -> "Plan":
         return cls(seq_size=size or 16 * MiB, rand_runtime=1, verify_size=2 * MiB, meta_files=200,
                    bigdir_files=1_000, tree_max_files=200, dedup_size=size or 8 * MiB,
-                   overwrite_size=4 * MiB, overwrite_writes=200, big_size=big_size or 32 * MiB, job_cap=20)
+                   overwrite_size=4 * MiB, overwrite_writes=200, big_size=big_size or 32 * MiB, job_cap=20,
+                   snap_files=500, snap_size=32 * MiB)
 
 
 class Probe:

@@ -100,6 +100,7 @@ def registry(plan: Plan) -> list[Job]:
         Job("metadata", "meta", metadata.small_files),
         Job("bigdir", "meta", metadata.big_directory),
         Job("bigwrite", "memory", memory.big_write, default=False),
+        Job("snapshot", "snapshot", scenarios.snapshot, default=False),
     ]
 
 
@@ -125,7 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only these jobs (comma-separated, repeatable): "
                              "seqwrite seqread randread randwrite verify untar dedup reclaim overwrite metadata "
                              "bigdir, or the groups fio, scenarios, meta (reclaim deletes everything "
-                             "the jobs before it wrote); bigwrite (group memory) runs only when named")
+                             "the jobs before it wrote); bigwrite (group memory) and snapshot (cfs only: "
+                             "100,000 files, 10 GiB, then a snapshot and a clone) run only when named")
     parser.add_argument("--size", type=_size, default=None, metavar="BYTES",
                         help="size of the sequential file, of each dedup copy and of reclaim's large file "
                              "(e.g. 512M; default 1G)")

@@ -18,7 +18,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from tools.bench import procs
+from tools.bench import procs, targets
 from tools.bench.context import Context, MiB
 from tools.bench.report import Row
 from tools.bench.targets import Target
@@ -262,3 +262,41 @@ def overwrite(ctx: Context) -> list[Row]:
         os.close(fd)
     return [ctx.row("overwrite-4k", "IOPS", "IOPS", done / p.seconds, p, writes=done,
                     file_mib=size // MiB)]
+
+
+def snapshot(ctx: Context) -> list[Row]:
+    """cfs only: fill a volume with ``snap_files`` files of ``snap_size`` bytes in all (no
+    two 4 KiB alike: nothing deduplicates), make it durable, then time a snapshot of it
+    and a clone of that snapshot. Both copy the volume's metadata and no chunk, so their
+    time follows the files and blocks, not the bytes."""
+    if ctx.target.name != "cfs":
+        return []
+    target = ctx.target
+    assert isinstance(target, targets.Cfs)
+    d = ctx.work("snapshot")
+    per_file = max(1, ctx.plan.snap_size // ctx.plan.snap_files)
+    written = 0
+    with ctx.probe() as fill:
+        for n in range(ctx.plan.snap_files):
+            directory = d / f"d{n // 1000}"
+            if n % 1000 == 0:
+                directory.mkdir(exist_ok=True)
+            data = unique_mib(n)[:per_file] if per_file <= MiB else b"".join(
+                unique_mib(n * 1024 + k) for k in range(-(-per_file // MiB)))[:per_file]
+            with open(directory / f"f{n}", "wb") as f:
+                f.write(data)
+            written += per_file
+        target.durable(d)
+    inspect = target.api("volume.inspect", name=targets.CFS_VOLUME)["usage"]
+    with ctx.probe() as snap:
+        target.api("snapshot.create", volume=targets.CFS_VOLUME, name="bench")
+    with ctx.probe() as clone:
+        target.api("volume.create", name="bench-clone", options={"from": f"{targets.CFS_VOLUME}@bench"})
+    with ctx.probe() as remove:
+        target.api("volume.rm", name="bench-clone")
+        target.api("snapshot.rm", name=f"{targets.CFS_VOLUME}@bench")
+    facts = {"files": ctx.plan.snap_files, "bytes": written, "inodes": inspect["inodes"],
+             "chunks": inspect["chunks"], "fill_seconds": round(fill.seconds, 1)}
+    return [ctx.row("snapshot", "seconds", "s", snap.seconds, snap, higher_is_better=False, **facts),
+            ctx.row("snapshot-clone", "seconds", "s", clone.seconds, clone, higher_is_better=False, **facts),
+            ctx.row("snapshot-remove", "seconds", "s", remove.seconds, remove, higher_is_better=False, **facts)]
