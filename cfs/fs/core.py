@@ -605,12 +605,24 @@ class Filesystem:
 
     # --- directories ---------------------------------------------------------------
 
-    def opendir(self, ino: InodeId) -> None:
-        if ino != NODE_ROOT:
-            self._dir(self.store.view(), ino)
+    def opendir(self, ino: InodeId) -> int:
+        """Check that ``ino`` is a directory; return where a listing of it that starts now
+        ends: its next cookie (the node root's: the next volume slot, never reused).
 
-    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384) -> list[tuple[bytes, Attr, int]]:
-        """Up to ``limit`` entries after ``after_cookie``, in cookie order.
+        Every entry added from now on, a renamed one included (it is added anew), gets a
+        cookie at or past it: a listing that stops there ends however its reader renames
+        what it reads, and returns no entry twice (cfs.fs.dirs). Entries added after the
+        listing began are not listed, which POSIX leaves open.
+        """
+        view = self.store.view()
+        if ino == NODE_ROOT:
+            return max((r.slot for r in catalog.all_volumes(view)), default=0) + 1
+        return self._dir(view, ino).next_cookie
+
+    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384,
+                end: int | None = None) -> list[tuple[bytes, Attr, int]]:
+        """Up to ``limit`` entries after ``after_cookie`` and before ``end`` (``opendir``'s),
+        in cookie order.
 
         A list, not a generator: the operation is closed before the caller hands entries
         to the kernel, and the kernel asks again from the last cookie it accepted. One
@@ -619,12 +631,12 @@ class Filesystem:
         caller counts a lookup per entry it hands on.
         """
         if ino == NODE_ROOT:
-            return self._list_volumes(after_cookie)
+            return self._list_volumes(after_cookie, end)
         block_size = self._volume(slot_of(ino)).block_size
         view = self.store.view()
         directory = self._dir(view, ino)
         entries = []
-        for name, child, cookie in dirs.entries(view, ino, after_cookie):
+        for name, child, cookie in dirs.entries(view, ino, after_cookie, end):
             entries.append((name, Attr(child, self._as_written(child, inodes.load(view, child)), block_size), cookie))
             if len(entries) >= limit:
                 break
@@ -632,9 +644,10 @@ class Filesystem:
             self._mark_atime(ino, directory)
         return entries
 
-    def readdir_names(self, ino: InodeId, after_cookie: int) -> Iterator[tuple[bytes, InodeId, int, int]]:
-        """(name, child, file type, cookie) of the entries after ``after_cookie``; the file
-        type is the ``S_IFMT`` bits of the child's mode.
+    def readdir_names(self, ino: InodeId, after_cookie: int,
+                      end: int | None = None) -> Iterator[tuple[bytes, InodeId, int, int]]:
+        """(name, child, file type, cookie) of the entries after ``after_cookie`` and before
+        ``end`` (``opendir``'s); the file type is the ``S_IFMT`` bits of the child's mode.
 
         What plain readdir needs (d_ino, d_type), from the readdir-order rows alone: no
         attributes, so no lookup for the kernel to hold. An iterator over the current
@@ -645,18 +658,19 @@ class Filesystem:
         """
         if ino == NODE_ROOT:
             return iter([(name, attr.ino, stat.S_IFDIR, cookie)
-                         for name, attr, cookie in self._list_volumes(after_cookie)])
+                         for name, attr, cookie in self._list_volumes(after_cookie, end)])
         view = self.store.view()
         directory = self._dir(view, ino)
         if after_cookie == 0:
             self._mark_atime(ino, directory)
             view = self.store.view()
-        return dirs.typed_entries(view, ino, after_cookie)
+        return dirs.typed_entries(view, ino, after_cookie, end)
 
-    def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
+    def _list_volumes(self, after_cookie: int, end: int | None) -> list[tuple[bytes, Attr, int]]:
         """The node root's entries: a volume's cookie is its slot, so they go in slot order."""
         view = self.store.view()
-        records = sorted((r for r in catalog.all_volumes(view) if r.slot > after_cookie),
+        records = sorted((r for r in catalog.all_volumes(view)
+                          if r.slot > after_cookie and (end is None or r.slot < end)),
                          key=lambda r: r.slot)
         return [(r.name.encode(), Attr(volume_root(r.slot), inodes.load(view, volume_root(r.slot)),
                                        r.block_size), r.slot) for r in records]

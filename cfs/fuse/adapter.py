@@ -11,6 +11,10 @@ each give the kernel one lookup, counted by the core; readdirplus counts an entr
 after ``readdir_reply`` has accepted it, and an entry listed by name only (node id 0,
 cfs.fuse.names) not at all: the kernel holds nothing for it.
 
+Directory handles: every opendir gets a handle of its own, holding where its listing
+ends (``Filesystem.opendir``): the kernel sends no inode with readdir, and two streams
+of one directory end apart. See ``readdir`` for rewinds.
+
 File handles: every open and create gets a handle number of its own, naming the inode
 and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
 The core counts the opens of each inode; the handle table is the adapter's.
@@ -157,6 +161,16 @@ def _may_see_trusted(ctx: pyfuse3.RequestContext) -> bool:
 
 
 @dataclass(slots=True)
+class _DirHandle:
+    ino: InodeId
+    end: int
+    """Entries from this cookie on are not listed: the directory's next cookie when the
+    stream was opened, or rewound."""
+    read: bool = False
+    """A listing was asked for: offset 0 from now on is a rewind."""
+
+
+@dataclass(slots=True)
 class _Handle:
     ino: InodeId
     noatime: bool
@@ -197,6 +211,7 @@ class Operations(pyfuse3.Operations):
         self.fs = fs
         self.remote = remote
         self._handles: dict[int, _Handle] = {}
+        self._dirs: dict[int, _DirHandle] = {}
         self._next_fh = itertools.count(1)
         self._name_only = NameOnlyEntries.create()
         self._looked_into: set[int] = set()
@@ -340,23 +355,35 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        self.fs.opendir(InodeId(inode))
-        return inode
+        end = self.fs.opendir(InodeId(inode))
+        fh = next(self._next_fh)
+        self._dirs[fh] = _DirHandle(InodeId(inode), end)
+        return fh
 
     @_errno_edge
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """Entries from ``start_id`` on until the kernel's buffer is full. Names only
-        (read one by one as the buffer takes them), or names with attributes (read
-        ``LISTING_STEP`` at a time): see cfs.fuse.names."""
-        directory = InodeId(fh)
+        """Entries from cookie ``start_id`` on, up to the handle's end, until the kernel's
+        buffer is full. Names only (read one by one as the buffer takes them), or names
+        with attributes (read ``LISTING_STEP`` at a time): see cfs.fuse.names.
+
+        Offset 0 again after a listing began is rewinddir (or a seekdir to its start):
+        the stream then refers to the directory as it is now, as after opendir (POSIX),
+        with a new end. Any other offset keeps the end, so seekdir to a telldir position
+        goes on as before.
+        """
+        handle = self._dirs[fh]
+        directory = handle.ino
         if start_id == 0:
-            self._looked_into.discard(fh)
+            self._looked_into.discard(directory)
+            if handle.read:
+                handle.end = self.fs.opendir(directory)
+            handle.read = True
         cookie = start_id
-        if self._name_only is not None and start_id != 0 and fh not in self._looked_into:
-            self._name_only.reply(token, self.fs.readdir_names(directory, start_id))
+        if self._name_only is not None and start_id != 0 and directory not in self._looked_into:
+            self._name_only.reply(token, self.fs.readdir_names(directory, start_id, handle.end))
             return
         while True:
-            entries = self.fs.readdir(directory, cookie, LISTING_STEP)
+            entries = self.fs.readdir(directory, cookie, LISTING_STEP, handle.end)
             for name, attr, cookie in entries:
                 if not pyfuse3.readdir_reply(token, name, entry(attr), cookie):
                     return
@@ -365,13 +392,14 @@ class Operations(pyfuse3.Operations):
                 return
 
     async def releasedir(self, fh: int) -> None:
-        return None
+        self._dirs.pop(fh, None)
 
     @_errno_edge
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        self._check_writer(InodeId(fh))
+        directory = self._dirs[fh].ino
+        self._check_writer(directory)
         self.fs.sync()
-        await self._replicated(InodeId(fh))
+        await self._replicated(directory)
 
     @_errno_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -1,10 +1,15 @@
-"""What a listing says of each entry: d_ino and d_type, as lstat sees the entry.
+"""What a listing says of each entry: d_ino and d_type, as lstat sees the entry; and what
+one directory stream returns while the directory changes.
 
 cfs answers the first reply of a listing with attributes and later ones with names only
 unless the listing process looks entries up as it goes (cfs.fuse.names); these
 directories are several replies long, and every reply must describe its entries
 rightly either way. Entries listed without attributes give the kernel no inode to hold,
 so a directory removed after a listing is still freed at once.
+
+A stream ends, and returns no entry twice, however the directory's files are renamed
+while it is read (xfstests generic/736); rewinddir makes it see the directory as it is
+now.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import stat
 import time
 from pathlib import Path
 
-from tests.posix.calls import dirents
+from tests.posix.calls import DirStream, dirents
 from tests.posix.test_statfs import used_inodes
 
 PER_KIND = 300
@@ -75,3 +80,45 @@ def test_listed_directories_are_freed_when_removed(fsdir: Path) -> None:
     while used_inodes(os.statvfs(fsdir)) != before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert used_inodes(os.statvfs(fsdir)) == before
+
+
+RENAMED = 2000
+"""Files of the rename-while-reading test: many replies of the kernel's listing buffer."""
+
+
+def test_renaming_each_entry_read_ends_the_stream(fsdir: Path) -> None:
+    """A reader that renames every file it reads (xfstests generic/736; what find,
+    rsync and backup tools meet) gets to the end, having read each file once: a renamed
+    entry is not met again, an entry not yet read is not lost. Without an end the loop
+    never finishes: it gives up at three times the files."""
+    for i in range(RENAMED):
+        (fsdir / f"a{i}").write_bytes(b"")
+    files = {os.stat(fsdir / f"a{i}").st_ino for i in range(RENAMED)}
+    seen: list[int] = []
+    renamed = 0
+    with DirStream(fsdir) as stream:
+        while len(seen) < 3 * RENAMED and (entry := stream.read()) is not None:
+            name, ino, _type = entry
+            if name in (b".", b".."):
+                continue
+            seen.append(ino)
+            os.rename(os.path.join(os.fsencode(fsdir), name), fsdir / f"r{renamed}")
+            renamed += 1
+    assert len(seen) < 3 * RENAMED, "the stream did not end"
+    assert len(seen) == len(set(seen)), f"{len(seen) - len(set(seen))} files returned twice"
+    assert set(seen) == files
+
+
+def test_rewinddir_sees_the_directory_as_it_is_now(fsdir: Path) -> None:
+    """After rewinddir the stream refers to the directory's current state, "as a call to
+    opendir() would have done" (POSIX): files created and renamed since are listed."""
+    for i in range(300):
+        (fsdir / f"f{i}").write_bytes(b"")
+    with DirStream(fsdir) as stream:
+        assert len([name for name, _ino, _type in stream.rest() if name not in (b".", b"..")]) == 300
+        (fsdir / "new").write_bytes(b"")
+        os.rename(fsdir / "f7", fsdir / "g7")
+        stream.rewind()
+        again = [name for name, _ino, _type in stream.rest() if name not in (b".", b"..")]
+    assert sorted(again) == sorted(os.fsencode(n) for n in os.listdir(fsdir))
+    assert b"new" in again and b"g7" in again and b"f7" not in again

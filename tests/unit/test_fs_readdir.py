@@ -1,5 +1,6 @@
 """Directory listings without FUSE: resuming from a cookie while entries come and go, large
-directories, the names-only listing, the node root's list of volumes."""
+directories, the names-only listing, the node root's list of volumes, where a listing ends
+(``opendir``'s end)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,48 @@ def test_readdir_of_a_fresh_filesystem_reports_block_size(store_path: Path, vol:
         assert_check_finds(store)
     finally:
         store.close()
+
+
+def test_a_listing_ends_where_opendir_said(vol: Vol) -> None:
+    """A rename adds its entry anew, past the end ``opendir`` gave: a reader that renames
+    each entry it reads gets to the end and has read each entry once. Entries added after
+    ``opendir`` are past the end too; a new ``opendir`` lists them."""
+    fs = vol.fs
+    names = [b"e%03d" % i for i in range(50)]
+    for name in names:
+        vol.create(name)
+    end = fs.opendir(vol.root)
+    seen: list[bytes] = []
+    cookie = 0
+    while len(seen) < 3 * len(names) and (batch := fs.readdir(vol.root, cookie, 7, end)):
+        for name, _attr, cookie in batch:
+            seen.append(name)
+            fs.rename(vol.root, name, vol.root, b"r%03d" % len(seen))
+    assert seen == names
+    vol.create(b"late")
+    assert list(fs.readdir_names(vol.root, 0, end)) == []
+    assert fs.readdir(vol.root, 0, end=end) == []
+    now = [name for name, _attr, _cookie in fs.readdir(vol.root, 0, end=fs.opendir(vol.root))]
+    assert now == [b"r%03d" % i for i in range(1, 51)] + [b"late"]
+
+
+def test_names_only_listing_ends_where_opendir_said(vol: Vol) -> None:
+    fs = vol.fs
+    for i in range(10):
+        vol.create(b"e%d" % i)
+    end = fs.opendir(vol.root)
+    first = next(fs.readdir_names(vol.root, 0, end))
+    fs.rename(vol.root, b"e0", vol.root, b"z0")                 # read already: not again
+    fs.rename(vol.root, b"e5", vol.root, b"z5")                 # not read yet: gone from this stream
+    rest = [name for name, _ino, _kind, _cookie in fs.readdir_names(vol.root, first[3], end)]
+    assert first[0] == b"e0"
+    assert rest == [b"e%d" % i for i in range(1, 10) if i != 5]
+
+
+def test_node_root_listing_ends_where_opendir_said(vol: Vol) -> None:
+    fs = vol.fs
+    end = fs.opendir(NODE_ROOT)
+    fs.create_volume("later", block_size=BLOCK_SIZE)
+    assert [name for name, _a, _c in fs.readdir(NODE_ROOT, 0, end=end)] == [b"vol"]
+    assert [name for name, *_rest in fs.readdir_names(NODE_ROOT, 0, end)] == [b"vol"]
+    assert [name for name, _a, _c in fs.readdir(NODE_ROOT, 0, end=fs.opendir(NODE_ROOT))] == [b"vol", b"later"]
