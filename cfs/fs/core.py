@@ -82,6 +82,9 @@ class Filesystem:
         """Kernel lookups: counted by every reply that hands the kernel an entry, dropped by forget."""
         self.opens = RefCounts()
         """Open file handles: counted by open and create, dropped by release."""
+        self._parents: dict[InodeId, tuple[InodeId, bytes]] = {}
+        """Where the kernel found each directory it holds a lookup of, (parent, name): what
+        its ``..`` lists (see ``parent``). Dropped with the directory's last lookup."""
         self._volumes: dict[Slot, VolumeRecord] = {}
 
     # --- volumes -------------------------------------------------------------------
@@ -291,16 +294,25 @@ class Filesystem:
                 raise NotFound(f"{name!r} not found")
             child = found
         inode = inodes.load(view, child)
-        self.lookups.add(child)
+        self._hold(parent, name, child, inode.mode)
         return self._attr(child, inode)
 
-    def count_lookup(self, ino: InodeId) -> None:
-        """The kernel accepted an entry from readdirplus: it now holds one more lookup."""
-        self.lookups.add(ino)
+    def count_lookup(self, parent: InodeId, name: bytes, attr: Attr) -> None:
+        """The kernel accepted ``parent``'s entry ``name`` from readdirplus: it now holds
+        one more lookup of ``attr.ino``."""
+        self._hold(parent, name, attr.ino, attr.inode.mode)
+
+    def _hold(self, parent: InodeId, name: bytes, child: InodeId, mode: int) -> None:
+        """Count a kernel lookup of ``child``, found as ``name`` in ``parent``; for a
+        directory, remember where (its ``..``). Volume roots are their own ``..``."""
+        self.lookups.add(child)
+        if stat.S_ISDIR(mode) and parent != NODE_ROOT:
+            self._parents[child] = (parent, name)
 
     def forget(self, ino: InodeId, n: int) -> None:
         if not self.lookups.drop(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
             return
+        self._parents.pop(ino, None)
         self._destroy_if_unused(ino)
 
     def release(self, ino: InodeId) -> None:
@@ -409,7 +421,7 @@ class Filesystem:
                 parent_inode.nlink += 1
             parent_inode.mtime_ns = parent_inode.ctime_ns = now
             inodes.save(op, parent, parent_inode)
-        self.lookups.add(child)
+        self._hold(parent, name, child, mode)
         return self._attr(child, inode)
 
     def mknod(self, parent: InodeId, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
@@ -568,6 +580,13 @@ class Filesystem:
             src_inode.ctime_ns = now
             inodes.save(op, src, src_inode)
             self._touch_parents(op, old_parent, src_dir, new_parent, dst_dir, now)
+            self._moved(src, src_inode.mode, new_parent, new_name)
+
+    def _moved(self, ino: InodeId, mode: int, parent: InodeId, name: bytes) -> None:
+        """A rename put ``ino`` at ``name`` in ``parent``: keep a held directory's ``..``
+        at hand (``parent`` checks it against the store, should the rename be undone)."""
+        if stat.S_ISDIR(mode) and self.lookups.held(ino):
+            self._parents[ino] = (parent, name)
 
     def _touch_parents(self, op: Op, old_parent: InodeId, src_dir: Inode,
                        new_parent: InodeId, dst_dir: Inode, now: int) -> None:
@@ -602,6 +621,8 @@ class Filesystem:
             inode.ctime_ns = now
             inodes.save(op, ino, inode)
         self._touch_parents(op, old_parent, src_dir, new_parent, dst_dir, now)
+        self._moved(src, src_inode.mode, new_parent, new_name)
+        self._moved(dst, dst_inode.mode, old_parent, old_name)
 
     # --- directories ---------------------------------------------------------------
 
@@ -618,6 +639,32 @@ class Filesystem:
         if ino == NODE_ROOT:
             return max((r.slot for r in catalog.all_volumes(view)), default=0) + 1
         return self._dir(view, ino).next_cookie
+
+    def parent(self, ino: InodeId) -> InodeId:
+        """What ``..`` of directory ``ino`` lists: the directory whose entry names it. The
+        node root and a volume root are their own ``..``, as the root of a filesystem
+        is: a volume is mounted as a filesystem of its own (bind-mounted from below the
+        hidden node root, which its users cannot reach).
+
+        Directories keep no parent pointer. The kernel opens only directories it holds,
+        and it got each through lookup, mkdir or a listing with attributes, which name
+        its place, and moved it only through ``rename``: ``_parents`` remembers that
+        place, and one read of the store checks it here. A directory not remembered
+        (not reached through this Filesystem) is looked for in its volume's entries.
+        NotFound for a removed directory (Linux lists none: ENOENT).
+        """
+        if ino == NODE_ROOT or local_of(ino) == VOLUME_ROOT_LOCAL:
+            return ino
+        view = self.store.view()
+        self._dir(view, ino)
+        place = self._parents.get(ino)
+        if place is None or dirs.lookup(view, *place) != ino:
+            place = dirs.find_parent(view, ino)
+            if place is None:
+                raise NotFound(f"directory {ino} was removed")
+            if self.lookups.held(ino):
+                self._parents[ino] = place
+        return place[0]
 
     def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384,
                 end: int | None = None) -> list[tuple[bytes, Attr, int]]:

@@ -20,7 +20,7 @@ from cfs.codec import (ORDER_HEAD, U64X2, Inode, decode_dirent, decode_order, en
                        ino_key, ino_name_key, ino_u64_key, inode_mode, pack_u64)
 from cfs.errors import NotFound
 from cfs.store import Op, Table, View
-from cfs.types import InodeId, LocalIno, local_of, make_ino, slot_of
+from cfs.types import InodeId, LocalIno, Slot, local_of, make_ino, slot_of
 
 
 def lookup(view: View, parent: InodeId, name: bytes) -> InodeId | None:
@@ -121,6 +121,23 @@ def _entry_of(view: View, directory: InodeId, row: bytes) -> tuple[bytes, InodeI
     if raw is None:
         raise NotFound(f"inode {child} does not exist")
     return name, child, stat.S_IFMT(inode_mode(raw))
+
+
+def find_parent(view: View, directory: InodeId) -> tuple[InodeId, bytes] | None:
+    """(parent, name) of the entry that names ``directory``, None if none does (removed).
+
+    Directories keep no parent pointer and DIRENTS is keyed by parent, so this reads the
+    entries of the directory's whole volume: for a directory the kernel did not reach
+    through ``Filesystem`` (which remembers where it found each one it holds).
+    """
+    local = local_of(directory)
+    slot = slot_of(directory)
+    lo, hi = pack_u64(make_ino(slot, LocalIno(0))), pack_u64(make_ino(Slot(slot + 1), LocalIno(0)))
+    for key, value in view.range(Table.DIRENTS, lo, hi):
+        child, _cookie = decode_dirent(value)
+        if child == local:
+            return InodeId(int.from_bytes(key[:8], "big")), bytes(key[8:])
+    return None
 
 
 def all_entries(view: View, directory: InodeId) -> Iterator[tuple[bytes, LocalIno]]:
