@@ -83,6 +83,9 @@ class Filesystem:
         """Kernel lookups: counted by every reply that hands the kernel an entry, dropped by forget."""
         self.opens = RefCounts()
         """Open file handles: counted by open and create, dropped by release."""
+        self._parents: dict[InodeId, tuple[InodeId, bytes]] = {}
+        """Where the kernel found each directory it holds a lookup of, (parent, name): what
+        its ``..`` lists (see ``parent``). Dropped with the directory's last lookup."""
         self._volumes: dict[Slot, VolumeRecord] = {}
         for record in catalog.all_volumes(store.view()):
             if snapshots.is_snapshot(record):
@@ -329,16 +332,25 @@ class Filesystem:
                 raise NotFound(f"{name!r} not found")
             child = found
         inode = inodes.load(view, child)
-        self.lookups.add(child)
+        self._hold(parent, name, child, inode.mode)
         return self._attr(child, inode)
 
-    def count_lookup(self, ino: InodeId) -> None:
-        """The kernel accepted an entry from readdirplus: it now holds one more lookup."""
-        self.lookups.add(ino)
+    def count_lookup(self, parent: InodeId, name: bytes, attr: Attr) -> None:
+        """The kernel accepted ``parent``'s entry ``name`` from readdirplus: it now holds
+        one more lookup of ``attr.ino``."""
+        self._hold(parent, name, attr.ino, attr.inode.mode)
+
+    def _hold(self, parent: InodeId, name: bytes, child: InodeId, mode: int) -> None:
+        """Count a kernel lookup of ``child``, found as ``name`` in ``parent``; for a
+        directory, remember where (its ``..``). Volume roots are their own ``..``."""
+        self.lookups.add(child)
+        if stat.S_ISDIR(mode) and parent != NODE_ROOT:
+            self._parents[child] = (parent, name)
 
     def forget(self, ino: InodeId, n: int) -> None:
         if not self.lookups.drop(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
             return
+        self._parents.pop(ino, None)
         self._destroy_if_unused(ino)
 
     def release(self, ino: InodeId) -> None:
@@ -448,7 +460,7 @@ class Filesystem:
                 parent_inode.nlink += 1
             parent_inode.mtime_ns = parent_inode.ctime_ns = now
             inodes.save(op, parent, parent_inode)
-        self.lookups.add(child)
+        self._hold(parent, name, child, mode)
         return self._attr(child, inode)
 
     def mknod(self, parent: InodeId, name: bytes, mode: int, rdev: int, caller: Caller) -> Attr:
@@ -607,6 +619,13 @@ class Filesystem:
             src_inode.ctime_ns = now
             inodes.save(op, src, src_inode)
             self._touch_parents(op, old_parent, src_dir, new_parent, dst_dir, now)
+            self._moved(src, src_inode.mode, new_parent, new_name)
+
+    def _moved(self, ino: InodeId, mode: int, parent: InodeId, name: bytes) -> None:
+        """A rename put ``ino`` at ``name`` in ``parent``: keep a held directory's ``..``
+        at hand (``parent`` checks it against the store, should the rename be undone)."""
+        if stat.S_ISDIR(mode) and self.lookups.held(ino):
+            self._parents[ino] = (parent, name)
 
     def _touch_parents(self, op: Op, old_parent: InodeId, src_dir: Inode,
                        new_parent: InodeId, dst_dir: Inode, now: int) -> None:
@@ -641,15 +660,55 @@ class Filesystem:
             inode.ctime_ns = now
             inodes.save(op, ino, inode)
         self._touch_parents(op, old_parent, src_dir, new_parent, dst_dir, now)
+        self._moved(src, src_inode.mode, new_parent, new_name)
+        self._moved(dst, dst_inode.mode, old_parent, old_name)
 
     # --- directories ---------------------------------------------------------------
 
-    def opendir(self, ino: InodeId) -> None:
-        if ino != NODE_ROOT:
-            self._dir(self.store.view(), ino)
+    def opendir(self, ino: InodeId) -> int:
+        """Check that ``ino`` is a directory; return where a listing of it that starts now
+        ends: its next cookie (the node root's: the next volume slot, never reused).
 
-    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384) -> list[tuple[bytes, Attr, int]]:
-        """Up to ``limit`` entries after ``after_cookie``, in cookie order.
+        Every entry added from now on, a renamed one included (it is added anew), gets a
+        cookie at or past it: a listing that stops there ends however its reader renames
+        what it reads, and returns no entry twice (cfs.fs.dirs). Entries added after the
+        listing began are not listed, which POSIX leaves open.
+        """
+        view = self.store.view()
+        if ino == NODE_ROOT:
+            return max((r.slot for r in catalog.all_volumes(view)), default=0) + 1
+        return self._dir(view, ino).next_cookie
+
+    def parent(self, ino: InodeId) -> InodeId:
+        """What ``..`` of directory ``ino`` lists: the directory whose entry names it. The
+        node root and a volume root are their own ``..``, as the root of a filesystem
+        is: a volume is mounted as a filesystem of its own (bind-mounted from below the
+        hidden node root, which its users cannot reach).
+
+        Directories keep no parent pointer. The kernel opens only directories it holds,
+        and it got each through lookup, mkdir or a listing with attributes, which name
+        its place, and moved it only through ``rename``: ``_parents`` remembers that
+        place, and one read of the store checks it here. A directory not remembered
+        (not reached through this Filesystem) is looked for in its volume's entries.
+        NotFound for a removed directory (Linux lists none: ENOENT).
+        """
+        if ino == NODE_ROOT or local_of(ino) == VOLUME_ROOT_LOCAL:
+            return ino
+        view = self.store.view()
+        self._dir(view, ino)
+        place = self._parents.get(ino)
+        if place is None or dirs.lookup(view, *place) != ino:
+            place = dirs.find_parent(view, ino)
+            if place is None:
+                raise NotFound(f"directory {ino} was removed")
+            if self.lookups.held(ino):
+                self._parents[ino] = place
+        return place[0]
+
+    def readdir(self, ino: InodeId, after_cookie: int, limit: int = 384,
+                end: int | None = None) -> list[tuple[bytes, Attr, int]]:
+        """Up to ``limit`` entries after ``after_cookie`` and before ``end`` (``opendir``'s),
+        in cookie order.
 
         A list, not a generator: the operation is closed before the caller hands entries
         to the kernel, and the kernel asks again from the last cookie it accepted. One
@@ -658,12 +717,12 @@ class Filesystem:
         caller counts a lookup per entry it hands on.
         """
         if ino == NODE_ROOT:
-            return self._list_volumes(after_cookie)
+            return self._list_volumes(after_cookie, end)
         block_size = self._volume(slot_of(ino)).block_size
         view = self.store.view()
         directory = self._dir(view, ino)
         entries = []
-        for name, child, cookie in dirs.entries(view, ino, after_cookie):
+        for name, child, cookie in dirs.entries(view, ino, after_cookie, end):
             entries.append((name, Attr(child, self._as_written(child, inodes.load(view, child)), block_size), cookie))
             if len(entries) >= limit:
                 break
@@ -671,9 +730,10 @@ class Filesystem:
             self._mark_atime(ino, directory)
         return entries
 
-    def readdir_names(self, ino: InodeId, after_cookie: int) -> Iterator[tuple[bytes, InodeId, int, int]]:
-        """(name, child, file type, cookie) of the entries after ``after_cookie``; the file
-        type is the ``S_IFMT`` bits of the child's mode.
+    def readdir_names(self, ino: InodeId, after_cookie: int,
+                      end: int | None = None) -> Iterator[tuple[bytes, InodeId, int, int]]:
+        """(name, child, file type, cookie) of the entries after ``after_cookie`` and before
+        ``end`` (``opendir``'s); the file type is the ``S_IFMT`` bits of the child's mode.
 
         What plain readdir needs (d_ino, d_type), from the readdir-order rows alone: no
         attributes, so no lookup for the kernel to hold. An iterator over the current
@@ -684,18 +744,19 @@ class Filesystem:
         """
         if ino == NODE_ROOT:
             return iter([(name, attr.ino, stat.S_IFDIR, cookie)
-                         for name, attr, cookie in self._list_volumes(after_cookie)])
+                         for name, attr, cookie in self._list_volumes(after_cookie, end)])
         view = self.store.view()
         directory = self._dir(view, ino)
         if after_cookie == 0:
             self._mark_atime(ino, directory)
             view = self.store.view()
-        return dirs.typed_entries(view, ino, after_cookie)
+        return dirs.typed_entries(view, ino, after_cookie, end)
 
-    def _list_volumes(self, after_cookie: int) -> list[tuple[bytes, Attr, int]]:
+    def _list_volumes(self, after_cookie: int, end: int | None) -> list[tuple[bytes, Attr, int]]:
         """The node root's entries: a volume's cookie is its slot, so they go in slot order."""
         view = self.store.view()
-        records = sorted((r for r in catalog.all_volumes(view) if r.slot > after_cookie),
+        records = sorted((r for r in catalog.all_volumes(view)
+                          if r.slot > after_cookie and (end is None or r.slot < end)),
                          key=lambda r: r.slot)
         return [(r.name.encode(), Attr(volume_root(r.slot), inodes.load(view, volume_root(r.slot)),
                                        r.block_size), r.slot) for r in records]

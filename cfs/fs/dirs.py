@@ -4,6 +4,11 @@ Each entry gets a *cookie* from its directory's ``next_cookie`` counter when it 
 readdir walks DIRORDER by cookie, so an offset handed to the kernel stays valid while
 entries are added or removed: nothing is skipped or returned twice. A DIRORDER row also
 holds the child's number and file type (``encode_order``), so a listing reads nothing else.
+
+A rename adds its entry anew, with the next cookie: a listing that went on past the
+counter as it was when the listing began would meet the entry again, and a reader that
+renames what it reads would never reach the end. So listings take an ``end``: the
+directory's ``next_cookie`` when its stream was opened; no entry at or past it is listed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from cfs.codec import (ORDER_HEAD, U64X2, Inode, decode_dirent, decode_order, en
                        ino_key, ino_name_key, ino_u64_key, inode_mode, pack_u64)
 from cfs.errors import NotFound
 from cfs.store import Op, Table, View
-from cfs.types import InodeId, LocalIno, local_of, make_ino, slot_of
+from cfs.types import InodeId, LocalIno, Slot, local_of, make_ino, slot_of
 
 
 def lookup(view: View, parent: InodeId, name: bytes) -> InodeId | None:
@@ -59,24 +64,33 @@ def is_empty(view: View, directory: InodeId) -> bool:
     return True
 
 
-def entries(view: View, directory: InodeId, after_cookie: int = 0) -> Iterator[tuple[bytes, InodeId, int]]:
-    """(name, child, cookie) of the entries with a cookie above ``after_cookie``, in order."""
-    rows = view.range(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1), pack_u64(directory + 1))
+def _listing_end(directory: InodeId, end: int | None) -> bytes:
+    """The first DIRORDER key a listing of ``directory`` that ends at cookie ``end`` does
+    not read (None: the end of the directory)."""
+    return pack_u64(directory + 1) if end is None else ino_u64_key(directory, end)
+
+
+def entries(view: View, directory: InodeId, after_cookie: int = 0,
+            end: int | None = None) -> Iterator[tuple[bytes, InodeId, int]]:
+    """(name, child, cookie) of the entries with a cookie above ``after_cookie`` and below
+    ``end``, in order."""
+    rows = view.range(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1), _listing_end(directory, end))
     for key, row in rows:
         name, child, _kind = _entry_of(view, directory, row)
         if child is not None:
             yield name, child, int.from_bytes(key[8:16], "big")
 
 
-def typed_entries(view: View, directory: InodeId, after_cookie: int) -> Iterator[tuple[bytes, InodeId, int, int]]:
-    """(name, child, file type, cookie) of the entries after ``after_cookie``, in order;
-    the file type is the ``S_IFMT`` bits of the child's mode.
+def typed_entries(view: View, directory: InodeId, after_cookie: int,
+                  end: int | None = None) -> Iterator[tuple[bytes, InodeId, int, int]]:
+    """(name, child, file type, cookie) of the entries after ``after_cookie`` and below
+    ``end``, in order; the file type is the ``S_IFMT`` bits of the child's mode.
 
     What a listing of names reads, once per entry: the common row is decoded right in
     the loop, over the rows ``view.seek`` hands out (generator and call layers were half
     the cost). Take the entries without writing to the store in between.
     """
-    hi = pack_u64(directory + 1)
+    hi = _listing_end(directory, end)
     base = make_ino(slot_of(directory), LocalIno(0))
     head, head_size, split_key = ORDER_HEAD.unpack_from, ORDER_HEAD.size, U64X2.unpack
     for key, row in view.seek(Table.DIRORDER, ino_u64_key(directory, after_cookie + 1)):
@@ -107,6 +121,23 @@ def _entry_of(view: View, directory: InodeId, row: bytes) -> tuple[bytes, InodeI
     if raw is None:
         raise NotFound(f"inode {child} does not exist")
     return name, child, stat.S_IFMT(inode_mode(raw))
+
+
+def find_parent(view: View, directory: InodeId) -> tuple[InodeId, bytes] | None:
+    """(parent, name) of the entry that names ``directory``, None if none does (removed).
+
+    Directories keep no parent pointer and DIRENTS is keyed by parent, so this reads the
+    entries of the directory's whole volume: for a directory the kernel did not reach
+    through ``Filesystem`` (which remembers where it found each one it holds).
+    """
+    local = local_of(directory)
+    slot = slot_of(directory)
+    lo, hi = pack_u64(make_ino(slot, LocalIno(0))), pack_u64(make_ino(Slot(slot + 1), LocalIno(0)))
+    for key, value in view.range(Table.DIRENTS, lo, hi):
+        child, _cookie = decode_dirent(value)
+        if child == local:
+            return InodeId(int.from_bytes(key[:8], "big")), bytes(key[8:])
+    return None
 
 
 def all_entries(view: View, directory: InodeId) -> Iterator[tuple[bytes, LocalIno]]:

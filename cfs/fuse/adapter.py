@@ -9,7 +9,13 @@ on the one trio thread).
 Lookup counts (pyfuse3 developer notes): lookup, create, mkdir, mknod, symlink and link
 each give the kernel one lookup, counted by the core; readdirplus counts an entry only
 after ``readdir_reply`` has accepted it, and an entry listed by name only (node id 0,
-cfs.fuse.names) not at all: the kernel holds nothing for it.
+cfs.fuse.names) not at all: the kernel holds nothing for it. Nor for "." and "..": the
+kernel links neither (``fuse_direntplus_link`` skips them), and they go with node id 0
+where cfs.fuse.names can set it.
+
+Directory handles: every opendir gets a handle of its own, holding where its listing
+ends (``Filesystem.opendir``): the kernel sends no inode with readdir, and two streams
+of one directory end apart. See ``readdir`` for the offsets and rewinds.
 
 File handles: every open and create gets a handle number of its own, naming the inode
 and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
@@ -34,6 +40,7 @@ import functools
 import itertools
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Concatenate, Coroutine, ParamSpec, Protocol, Sequence, TypeVar
 
@@ -61,6 +68,9 @@ forgotten one gets its next listing reply without attributes, nothing else)."""
 LISTING_STEP = 64
 """Entries with attributes read from the store at a time for a listing reply (which
 holds a few hundred short names), so that at most this many are read for nothing."""
+
+DOTS = 2
+"""Listing offsets 1 and 2 are "." and ".."; the entry of cookie c is at offset c + DOTS."""
 
 MAX_FETCHES = 4096
 """Chunks one operation may fetch from replicas before it gives up (a 256 MiB read of 64 KiB blocks)."""
@@ -157,6 +167,16 @@ def _may_see_trusted(ctx: pyfuse3.RequestContext) -> bool:
 
 
 @dataclass(slots=True)
+class _DirHandle:
+    ino: InodeId
+    end: int
+    """Entries from this cookie on are not listed: the directory's next cookie when the
+    stream was opened, or rewound."""
+    read: bool = False
+    """A listing was asked for: offset 0 from now on is a rewind."""
+
+
+@dataclass(slots=True)
 class _Handle:
     ino: InodeId
     noatime: bool
@@ -197,6 +217,7 @@ class Operations(pyfuse3.Operations):
         self.fs = fs
         self.remote = remote
         self._handles: dict[int, _Handle] = {}
+        self._dirs: dict[int, _DirHandle] = {}
         self._next_fh = itertools.count(1)
         self._name_only = NameOnlyEntries.create()
         self._looked_into: set[int] = set()
@@ -340,38 +361,71 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        self.fs.opendir(InodeId(inode))
-        return inode
+        end = self.fs.opendir(InodeId(inode))
+        fh = next(self._next_fh)
+        self._dirs[fh] = _DirHandle(InodeId(inode), end)
+        return fh
 
     @_errno_edge
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        """Entries from ``start_id`` on until the kernel's buffer is full. Names only
-        (read one by one as the buffer takes them), or names with attributes (read
-        ``LISTING_STEP`` at a time): see cfs.fuse.names."""
-        directory = InodeId(fh)
+        """Entries from offset ``start_id`` on until the kernel's buffer is full: "." and
+        ".." first, then the directory's entries up to the handle's end. Names only (read
+        one by one as the buffer takes them), or names with attributes (read
+        ``LISTING_STEP`` at a time): see cfs.fuse.names.
+
+        Offset 0 again after a listing began is rewinddir (or a seekdir to its start):
+        the stream then refers to the directory as it is now, as after opendir (POSIX),
+        with a new end. Any other offset keeps the end, so seekdir to a telldir position
+        goes on as before.
+        """
+        handle = self._dirs[fh]
+        directory = handle.ino
         if start_id == 0:
-            self._looked_into.discard(fh)
-        cookie = start_id
-        if self._name_only is not None and start_id != 0 and fh not in self._looked_into:
-            self._name_only.reply(token, self.fs.readdir_names(directory, start_id))
+            self._looked_into.discard(directory)
+            if handle.read:
+                handle.end = self.fs.opendir(directory)
+            handle.read = True
+        first = start_id == 0
+        if start_id < DOTS:
+            dots = ((b".", directory), (b"..", self.fs.parent(directory)))
+            for offset in range(start_id, DOTS):
+                name, ino = dots[offset]
+                if not pyfuse3.readdir_reply(token, name, self._dot_entry(ino), offset + 1):
+                    return
+            start_id = DOTS
+        cookie = start_id - DOTS
+        if self._name_only is not None and not first and directory not in self._looked_into:
+            self._name_only.reply(token, self.fs.readdir_names(directory, cookie, handle.end), DOTS)
             return
         while True:
-            entries = self.fs.readdir(directory, cookie, LISTING_STEP)
+            entries = self.fs.readdir(directory, cookie, LISTING_STEP, handle.end)
             for name, attr, cookie in entries:
-                if not pyfuse3.readdir_reply(token, name, entry(attr), cookie):
+                if not pyfuse3.readdir_reply(token, name, entry(attr), cookie + DOTS):
                     return
-                self.fs.count_lookup(attr.ino)
+                self.fs.count_lookup(directory, name, attr)
             if len(entries) < LISTING_STEP:
                 return
 
+    def _dot_entry(self, ino: InodeId) -> pyfuse3.EntryAttributes:
+        """The entry of "." or ".." for ``readdir_reply``: d_ino and d_type, and no lookup
+        to count. Node id 0 where cfs.fuse.names can set it, so the kernel links nothing;
+        else the kernel's own rule keeps it from linking the entry."""
+        if self._name_only is not None:
+            return self._name_only(ino, stat.S_IFDIR)
+        out = pyfuse3.EntryAttributes()
+        out.st_ino = ino
+        out.st_mode = stat.S_IFDIR
+        return out
+
     async def releasedir(self, fh: int) -> None:
-        return None
+        self._dirs.pop(fh, None)
 
     @_errno_edge
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        self._check_writer(InodeId(fh))
+        directory = self._dirs[fh].ino
+        self._check_writer(directory)
         self.fs.sync()
-        await self._replicated(InodeId(fh))
+        await self._replicated(directory)
 
     @_errno_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

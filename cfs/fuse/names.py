@@ -81,15 +81,17 @@ class NameOnlyEntries:
             return None
         return cls(offset)
 
-    def reply(self, token: pyfuse3.ReaddirToken, entries: Iterable[tuple[bytes, int, int, int]]) -> None:
-        """Hand (name, ino, mode, cookie) entries to ``readdir_reply`` until the kernel's
-        buffer is full; only the file type of ``mode`` reaches the kernel."""
+    def reply(self, token: pyfuse3.ReaddirToken, entries: Iterable[tuple[bytes, int, int, int]],
+              shift: int = 0) -> None:
+        """Hand (name, ino, mode, cookie) entries to ``readdir_reply``, each at offset
+        cookie + ``shift``, until the kernel's buffer is full; only the file type of
+        ``mode`` reaches the kernel."""
         entry, node_id, add = self._entry, self._node_id, pyfuse3.readdir_reply
         for name, ino, mode, cookie in entries:
             entry.st_ino = ino
             entry.st_mode = mode
             node_id.value = 0
-            if not add(token, name, entry, cookie):
+            if not add(token, name, entry, cookie + shift):
                 return
 
     def __call__(self, ino: int, mode: int) -> pyfuse3.EntryAttributes:

@@ -104,6 +104,10 @@ _libc.opendir.argtypes = [ctypes.c_char_p]
 _libc.readdir.restype = ctypes.POINTER(_Dirent)
 _libc.readdir.argtypes = [ctypes.c_void_p]
 _libc.closedir.argtypes = [ctypes.c_void_p]
+_libc.telldir.restype = ctypes.c_long
+_libc.telldir.argtypes = [ctypes.c_void_p]
+_libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+_libc.rewinddir.argtypes = [ctypes.c_void_p]
 
 
 def dirents(path: Path | str, each: Callable[[bytes], Any] | None = None) -> dict[bytes, tuple[int, int]]:
@@ -130,6 +134,58 @@ def dirents(path: Path | str, each: Callable[[bytes], Any] | None = None) -> dic
                     each(name)
     finally:
         _libc.closedir(handle)
+
+
+class DirStream:
+    """A directory stream of readdir(3), entry by entry, with telldir, seekdir and
+    rewinddir (``os.scandir`` has none of them). A context manager: closedir at the end."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._dir = _libc.opendir(os.fsencode(path))
+        if not self._dir:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), self.path)
+
+    def __enter__(self) -> "DirStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dir:
+            _libc.closedir(self._dir)
+            self._dir = None
+
+    def read(self) -> tuple[bytes, int, int] | None:
+        """The next entry as (name, d_ino, d_type), "." and ".." included; None at the end."""
+        ctypes.set_errno(0)
+        entry = _libc.readdir(self._dir)
+        if not entry:
+            if ctypes.get_errno():
+                raise OSError(ctypes.get_errno(), "readdir", self.path)
+            return None
+        return entry.contents.d_name, entry.contents.d_ino, entry.contents.d_type
+
+    def rest(self) -> list[tuple[bytes, int, int]]:
+        """Every entry from here to the end."""
+        out = []
+        while (entry := self.read()) is not None:
+            out.append(entry)
+        return out
+
+    def tell(self) -> int:
+        return int(_libc.telldir(self._dir))
+
+    def seek(self, position: int) -> None:
+        _libc.seekdir(self._dir, position)
+
+    def rewind(self) -> None:
+        _libc.rewinddir(self._dir)
+
+
+def listing(path: Path | str) -> list[tuple[bytes, int, int]]:
+    """(name, d_ino, d_type) of every entry, "." and ".." included, in readdir(3) order."""
+    with DirStream(path) as stream:
+        return stream.rest()
 
 
 # --- as another user --------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Directory listings without FUSE: resuming from a cookie while entries come and go, large
-directories, the names-only listing, the node root's list of volumes."""
+directories, the names-only listing, the node root's list of volumes, where a listing ends
+(``opendir``'s end) and what ``..`` lists (``Filesystem.parent``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cfs.errors import NotADirectory
+from cfs.errors import NotADirectory, NotFound
 from cfs.fs import Filesystem
 from cfs.store import Store
 from cfs.types import NODE_ROOT, volume_root
@@ -114,3 +115,91 @@ def test_readdir_of_a_fresh_filesystem_reports_block_size(store_path: Path, vol:
         assert_check_finds(store)
     finally:
         store.close()
+
+
+def test_a_listing_ends_where_opendir_said(vol: Vol) -> None:
+    """A rename adds its entry anew, past the end ``opendir`` gave: a reader that renames
+    each entry it reads gets to the end and has read each entry once. Entries added after
+    ``opendir`` are past the end too; a new ``opendir`` lists them."""
+    fs = vol.fs
+    names = [b"e%03d" % i for i in range(50)]
+    for name in names:
+        vol.create(name)
+    end = fs.opendir(vol.root)
+    seen: list[bytes] = []
+    cookie = 0
+    while len(seen) < 3 * len(names) and (batch := fs.readdir(vol.root, cookie, 7, end)):
+        for name, _attr, cookie in batch:
+            seen.append(name)
+            fs.rename(vol.root, name, vol.root, b"r%03d" % len(seen))
+    assert seen == names
+    vol.create(b"late")
+    assert list(fs.readdir_names(vol.root, 0, end)) == []
+    assert fs.readdir(vol.root, 0, end=end) == []
+    now = [name for name, _attr, _cookie in fs.readdir(vol.root, 0, end=fs.opendir(vol.root))]
+    assert now == [b"r%03d" % i for i in range(1, 51)] + [b"late"]
+
+
+def test_names_only_listing_ends_where_opendir_said(vol: Vol) -> None:
+    fs = vol.fs
+    for i in range(10):
+        vol.create(b"e%d" % i)
+    end = fs.opendir(vol.root)
+    first = next(fs.readdir_names(vol.root, 0, end))
+    fs.rename(vol.root, b"e0", vol.root, b"z0")                 # read already: not again
+    fs.rename(vol.root, b"e5", vol.root, b"z5")                 # not read yet: gone from this stream
+    rest = [name for name, _ino, _kind, _cookie in fs.readdir_names(vol.root, first[3], end)]
+    assert first[0] == b"e0"
+    assert rest == [b"e%d" % i for i in range(1, 10) if i != 5]
+
+
+def test_node_root_listing_ends_where_opendir_said(vol: Vol) -> None:
+    fs = vol.fs
+    end = fs.opendir(NODE_ROOT)
+    fs.create_volume("later", block_size=BLOCK_SIZE)
+    assert [name for name, _a, _c in fs.readdir(NODE_ROOT, 0, end=end)] == [b"vol"]
+    assert [name for name, *_rest in fs.readdir_names(NODE_ROOT, 0, end)] == [b"vol"]
+    assert [name for name, _a, _c in fs.readdir(NODE_ROOT, 0, end=fs.opendir(NODE_ROOT))] == [b"vol", b"later"]
+
+
+def test_parent_is_the_directory_that_names_it(vol: Vol) -> None:
+    """``..``: remembered where the kernel found a directory (mkdir, lookup, a listing with
+    attributes) and moved by rename; volume roots and the node root are their own."""
+    fs = vol.fs
+    a = fs.mkdir(vol.root, b"a", 0o755, ROOT).ino
+    b = fs.mkdir(vol.root, b"b", 0o755, ROOT).ino
+    sub = fs.mkdir(a, b"sub", 0o755, ROOT).ino
+    assert (fs.parent(sub), fs.parent(a)) == (a, vol.root)
+    assert fs.parent(vol.root) == vol.root
+    assert fs.parent(NODE_ROOT) == NODE_ROOT
+    fs.rename(a, b"sub", b, b"moved")
+    assert fs.parent(sub) == b
+    fs.rename(vol.root, b"a", b, b"moved", exchange=True)      # a is now b/moved, sub is root/a
+    assert (fs.parent(a), fs.parent(sub)) == (b, vol.root)
+    with pytest.raises(NotADirectory):
+        fs.parent(vol.create(b"file"))
+
+
+def test_parent_of_a_directory_found_elsewhere(vol: Vol) -> None:
+    """A directory this Filesystem was not told of, or that moved behind its back, is
+    looked for in the store: ``..`` never lists a place the directory has left."""
+    fs = vol.fs
+    a = fs.mkdir(vol.root, b"a", 0o755, ROOT).ino
+    sub = fs.mkdir(a, b"sub", 0o755, ROOT).ino
+    other = Filesystem(vol.store)                              # knows of nothing
+    assert other.parent(sub) == a
+    other.rename(a, b"sub", vol.root, b"sub")                  # fs remembers a/sub
+    assert fs.parent(sub) == vol.root
+    entries = {name: attr for name, attr, _cookie in other.readdir(vol.root, 0)}
+    other.count_lookup(vol.root, b"sub", entries[b"sub"])      # the kernel took it from a listing
+    assert other.parent(sub) == vol.root
+    other.forget(sub, 1)
+
+
+def test_parent_of_a_removed_directory_is_not_found(vol: Vol) -> None:
+    fs = vol.fs
+    d = fs.mkdir(vol.root, b"d", 0o755, ROOT).ino                # held: stays as an orphan
+    fs.rmdir(vol.root, b"d")
+    with pytest.raises(NotFound):
+        fs.parent(d)
+    fs.forget(d, 1)
