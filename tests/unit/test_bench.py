@@ -160,8 +160,9 @@ def test_only_selects_jobs_and_groups_in_run_order() -> None:
     jobs = runner.registry(Plan.quick())
     assert [j.name for j in runner.select(jobs, ["meta", "seqread"])] == ["seqread", "metadata", "bigdir"]
     assert [j.name for j in runner.select(jobs, ["dedup,untar"])] == ["untar", "dedup"]
-    assert runner.select(jobs, None) == [j for j in jobs if j.name != "bigwrite"]
+    assert runner.select(jobs, None) == [j for j in jobs if j.name not in ("bigwrite", "snapshot")]
     assert [j.name for j in runner.select(jobs, ["memory"])] == ["bigwrite"]
+    assert [j.name for j in runner.select(jobs, ["snapshot"])] == ["snapshot"]
     with pytest.raises(runner.procs.BenchError, match="nosuchjob"):
         runner.select(jobs, ["nosuchjob"])
 
