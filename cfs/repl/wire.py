@@ -71,12 +71,12 @@ MAGIC = b"CFSP"
 FRAME_VERSION = 1
 """Version of the frame layout (the header above). Bumped only if the header changes."""
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Version of the handshake and message set, exchanged in ``Hello``. Also bumped when
 the rows that replication ships change meaning: 2 since readdir-order rows hold the
 child and its type (store schema 2), which a node of version 1 would list as names;
 3 since block rows may carry patches (store schema 3), which a node of version 2 would
-take for damaged rows."""
+take for damaged rows; 4 since block rows may reserve their block (store schema 4)."""
 
 _HEADER = struct.Struct(">4sBBBBII")
 HEADER_SIZE = _HEADER.size  # 16

@@ -46,11 +46,12 @@ PER_VOLUME = frozenset(t for t in Table if t.value < 20)
 costs ~0.8 us, and a changing operation asks for every row it writes)."""
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: readdir-order rows hold the child's number and type before the name
 (``codec.encode_order``). 3: block rows may carry patches (``codec.encode_block``,
-version-2 rows). A store of schema 1 or 2 is taken as it is and marked 3: its rows are
-still read, and new ones are written in the new layouts. The mark is what makes a cfs
-older than a schema refuse the store instead of reporting patched rows as damaged."""
+version-2 rows). 4: block rows may reserve their block (fallocate, version-3 rows). A
+store of schema 1 to 3 is taken as it is and marked 4: its rows are still read, and new
+ones are written in the new layouts. The mark is what makes a cfs older than a schema
+refuse the store instead of reporting rows of a newer layout as damaged."""
 
-UPGRADABLE_SCHEMAS = frozenset({1, 2})
+UPGRADABLE_SCHEMAS = frozenset({1, 2, 3})

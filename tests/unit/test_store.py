@@ -150,17 +150,17 @@ def test_schema_of_another_version_is_refused(store_path: Path) -> None:
         Store(store_path)
 
 
-@pytest.mark.parametrize("old", [1, 2])
-def test_older_schema_is_taken_and_marked_3(store_path: Path, old: int) -> None:
-    """Schemas 1 and 2 differ only in row layouts this cfs still reads (readdir-order
-    rows with the name alone, block rows without patches)."""
+@pytest.mark.parametrize("old", [1, 2, 3])
+def test_older_schema_is_taken_and_marked_4(store_path: Path, old: int) -> None:
+    """Schemas 1 to 3 differ only in row layouts this cfs still reads (readdir-order
+    rows with the name alone, block rows without patches or reservations)."""
     store = Store(store_path)
     with store.op() as op:
         op.put(Table.META, b"schema", pack_u64(old))
     store.close()
     store = Store(store_path)
     try:
-        assert store.view().get(Table.META, b"schema") == pack_u64(SCHEMA_VERSION) == pack_u64(3)
+        assert store.view().get(Table.META, b"schema") == pack_u64(SCHEMA_VERSION) == pack_u64(4)
     finally:
         store.close()
 
