@@ -287,15 +287,18 @@ def split(offset: int, data: bytes, block_size: int) -> Iterator[tuple[int, int,
 
 
 def truncate(op: Op, ino: InodeId, inode: Inode, new_size: int, block_size: int) -> None:
-    """Set the file size; shrinking drops whole blocks and zeros the tail of the last one."""
-    if new_size < inode.size:
+    """Set the file size; shrinking drops whole blocks and zeros the tail of the last one.
+    A size no larger than the old one drops every block past it, so also what a
+    KEEP_SIZE fallocate reserved there (as tmpfs and ext4 free it, even for the same
+    size); growing leaves those reservations be."""
+    if new_size <= inode.size:
         keep = (new_size + block_size - 1) // block_size
         doomed = list(op.range(Table.BLOCKS, ino_u64_key(ino, keep), pack_u64(ino + 1)))
         for key, value in doomed:
             op.delete(Table.BLOCKS, key)
             release(op, inode, decode_block(value))
         tail = new_size % block_size
-        if tail:
+        if tail and new_size < inode.size:
             n = new_size // block_size
             if _block(op, ino, n) is not None:
                 content = load_block(op, ino, n)
