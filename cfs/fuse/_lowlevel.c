@@ -8,7 +8,9 @@
  * no tmpfile handler at all (3.17 added one), so FUSE_TMPFILE is answered ENOSYS by
  * libfuse itself, whatever the table holds.
  *
- * This object defines fuse_session_new and fuse_session_process_buf itself. Loaded into
+ * This object defines fuse_session_new (fuse_session_new_versioned when built against
+ * libfuse 3.17's header, where that is what the name stands for) and
+ * fuse_session_process_buf itself. Loaded into
  * the process's global symbol scope (cfs.fuse.lowlevel does that before pyfuse3 calls
  * libfuse), its definitions are the ones pyfuse3's references bind to, as an
  * LD_PRELOAD library's would be; each calls libfuse's own function (found in libfuse
@@ -48,10 +50,26 @@
 #endif
 
 #define LIBFUSE "libfuse3.so.3"
-#define LIBFUSE_VERSION "FUSE_3.0"
 
-typedef struct fuse_session *(*session_new_fn)(struct fuse_args *, const struct fuse_lowlevel_ops *,
-                                               size_t, void *);
+/* The function pyfuse3's call to fuse_session_new() reaches: from libfuse 3.17 on, the
+   header makes that name a macro over fuse_session_new_versioned(). */
+#ifdef fuse_session_new
+#define SESSION_NEW fuse_session_new_versioned
+#define SESSION_NEW_VERSION "FUSE_3.17"
+#define SESSION_NEW_PARAMS struct fuse_args *args, const struct fuse_lowlevel_ops *op, size_t op_size, \
+                           struct libfuse_version *version, void *userdata
+#define SESSION_NEW_ARGS(table, size) args, table, size, version, userdata
+#else
+#define SESSION_NEW fuse_session_new
+#define SESSION_NEW_VERSION "FUSE_3.0"
+#define SESSION_NEW_PARAMS struct fuse_args *args, const struct fuse_lowlevel_ops *op, size_t op_size, \
+                           void *userdata
+#define SESSION_NEW_ARGS(table, size) args, table, size, userdata
+#endif
+#define NAME_OF(symbol) #symbol
+#define NAME(symbol) NAME_OF(symbol)
+
+typedef struct fuse_session *(*session_new_fn)(SESSION_NEW_PARAMS);
 typedef void (*process_buf_fn)(struct fuse_session *, const struct fuse_buf *);
 
 static session_new_fn real_session_new; /* libfuse's own, found when the module is loaded */
@@ -61,14 +79,14 @@ static struct fuse_lowlevel_ops ops; /* the table the hooked session was made fr
 static unsigned long long sessions, requests, tmpfiles;
 
 /* libfuse's own definition of ``name``, never ours. */
-static void *libfuse_symbol(const char *name)
+static void *libfuse_symbol(const char *name, const char *version)
 {
     void *handle = dlopen(LIBFUSE, RTLD_LAZY | RTLD_NOLOAD);
     void *found;
 
     if (handle == NULL)
         return NULL;
-    found = dlvsym(handle, name, LIBFUSE_VERSION);
+    found = dlvsym(handle, name, version);
     if (found == NULL)
         found = dlsym(handle, name);
     dlclose(handle);
@@ -99,19 +117,18 @@ static void fallocate_request(fuse_req_t req, fuse_ino_t ino, int mode, off_t of
     PyGILState_Release(gil);
 }
 
-struct fuse_session *fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op,
-                                      size_t op_size, void *userdata)
+struct fuse_session *SESSION_NEW(SESSION_NEW_PARAMS)
 {
     struct fuse_session *session;
 
     if (fallocate_handler == NULL || op_size > sizeof(ops))
-        return real_session_new(args, op, op_size, userdata);
+        return real_session_new(SESSION_NEW_ARGS(op, op_size));
     memset(&ops, 0, sizeof(ops));
     memcpy(&ops, op, op_size);
     if (ops.fallocate != NULL) /* a pyfuse3 that serves it: leave it be */
-        return real_session_new(args, op, op_size, userdata);
+        return real_session_new(SESSION_NEW_ARGS(op, op_size));
     ops.fallocate = fallocate_request;
-    session = real_session_new(args, &ops, sizeof(ops), userdata);
+    session = real_session_new(SESSION_NEW_ARGS(&ops, sizeof(ops)));
     if (session != NULL)
         sessions++;
     return session;
@@ -132,7 +149,7 @@ void fuse_session_process_buf(struct fuse_session *se, const struct fuse_buf *bu
 }
 
 /* Our own definitions, bound inside this object: what the global scope should resolve to. */
-extern __typeof__(fuse_session_new) own_session_new __attribute__((alias("fuse_session_new"), visibility("hidden")));
+extern __typeof__(SESSION_NEW) own_session_new __attribute__((alias(NAME(SESSION_NEW)), visibility("hidden")));
 extern __typeof__(fuse_session_process_buf) own_process_buf
     __attribute__((alias("fuse_session_process_buf"), visibility("hidden")));
 
@@ -166,7 +183,7 @@ static PyObject *reply_err(PyObject *self, PyObject *args)
 static PyObject *status(PyObject *self, PyObject *unused)
 {
     return Py_BuildValue("{s:O,s:O,s:K,s:K,s:K}",
-                         "session_new_bound", dlsym(RTLD_DEFAULT, "fuse_session_new") == (void *)own_session_new
+                         "session_new_bound", dlsym(RTLD_DEFAULT, NAME(SESSION_NEW)) == (void *)own_session_new
                              ? Py_True : Py_False,
                          "process_buf_bound",
                          dlsym(RTLD_DEFAULT, "fuse_session_process_buf") == (void *)own_process_buf
@@ -199,10 +216,10 @@ static struct PyModuleDef module = {
    fails, so the object is never made global and pyfuse3 binds to libfuse directly. */
 PyMODINIT_FUNC PyInit__lowlevel(void)
 {
-    real_session_new = (session_new_fn)libfuse_symbol("fuse_session_new");
-    real_process_buf = (process_buf_fn)libfuse_symbol("fuse_session_process_buf");
+    real_session_new = (session_new_fn)libfuse_symbol(NAME(SESSION_NEW), SESSION_NEW_VERSION);
+    real_process_buf = (process_buf_fn)libfuse_symbol("fuse_session_process_buf", "FUSE_3.0");
     if (real_session_new == NULL || real_process_buf == NULL) {
-        PyErr_Format(PyExc_ImportError, "libfuse's fuse_session_new or fuse_session_process_buf "
+        PyErr_Format(PyExc_ImportError, "libfuse's " NAME(SESSION_NEW) " or fuse_session_process_buf "
                      "not found in " LIBFUSE);
         return NULL;
     }
