@@ -936,9 +936,10 @@ class Filesystem:
 
     def _admit_reservation(self, view: View, ino: InodeId, record: VolumeRecord, first: int, last: int) -> None:
         """ENOSPC before anything is written when reserving blocks ``first`` to ``last``
-        would take the volume past its size limit, or more than the disk has free: one
-        row per block, so a request for more than the disk could ever hold is refused
-        rather than written row by row."""
+        would take the volume past its size limit, or when the store's disk would not
+        take that much data (the store's own rule for data about to come, as for a cached
+        write): one row per block, so a request for more than the disk could ever hold is
+        refused rather than written row by row."""
         gain = data.reservation(view, ino, first, last, record.block_size) * 512
         if not gain:
             return
@@ -948,6 +949,7 @@ class Filesystem:
             raise NoSpace(f"volume {record.name} is full: {limit} bytes, {used + gain} would be in use")
         if gain > self.store.free_bytes():
             raise NoSpace(f"reserving {gain} bytes: the store's disk has less free")
+        self.store.admit(expect_bytes=gain)  # the store's rule for data that will come, its reserve kept
 
     def fsync(self, ino: InodeId) -> None:
         """fsync, fdatasync: the file's data and all metadata so far are durable on return."""

@@ -10,6 +10,7 @@ others check the store themselves.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -19,7 +20,7 @@ from cfs.codec import BlockRow, decode_block, ino_u64_key, pack_u64
 from cfs.errors import FileTooBig, InvalidArgument, IsADirectory, NoSpace, NotSupported, ReadOnly
 from cfs.fs import Filesystem, SetAttr
 from cfs.fs.core import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from cfs.store import Store, Table
+from cfs.store import Store, StoreConfig, Table
 from cfs.types import InodeId
 
 from unit_support import (
@@ -27,6 +28,7 @@ from unit_support import (
 )
 
 B = BLOCK_SIZE
+MiB = 1 << 20
 PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 FULL = B // 512
 """st_blocks of one reserved block."""
@@ -298,3 +300,32 @@ def test_a_reservation_larger_than_the_disk_is_refused(vol: Vol) -> None:
     assert rows(vol.store, Table.BLOCKS) == []
     vol.fs.release(ino)
 
+
+
+def test_a_full_disk_refuses_allocation_and_punching_frees_it(small_disk: Path) -> None:
+    """On a 64 MiB disk filled to its reserve: allocating is ENOSPC, whatever it asks for,
+    and changes nothing; punching a hole runs (it frees, as unlink and truncate do)."""
+    store = Store(small_disk / "store", StoreConfig(reserve_bytes=8 * MiB, commit_bytes=4 * MiB))
+    try:
+        fs = Filesystem(store)
+        vol = Vol(store, fs, fs.create_volume("vol", block_size=64 * 1024))
+        ino = vol.create(b"f", keep_open=True)
+        size = 0
+        for piece in (MiB, 64 * 1024):                          # until not even a block fits
+            with pytest.raises(NoSpace):
+                while True:
+                    fs.write(ino, size, random.Random(size).randbytes(piece))
+                    size += piece
+        before = vol.inode(ino)
+        for length in (64 * 1024, 32 * MiB):
+            with pytest.raises(NoSpace):
+                fs.fallocate(ino, FALLOC_FL_KEEP_SIZE, size, length)
+        assert vol.inode(ino) == before
+        fs.fallocate(ino, PUNCH, 0, size // 2)
+        assert vol.inode(ino).stored_units < before.stored_units
+        assert vol.fs.read(ino, 0, 10) == bytes(10)
+        fs.release(ino)
+        store.commit()
+        assert check.check(store).clean
+    finally:
+        store.close()
