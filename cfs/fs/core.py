@@ -908,6 +908,8 @@ class Filesystem:
             raise FileTooBig("fallocate beyond the largest file size")
         self._writable(ino)
         record = self._volume(slot_of(ino))
+        if record.slot in self.store.frozen_slots:  # EROFS before any other answer, as a write
+            raise ReadOnly("this node does not hold the volume's write lease")
         block_size = record.block_size
         if self.dirty.has(ino):
             self.flush(ino)

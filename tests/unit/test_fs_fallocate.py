@@ -220,6 +220,8 @@ def test_a_volume_this_node_may_not_write_is_read_only(vol: Vol) -> None:
         for mode in (0, PUNCH, FALLOC_FL_ZERO_RANGE):
             with pytest.raises(ReadOnly):
                 vol.fs.fallocate(ino, mode, 0, B)
+        with pytest.raises(ReadOnly):                          # before the space check, too
+            vol.fs.fallocate(ino, FALLOC_FL_KEEP_SIZE, 0, 1 << 60)
     finally:
         vol.store.frozen_slots.discard(vol.slot)
     assert vol.read_all(ino) == b"data"
