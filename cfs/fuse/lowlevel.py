@@ -20,8 +20,12 @@ an LD_PRELOAD library's would be:
 
 This depends on nothing inside pyfuse3, only on its calling libfuse by name (any
 pyfuse3 linked against libfuse does) and on libfuse's public interface (the handler
-table's layout is from the installed header; pyfuse3 is built against the same one).
-If a future pyfuse3 registers fallocate itself, the C side leaves its handler alone.
+table's layout is from the installed header; pyfuse3 is built against the same one;
+from libfuse 3.17 on that header makes ``fuse_session_new`` a call of
+``fuse_session_new_versioned``, which is then the one wrapped). If a future pyfuse3
+registers fallocate itself, the C side leaves its handler alone. The handler runs the
+adapter in a task because libfuse calls it inside pyfuse3's loop, which awaits only
+the coroutines of pyfuse3's own handlers.
 
 Error handling: every way this can fail leaves today's behaviour, EOPNOTSUPP from the
 kernel, and a warning at mount naming the reason: the extension not built (ImportError),
