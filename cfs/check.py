@@ -4,8 +4,9 @@ What it checks, per volume, walking the tree from the volume root (local inode 1
 directory entries name existing inodes and agree with the readdir-order table; link
 counts (files: their names; directories: 2 + subdirectories); inodes reachable from the
 root, unless they are open unlinked files (``ORPHANS``); ``stored_units`` against the
-block map; no block at or beyond the end of a file, and no stored bytes past it in the
-last block; every referenced chunk stored and hashing to its key; the volume's counters
+block map (reserved blocks counting in full); no block storing bytes at or beyond the
+end of a file (reserved holes may lie there: fallocate's KEEP_SIZE), and no stored bytes
+past it in the last block; every referenced chunk stored and hashing to its key; the volume's counters
 (next inode, change-log position, and bytes in use, which size limits are held to, as
 the sum of its inodes' st_blocks * 512). Per node: reference
 counts recomputed from the block maps of *all* volumes (chunks are shared), chunks that
@@ -48,8 +49,8 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from cfs.codec import (
     BlockRow, Inode, VolumeRecord, VolumeState, decode_block, decode_chunkref, decode_dirent, decode_order,
-    encode_block, encode_chunkref, encode_dirent, encode_order, ino_key, ino_name_key, ino_u64_key,
-    pack_u64, units_of,
+    encode_chunkref, encode_dirent, encode_order, encode_row, ino_key, ino_name_key, ino_u64_key,
+    pack_u64,
 )
 from cfs.errors import CorruptChunk, Corrupted, CorruptRecord, NotFound, VolumeNotFound
 from cfs.fs import data as filedata
@@ -929,7 +930,9 @@ class _FileBlocks:
 
     def block(self, n: int, row: BlockRow) -> None:
         """Each chunk of the row: stored, intact, as long as recorded; then the block's end."""
-        self.units += sum(units_of(length) for _cid, length in row.chunks())
+        self.units += row.units
+        if row.chunk is None:
+            return  # a reserved hole: nothing stored, anywhere in the file or past its end
         if self.eof is not None and n >= self.eof:
             self.beyond.append(n)
             return
@@ -972,7 +975,7 @@ class _FileBlocks:
         if self.beyond:
             vol.add("block-beyond-eof", f"blocks {_numbers(self.beyond)} lie at or beyond the end of "
                     f"the file (size {self.info.size})", local,
-                    fix=partial(_drop_blocks, vol.ino(local), self.eof or 0, True))
+                    fix=partial(_drop_blocks, vol.ino(local), self.eof or 0, True, keep_reserved_holes=True))
         if self.info.fmt and not self.damaged and self.units != self.info.units:
             vol._bad_units(local, self.info.units, self.units)
 
@@ -1014,7 +1017,7 @@ def _release(op: Op, raw: bytes) -> int:
     except CorruptRecord:
         return 0
     filedata.release(op, None, row)
-    return sum(units_of(length) for _cid, length in row.chunks())
+    return row.units
 
 
 def _put_ref(cid: bytes, count: int, length: int, op: Op) -> bool:
@@ -1106,10 +1109,13 @@ def _raise_cookie(parent: InodeId, at_least: int, op: Op) -> bool:
     return True
 
 
-def _drop_blocks(ino: InodeId, first: int, owner_counts: bool, op: Op) -> bool:
-    """Delete block rows from ``first`` on, releasing chunks; the file's st_blocks follow."""
+def _drop_blocks(ino: InodeId, first: int, owner_counts: bool, op: Op, *, keep_reserved_holes: bool = False) -> bool:
+    """Delete block rows from ``first`` on, releasing chunks; the file's st_blocks follow.
+    ``keep_reserved_holes``: leave rows that store nothing (they may lie past the end)."""
     units = 0
     for key, raw in list(op.range(Table.BLOCKS, ino_u64_key(ino, first), pack_u64(ino + 1))):
+        if keep_reserved_holes and _stores_nothing(raw):
+            continue
         op.delete(Table.BLOCKS, key)
         units += _release(op, raw)
     if owner_counts:
@@ -1117,6 +1123,14 @@ def _drop_blocks(ino: InodeId, first: int, owner_counts: bool, op: Op) -> bool:
         inode.stored_units -= units
         inodes.save(op, ino, inode)
     return True
+
+
+def _stores_nothing(raw: bytes) -> bool:
+    """Whether a block row is a reserved hole."""
+    try:
+        return decode_block(raw).chunk is None
+    except CorruptRecord:
+        return False
 
 
 def _fix_block_length(ino: InodeId, n: int, piece: int, cid: bytes, recorded: int, actual: int,
@@ -1130,11 +1144,11 @@ def _fix_block_length(ino: InodeId, n: int, piece: int, cid: bytes, recorded: in
     patches = list(row.patches)
     if piece:
         patches[piece - 1] = patches[piece - 1]._replace(length=actual)
-        base = row.length
+        fixed = row._replace(patches=tuple(patches))
     else:
-        base = actual
-    op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(row.chunk, base, patches))
-    return _adjust_units(ino, units_of(actual) - units_of(recorded), op)
+        fixed = row._replace(length=actual)
+    op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_row(fixed))
+    return _adjust_units(ino, fixed.units - row.units, op)
 
 
 def _trim_tail(ino: InodeId, n: int, keep: int, op: Op) -> bool:

@@ -192,10 +192,18 @@ def decode_order(raw: bytes) -> tuple[LocalIno | None, int, bytes]:
 # large block store the bytes it wrote instead of a new copy of the whole block (see
 # cfs.fs.data). A row without patches keeps the original 20-byte layout; one with
 # patches starts with the version byte 2, so the two can never be mistaken.
+#
+# A row may also hold the block *reserved* (fallocate): counted in full toward its
+# file's st_blocks and its volume's bytes in use whatever it stores, so that writing
+# into it never needs more room under a size limit. Such a row starts with the version
+# byte 3 and the bytes reserved (the block size), then, if the block stores bytes, the
+# base and its patches as above; without them it is a reserved hole (reads as zeros).
 
 _BLOCK = struct.Struct(">16sI")
 _PATCH = struct.Struct(">16sII")
+_RESERVED = struct.Struct(">BI")
 BLOCK_PATCHED = 2
+BLOCK_RESERVED = 3
 
 
 class Patch(NamedTuple):
@@ -207,13 +215,18 @@ class Patch(NamedTuple):
 
 
 class BlockRow(NamedTuple):
-    chunk: ChunkId
-    """The base: the block's bytes, up to ``length``; zeros follow."""
+    chunk: ChunkId | None
+    """The base: the block's bytes, up to ``length``; zeros follow. None: the block
+    stores nothing (a reserved hole; it has no patches either)."""
     length: int
     patches: tuple[Patch, ...] = ()
+    reserved: int = 0
+    """Bytes held for the block whatever it stores (0, or the block size)."""
 
     def chunks(self) -> list[tuple[ChunkId, int]]:
         """Every chunk the row names, with its length: each is one reference."""
+        if self.chunk is None:
+            return []
         return [(self.chunk, self.length), *((p.chunk, p.length) for p in self.patches)]
 
     @property
@@ -221,28 +234,59 @@ class BlockRow(NamedTuple):
         """Where the block's stored bytes end: past it the block holds zeros."""
         return max([self.length, *(p.at + p.length for p in self.patches)])
 
+    @property
+    def units(self) -> int:
+        """What the row adds to its file's ``stored_units``: its chunks, and at least
+        what it reserves."""
+        return max(sum([units_of(length) for _cid, length in self.chunks()]), units_of(self.reserved))
 
-def encode_block(chunk: ChunkId, length: int, patches: tuple[Patch, ...] | list[Patch] = ()) -> bytes:
+
+def encode_block(chunk: ChunkId | None, length: int, patches: tuple[Patch, ...] | list[Patch] = (),
+                 reserved: int = 0) -> bytes:
+    if reserved:
+        head = _RESERVED.pack(BLOCK_RESERVED, reserved)
+        if chunk is None:
+            return head
+        return b"".join([head, _BLOCK.pack(chunk, length), *(_PATCH.pack(p.chunk, p.at, p.length) for p in patches)])
+    assert chunk is not None, "a row that reserves nothing stores something"
     if not patches:
         return _BLOCK.pack(chunk, length)
     return b"".join([bytes([BLOCK_PATCHED]), _BLOCK.pack(chunk, length),
                      *(_PATCH.pack(p.chunk, p.at, p.length) for p in patches)])
 
 
+def encode_row(row: BlockRow) -> bytes:
+    return encode_block(row.chunk, row.length, row.patches, row.reserved)
+
+
 def decode_block(raw: bytes) -> BlockRow:
     if len(raw) == _BLOCK.size:
         chunk, length = _BLOCK.unpack(raw)
         return BlockRow(ChunkId(chunk), length)
-    count, rest = divmod(len(raw) - 1 - _BLOCK.size, _PATCH.size)
-    if count < 1 or rest or raw[0] != BLOCK_PATCHED:
+    if raw[:1] == bytes([BLOCK_RESERVED]) and len(raw) >= _RESERVED.size:
+        reserved = _RESERVED.unpack_from(raw)[1]
+        if not reserved:
+            raise CorruptRecord("block map entry: a reserved row that reserves nothing")
+        if len(raw) == _RESERVED.size:
+            return BlockRow(None, 0, (), reserved)
+        return _stored(raw, _RESERVED.size, 0)._replace(reserved=reserved)
+    if raw[:1] != bytes([BLOCK_PATCHED]):
         raise CorruptRecord(f"block map entry: bad length {len(raw)} or version")
-    chunk, length = _BLOCK.unpack_from(raw, 1)
+    return _stored(raw, 1, 1)
+
+
+def _stored(raw: bytes, at: int, least: int) -> BlockRow:
+    """The base and the patches that follow it from ``at`` on (at least ``least`` patches)."""
+    count, rest = divmod(len(raw) - at - _BLOCK.size, _PATCH.size)
+    if count < least or rest:
+        raise CorruptRecord(f"block map entry: bad length {len(raw)} or version")
+    chunk, length = _BLOCK.unpack_from(raw, at)
     patches = []
     for i in range(count):
-        pchunk, at, plength = _PATCH.unpack_from(raw, 1 + _BLOCK.size + i * _PATCH.size)
+        pchunk, pat, plength = _PATCH.unpack_from(raw, at + _BLOCK.size + i * _PATCH.size)
         if not plength:
             raise CorruptRecord("block map entry: an empty patch")
-        patches.append(Patch(at, ChunkId(pchunk), plength))
+        patches.append(Patch(pat, ChunkId(pchunk), plength))
     return BlockRow(ChunkId(chunk), length, tuple(patches))
 
 

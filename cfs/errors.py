@@ -100,6 +100,12 @@ class NotSupported(FsError):
     errno = _errno.EOPNOTSUPP
 
 
+class NoDevice(FsError):
+    """fallocate on what is neither a regular file nor a directory."""
+
+    errno = _errno.ENODEV
+
+
 class ReadOnly(FsError):
     errno = _errno.EROFS
 

@@ -34,8 +34,9 @@ from typing import Iterator
 
 from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
-    Corrupted, CrossDevice, Exists, FsError, InvalidArgument, IsADirectory, NoAttribute, NotADirectory,
-    NoSpace, NotEmpty, NotFound, NotPermitted, ReadOnly, RemoteChunk, TooManyLinks, VolumeBusy, VolumeNotFound,
+    Corrupted, CrossDevice, Exists, FileTooBig, FsError, InvalidArgument, IsADirectory, NoAttribute, NoDevice,
+    NotADirectory, NoSpace, NotEmpty, NotFound, NotPermitted, NotSupported, ReadOnly, RemoteChunk, TooManyLinks,
+    VolumeBusy, VolumeNotFound,
 )
 from cfs.fs import data, dirs, inodes, quota, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
@@ -56,12 +57,31 @@ DIRTY_LIMIT = 64 << 20
 """The daemon's write-back cache: bytes of written blocks held before they are stored."""
 TIME_RANGE_NS = (-(1 << 63), (1 << 63) - 1)
 """Times are stored as signed 64-bit nanoseconds: years 1677 to 2262."""
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+"""The fallocate(2) modes cfs serves; COLLAPSE_RANGE, INSERT_RANGE, UNSHARE_RANGE are EOPNOTSUPP."""
 
 
 def _stored_time(ns: int) -> int:
     """A time cfs can store: outside the range, the nearest end, as the kernel clamps
     times for its own filesystems of narrower range (FUSE cannot tell it ours)."""
     return min(max(ns, TIME_RANGE_NS[0]), TIME_RANGE_NS[1])
+
+
+def _owned(parent: Inode, mode: int, caller: Caller) -> tuple[int, int]:
+    """The mode and group of a new inode in ``parent``: set-group-ID directories hand
+    their group on (and their set-group-ID bit, to directories); a file keeps the bit
+    only if its creator is in its group or root."""
+    gid = caller.gid
+    is_dir = stat.S_ISDIR(mode)
+    if parent.mode & stat.S_ISGID:
+        gid = parent.gid
+        if is_dir:
+            mode |= stat.S_ISGID
+    if mode & stat.S_ISGID and not is_dir and caller.uid != 0 and not caller.in_group(gid):
+        mode &= ~stat.S_ISGID
+    return mode, gid
 
 
 def _atime_due(inode: Inode, now_ns: int) -> bool:
@@ -86,6 +106,9 @@ class Filesystem:
         self._parents: dict[InodeId, tuple[InodeId, bytes]] = {}
         """Where the kernel found each directory it holds a lookup of, (parent, name): what
         its ``..`` lists (see ``parent``). Dropped with the directory's last lookup."""
+        self.linkable: set[InodeId] = set()
+        """Unnamed files made by ``tmpfile`` that a link may name (O_TMPFILE without
+        O_EXCL): the kernel's I_LINKABLE, which lasts as long as the open file."""
         self._volumes: dict[Slot, VolumeRecord] = {}
         for record in catalog.all_volumes(store.view()):
             if snapshots.is_snapshot(record):
@@ -380,6 +403,7 @@ class Filesystem:
     def _destroy(self, op: Op, ino: InodeId, inode: Inode) -> None:
         """Delete an inode with everything hanging off it, its unstored blocks included."""
         self.dirty.take(ino)
+        self.linkable.discard(ino)
         inodes.destroy(op, ino, inode)
 
     def setattr(self, ino: InodeId, change: SetAttr) -> Attr:
@@ -438,15 +462,8 @@ class Filesystem:
                 raise NotFound("directory was removed")
             if dirs.lookup(op, parent, name) is not None:
                 raise Exists(f"{name!r} exists")
-            gid = caller.gid
             is_dir = stat.S_ISDIR(mode)
-            if parent_inode.mode & stat.S_ISGID:
-                gid = parent_inode.gid
-                if is_dir:
-                    mode |= stat.S_ISGID
-            if (mode & stat.S_ISGID and not is_dir and caller.uid != 0
-                    and not caller.in_group(gid)):
-                mode &= ~stat.S_ISGID
+            mode, gid = _owned(parent_inode, mode, caller)
             now = op.time_ns
             child = inodes.allocate(op, parent)
             inode = Inode(mode, caller.uid, gid, 2 if is_dir else 1, rdev=rdev,
@@ -476,6 +493,29 @@ class Filesystem:
         self.opens.add(attr.ino)
         return attr
 
+    def tmpfile(self, parent: InodeId, mode: int, caller: Caller, *, linkable: bool = True) -> Attr:
+        """open(O_TMPFILE): a regular file without a name in ``parent``, open (the caller
+        releases the handle it gets), an orphan from its birth, as an open file whose last
+        name was unlinked: ``release`` or the next start destroys it. ``linkable`` (no
+        O_EXCL): a ``link`` may give it a name while it is open. The directory does not
+        change (no entry, no times), as on Linux's own filesystems."""
+        self._writable(parent)
+        with self.store.op() as op:
+            parent_inode = self._dir(op, parent)
+            if parent_inode.nlink == 0:
+                raise NotFound("directory was removed")
+            mode, gid = _owned(parent_inode, stat.S_IFREG | (mode & 0o7777), caller)
+            now = op.time_ns
+            child = inodes.allocate(op, parent)
+            inode = Inode(mode, caller.uid, gid, 0, atime_ns=now, mtime_ns=now, ctime_ns=now)
+            inodes.save(op, child, inode)
+            inodes.mark_orphan(op, child)
+        self.lookups.add(child)
+        self.opens.add(child)
+        if linkable:
+            self.linkable.add(child)
+        return self._attr(child, inode)
+
     def mkdir(self, parent: InodeId, name: bytes, mode: int, caller: Caller) -> Attr:
         return self._new_inode(parent, name, stat.S_IFDIR | (mode & 0o7777), caller)
 
@@ -499,7 +539,7 @@ class Filesystem:
             inode = inodes.load(op, ino)
             if stat.S_ISDIR(inode.mode):
                 raise NotPermitted("hard links to directories are not allowed")
-            if inode.nlink == 0:
+            if inode.nlink == 0 and ino not in self.linkable:
                 raise NotFound("file was removed")
             if inode.nlink >= LINK_MAX:
                 raise TooManyLinks(f"file has {LINK_MAX} links")
@@ -509,12 +549,15 @@ class Filesystem:
             if dirs.lookup(op, new_parent, new_name) is not None:
                 raise Exists(f"{new_name!r} exists")
             now = op.time_ns
+            if inode.nlink == 0:  # an O_TMPFILE file gets its name: no orphan any more
+                inodes.unmark_orphan(op, ino)
             inode.nlink += 1
             inode.ctime_ns = now
             inodes.save(op, ino, inode)
             dirs.add(op, new_parent, parent_inode, new_name, ino, inode.mode)
             parent_inode.mtime_ns = parent_inode.ctime_ns = now
             inodes.save(op, new_parent, parent_inode)
+        self.linkable.discard(ino)
         self.lookups.add(ino)
         return self._attr(ino, inode)
 
@@ -935,6 +978,82 @@ class Filesystem:
             used = changelog.used_bytes(op, record.slot) + self.dirty.volume_bytes(record.slot)
             if used > limit:
                 raise NoSpace(f"volume {record.name} is full: {limit} bytes, {used} would be in use")
+
+    def fallocate(self, ino: InodeId, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) on a regular file: allocate, punch a hole, or zero a range.
+
+        Allocating (mode 0, ``FALLOC_FL_KEEP_SIZE``) reserves the blocks of the range
+        (cfs.fs.data: each counts in full toward st_blocks and the volume's bytes in use,
+        whatever it stores), so that writing into them later never fails for the volume's
+        size limit; mode 0 also extends the file to the end of the range, KEEP_SIZE
+        reserves past the end without. Nothing is set aside on the node's disk, which
+        every volume shares and which holds each distinct block once: a write can still
+        meet a full disk. ``FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`` makes the range
+        read as zeros and frees the blocks inside it (their reservations too);
+        ``FALLOC_FL_ZERO_RANGE`` zeros the range and reserves its blocks, extending the
+        file unless KEEP_SIZE. Every mode sets mtime and ctime, as tmpfs and ext4 do.
+
+        Allocation is refused whole with ENOSPC when the volume's limit, or the disk,
+        cannot hold the new reservations (counted from the rows in the range before
+        anything is written); punching is never refused for space. The file's cached
+        writes are stored first, as setattr stores them, so the cache holds nothing the
+        call changes.
+        """
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+            raise NotSupported(f"fallocate mode {mode:#x} is not supported")
+        punch, zero = bool(mode & FALLOC_FL_PUNCH_HOLE), bool(mode & FALLOC_FL_ZERO_RANGE)
+        if punch and (zero or not mode & FALLOC_FL_KEEP_SIZE):
+            raise NotSupported("a hole is punched with FALLOC_FL_KEEP_SIZE and without ZERO_RANGE")
+        if offset < 0 or length <= 0:
+            raise InvalidArgument("fallocate needs offset >= 0 and length > 0")
+        if offset + length > data.MAX_FILE_SIZE:
+            raise FileTooBig("fallocate beyond the largest file size")
+        self._writable(ino)
+        record = self._volume(slot_of(ino))
+        if record.slot in self.store.frozen_slots:  # EROFS before any other answer, as a write
+            raise ReadOnly("this node does not hold the volume's write lease")
+        block_size = record.block_size
+        if self.dirty.has(ino):
+            self.flush(ino)
+        end = offset + length
+        first, last = offset // block_size, (end - 1) // block_size
+        view = self.store.view()
+        kind = stat.S_IFMT(inodes.load(view, ino).mode)
+        if kind == stat.S_IFDIR:
+            raise IsADirectory("fallocate on a directory")
+        if kind != stat.S_IFREG:
+            raise NoDevice("fallocate on a special file")
+        if not punch:
+            self._admit_reservation(view, ino, record, first, last)
+        with self.store.op(adds_data=not punch) as op:
+            inode = inodes.load(op, ino)
+            if punch or zero:
+                data.punch(op, ino, inode, offset, length, block_size)
+            if not punch:
+                data.reserve(op, ino, inode, first, last, block_size)
+                if not mode & FALLOC_FL_KEEP_SIZE:
+                    inode.size = max(inode.size, end)
+            inode.mtime_ns = inode.ctime_ns = op.time_ns
+            inodes.save(op, ino, inode)
+            if not punch:
+                self._check_limit(op, record)
+
+    def _admit_reservation(self, view: View, ino: InodeId, record: VolumeRecord, first: int, last: int) -> None:
+        """ENOSPC before anything is written when reserving blocks ``first`` to ``last``
+        would take the volume past its size limit, or when the store's disk would not
+        take that much data (the store's own rule for data about to come, as for a cached
+        write): one row per block, so a request for more than the disk could ever hold is
+        refused rather than written row by row."""
+        gain = data.reservation(view, ino, first, last, record.block_size) * 512
+        if not gain:
+            return
+        limit = quota.size_limit(record)
+        used = changelog.used_bytes(view, record.slot) + self.dirty.volume_bytes(record.slot)
+        if limit and used + gain > limit:
+            raise NoSpace(f"volume {record.name} is full: {limit} bytes, {used + gain} would be in use")
+        if gain > self.store.free_bytes():
+            raise NoSpace(f"reserving {gain} bytes: the store's disk has less free")
+        self.store.admit(expect_bytes=gain)  # the store's rule for data that will come, its reserve kept
 
     def fsync(self, ino: InodeId) -> None:
         """fsync, fdatasync: the file's data and all metadata so far are durable on return."""

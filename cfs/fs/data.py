@@ -6,6 +6,13 @@ the block's bytes with trailing zeros cut off, its base, and possibly patches ov
 (cfs.codec.BlockRow). Bytes past the end of the file inside the last block are always
 zero (truncate clears them), so growing a file never resurrects old data.
 
+A row may hold its block *reserved* (fallocate, ``reserve``): the block then counts B
+toward st_blocks whatever it stores, so writing into it never needs more room under a
+volume's size limit. Every change of a row's content keeps its reservation; only
+punching the whole block out, truncating it away and deleting the file drop it. A
+reserved block that stores nothing (a reserved hole) reads as zeros, and may lie past
+the end of the file (``FALLOC_FL_KEEP_SIZE``); no other row does.
+
 A write through the store (``write``) replaces whole blocks: a partial block is read,
 patched and stored as a new chunk (the old chunk loses a reference). The write-back
 cache's flush (``store_written``) may store a patch instead: only the bytes written,
@@ -14,8 +21,9 @@ laid over the block's stored content. A 4 KiB write into a 64 KiB block then sto
 when cold) and storing 64 KiB again. Patches are bounded (``MAX_PATCHES``, and at most
 half a block of patch bytes); past that the flush folds them into a new base.
 
-``Inode.stored_units`` is kept equal to the sum of ``ceil(len(chunk)/512)`` over every
-chunk the file's rows name; it is the file's st_blocks.
+``Inode.stored_units`` is kept equal to the sum of the rows' ``BlockRow.units``: the
+``ceil(len(chunk)/512)`` of every chunk a row names, or the block size's units for a
+reserved row that stores less; it is the file's st_blocks.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import logging
 from typing import Iterator, Mapping
 
-from cfs.codec import BlockRow, Inode, Patch, decode_block, encode_block, ino_u64_key, pack_u64, units_of
+from cfs.codec import BlockRow, Inode, Patch, decode_block, encode_row, ino_u64_key, pack_u64, units_of
 from cfs.errors import Corrupted
 from cfs.fs.cache import DirtyBlock
 from cfs.hashing import chunk_id
@@ -47,6 +55,8 @@ def _block(view: View, ino: InodeId, n: int) -> BlockRow | None:
 def _content(view: View, row: BlockRow, n: int) -> bytes | bytearray:
     """The stored bytes of block n (zeros follow): the base chunk itself (immutable,
     cached) when the row has no patches."""
+    if row.chunk is None:
+        return b""
     base = chunks.get(view, row.chunk, f" at block {n}")
     if not row.patches:
         return base
@@ -173,22 +183,35 @@ def _replace_block(op: Op, ino: InodeId, inode: Inode, n: int, content: bytes | 
     cid = chunk_id(trimmed) if trimmed else None
     if old is not None and old.chunk == cid and not old.patches:
         return
-    if trimmed:
+    reserved = old.reserved if old is not None else 0
+    new = BlockRow(cid, len(trimmed), (), reserved) if trimmed or reserved else None
+    if cid is not None:
         chunks.put(op, trimmed, cid)
-        op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(cid, len(trimmed)))  # type: ignore[arg-type]
-        inode.stored_units += units_of(len(trimmed))
+    _put_row(op, ino, inode, n, new, old)
+    if old is not None:  # after the put: a chunk both rows name must not go in between
+        _unref(op, old)
+
+
+def _put_row(op: Op, ino: InodeId, inode: Inode, n: int, new: BlockRow | None, old: BlockRow | None) -> None:
+    """Make block n's row ``new`` (None: a hole) where it was ``old``, and count the
+    change in st_blocks; the references of chunks ``old`` named are the caller's."""
+    if new is not None:
+        op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_row(new))
     elif old is not None:
         op.delete(Table.BLOCKS, ino_u64_key(ino, n))
-    if old is not None:  # after the put: a chunk both rows name must not go in between
-        release(op, inode, old)
+    inode.stored_units += (new.units if new is not None else 0) - (old.units if old is not None else 0)
+
+
+def _unref(op: Op, row: BlockRow) -> None:
+    for cid, _length in row.chunks():
+        chunks.decref(op, cid)
 
 
 def release(op: Op, inode: Inode | None, row: BlockRow) -> None:
     """Drop the references of a row that is gone (and its units from ``inode``)."""
-    for cid, length in row.chunks():
-        if inode is not None:
-            inode.stored_units -= units_of(length)
-        chunks.decref(op, cid)
+    if inode is not None:
+        inode.stored_units -= row.units
+    _unref(op, row)
 
 
 def store_written(op: Op, ino: InodeId, inode: Inode, n: int, written: DirtyBlock, block_size: int) -> None:
@@ -203,7 +226,7 @@ def store_written(op: Op, ino: InodeId, inode: Inode, n: int, written: DirtyBloc
     the damage stays where it was, for reads and fsck to report.
     """
     row = _block(op, ino, n)
-    if row is None or written.covers(row.end):
+    if row is None or row.chunk is None or written.covers(row.end):
         _replace_block(op, ino, inode, n, written.data, row)
         return
     fresh = sum(hi - lo for lo, hi in written.extents)
@@ -227,14 +250,12 @@ def _add_patches(op: Op, ino: InodeId, inode: Inode, n: int, row: BlockRow, writ
     for lo, hi in written.extents:
         piece = bytes(memoryview(written.data)[lo:hi])
         cid = chunks.put(op, piece)
-        inode.stored_units += units_of(len(piece))
         keep: list[Patch] = []
         for p in patches:
             (hidden if lo <= p.at and p.at + p.length <= hi else keep).append(p)
         patches = keep + [Patch(lo, cid, len(piece))]
-    op.put(Table.BLOCKS, ino_u64_key(ino, n), encode_block(row.chunk, row.length, patches))
+    _put_row(op, ino, inode, n, row._replace(patches=tuple(patches)), row)
     for p in hidden:
-        inode.stored_units -= units_of(p.length)
         chunks.decref(op, p.chunk)
 
 
@@ -266,18 +287,75 @@ def split(offset: int, data: bytes, block_size: int) -> Iterator[tuple[int, int,
 
 
 def truncate(op: Op, ino: InodeId, inode: Inode, new_size: int, block_size: int) -> None:
-    """Set the file size; shrinking drops whole blocks and zeros the tail of the last one."""
-    if new_size < inode.size:
+    """Set the file size; shrinking drops whole blocks and zeros the tail of the last one.
+    A size no larger than the old one drops every block past it, so also what a
+    KEEP_SIZE fallocate reserved there (as tmpfs and ext4 free it, even for the same
+    size); growing leaves those reservations be."""
+    if new_size <= inode.size:
         keep = (new_size + block_size - 1) // block_size
         doomed = list(op.range(Table.BLOCKS, ino_u64_key(ino, keep), pack_u64(ino + 1)))
         for key, value in doomed:
             op.delete(Table.BLOCKS, key)
             release(op, inode, decode_block(value))
         tail = new_size % block_size
-        if tail:
+        if tail and new_size < inode.size:
             n = new_size // block_size
             if _block(op, ino, n) is not None:
                 content = load_block(op, ino, n)
                 del content[tail:]
                 store_block(op, ino, inode, n, content)
     inode.size = new_size
+
+
+def punch(op: Op, ino: InodeId, inode: Inode, offset: int, length: int, block_size: int) -> None:
+    """Make ``[offset, offset + length)`` read as zeros (fallocate's PUNCH_HOLE).
+
+    Blocks inside the range lose their rows, chunks and reservations; a block the range
+    covers in part has those bytes zeroed and stored again (read first, so a damaged or
+    remote chunk fails the call, as a write through the store does) and keeps its
+    reservation. The size does not change.
+    """
+    end = offset + length
+    first_whole, end_whole = -(-offset // block_size), end // block_size
+    for n in {offset // block_size, (end - 1) // block_size}:
+        if not first_whole <= n < end_whole:
+            _zero_part(op, ino, inode, n, max(offset - n * block_size, 0), min(end - n * block_size, block_size))
+    if first_whole < end_whole:
+        doomed = list(op.range(Table.BLOCKS, ino_u64_key(ino, first_whole), ino_u64_key(ino, end_whole)))
+        for key, value in doomed:
+            op.delete(Table.BLOCKS, key)
+            release(op, inode, decode_block(value))
+
+
+def _zero_part(op: Op, ino: InodeId, inode: Inode, n: int, lo: int, hi: int) -> None:
+    row = _block(op, ino, n)
+    if row is None or row.chunk is None or lo >= row.end:
+        return  # nothing stored there: it reads as zeros already
+    content = bytearray(_content(op, row, n))
+    if lo < len(content):
+        content[lo:min(hi, len(content))] = bytes(min(hi, len(content)) - lo)
+    _replace_block(op, ino, inode, n, content, row)
+
+
+def reservation(view: View, ino: InodeId, first: int, last: int, block_size: int) -> int:
+    """The units reserving blocks ``first`` to ``last`` would add to st_blocks: reading
+    only the rows there, so that a request the volume cannot hold fails before anything
+    is written, however many blocks it names."""
+    full = units_of(block_size)
+    held = 0  # units the range's rows count already, up to a block each
+    for _key, value in view.range(Table.BLOCKS, ino_u64_key(ino, first), ino_u64_key(ino, last + 1)):
+        held += min(decode_block(value).units, full)
+    return (last - first + 1) * full - held
+
+
+def reserve(op: Op, ino: InodeId, inode: Inode, first: int, last: int, block_size: int) -> None:
+    """Hold blocks ``first`` to ``last`` in full (fallocate's allocation): holes become
+    reserved holes; stored blocks keep their bytes and count a whole block at least."""
+    rows = {int.from_bytes(key[8:16], "big"): decode_block(value)
+            for key, value in op.range(Table.BLOCKS, ino_u64_key(ino, first), ino_u64_key(ino, last + 1))}
+    for n in range(first, last + 1):
+        old = rows.get(n)
+        if old is None:
+            _put_row(op, ino, inode, n, BlockRow(None, 0, (), block_size), None)
+        elif not old.reserved:
+            _put_row(op, ino, inode, n, old._replace(reserved=block_size), old)

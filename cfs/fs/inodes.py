@@ -46,6 +46,11 @@ def mark_orphan(op: Op, ino: InodeId) -> None:
     op.put(Table.ORPHANS, ino_key(ino), b"")
 
 
+def unmark_orphan(op: Op, ino: InodeId) -> None:
+    """An unnamed file got a name (O_TMPFILE, then linkat): a restart must keep it."""
+    op.delete(Table.ORPHANS, ino_key(ino))
+
+
 def destroy(op: Op, ino: InodeId, inode: Inode) -> None:
     """Delete the inode and everything that hangs off it, releasing its chunks."""
     lo, hi = ino_u64_key(ino, 0), pack_u64(ino + 1)

@@ -48,6 +48,7 @@ import pyfuse3
 
 from cfs.errors import CfsError, ChunkNotHere, CorruptChunk, FsError, RemoteChunk
 from cfs.fs import Attr, Caller, Filesystem, SetAttr
+from cfs.fuse.lowlevel import TMPFILE_NAME
 from cfs.fuse.names import NameOnlyEntries
 from cfs.types import InodeId, Slot, slot_of
 
@@ -314,7 +315,10 @@ class Operations(pyfuse3.Operations):
     @_errno_edge
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        attr = self.fs.create(InodeId(parent_inode), name, mode, _caller(ctx))
+        if name == TMPFILE_NAME:  # open(O_TMPFILE), passed on as a create (cfs.fuse.lowlevel)
+            attr = self.fs.tmpfile(InodeId(parent_inode), mode, _caller(ctx), linkable=not flags & os.O_EXCL)
+        else:
+            attr = self.fs.create(InodeId(parent_inode), name, mode, _caller(ctx))
         return self._handle(attr.ino, flags), entry(attr)
 
     @_errno_edge
@@ -327,6 +331,13 @@ class Operations(pyfuse3.Operations):
         handle = self._handles[fh]
         handle.wrote = True
         return self.fs.write(handle.ino, off, buf)
+
+    @_errno_edge
+    async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): not a pyfuse3 handler; cfs.fuse.lowlevel calls it."""
+        handle = self._handles[fh]
+        handle.wrote = True
+        self.fs.fallocate(handle.ino, mode, offset, length)
 
     @_errno_edge
     async def flush(self, fh: int) -> None:

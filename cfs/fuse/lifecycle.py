@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyfuse3
 
+from cfs.fuse import lowlevel
 from cfs.fuse.adapter import Operations
 
 
@@ -21,9 +22,17 @@ def mount(operations: Operations, mountpoint: Path, *, allow_other: bool) -> Non
     options = set(pyfuse3.default_options) | {"fsname=cfs", "subtype=cfs"}
     if allow_other:
         options.add("allow_other")
-    pyfuse3.init(operations, str(mountpoint), options)
+    lowlevel.arm(operations.fallocate)  # fallocate and O_TMPFILE, which pyfuse3 does not serve
+    before = lowlevel.sessions()
+    try:
+        pyfuse3.init(operations, str(mountpoint), options)
+    except BaseException:
+        lowlevel.disarm()
+        raise
+    lowlevel.report(lowlevel.served(before))
 
 
 def close() -> None:
     """End the session and unmount it (after the request loop has returned)."""
     pyfuse3.close(unmount=True)
+    lowlevel.disarm()

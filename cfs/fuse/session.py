@@ -35,6 +35,8 @@ import types
 import pyfuse3
 import trio
 
+from cfs.fuse import lowlevel
+
 
 class _UncontendedLock:
     """A trio lock that takes the free fast path without yielding (see the module)."""
@@ -107,13 +109,20 @@ async def run(workers: int = 1, spin_us: int = DEFAULT_SPIN_US) -> None:
     request, and would only hand the lock from task to task, with a task switch each
     way, on every request. Handlers that await (a cluster's) need more workers; the
     lock then falls back to trio's own waiting. ``spin_us`` is how long to poll for the
-    next request before sleeping; 0 sleeps at once, as pyfuse3 does.
+    next request before sleeping; 0 sleeps at once, as pyfuse3 does. Requests pyfuse3
+    does not serve (fallocate, cfs.fuse.lowlevel) run as tasks of a nursery of this call,
+    which ends with the loop: a request still waiting then is answered EINTR.
     """
     if spin_us < 0:
         raise ValueError("spin_us must not be negative")
     original = pyfuse3.trio  # type: ignore[attr-defined]
     pyfuse3.trio = _trio_for_pyfuse3(spin_us)  # type: ignore[attr-defined]
     try:
-        await pyfuse3.main(min_tasks=1, max_tasks=workers)
+        async with trio.open_nursery() as requests:  # fallocate's, answered before the session ends
+            with lowlevel.serving(requests):
+                try:
+                    await pyfuse3.main(min_tasks=1, max_tasks=workers)
+                finally:
+                    requests.cancel_scope.cancel()
     finally:
         pyfuse3.trio = original  # type: ignore[attr-defined]

@@ -77,7 +77,8 @@ the rows that replication ships change meaning: 2 since readdir-order rows hold 
 child and its type (store schema 2), which a node of version 1 would list as names;
 3 since block rows may carry patches (store schema 3), which a node of version 2 would
 take for damaged rows; 4 since change records may carry snapshot events
-(``cfs.store.snapshots``), which a node of version 3 would refuse as malformed."""
+(``cfs.store.snapshots``), which a node of version 3 would refuse as malformed, and
+block rows may reserve their block (store schema 4)."""
 
 _HEADER = struct.Struct(">4sBBBBII")
 HEADER_SIZE = _HEADER.size  # 16

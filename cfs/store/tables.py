@@ -51,9 +51,10 @@ SCHEMA_VERSION = 4
 """2: readdir-order rows hold the child's number and type before the name
 (``codec.encode_order``). 3: block rows may carry patches (``codec.encode_block``,
 version-2 rows). 4: the catalog may hold snapshots (``volume@snapshot``, read-only:
-``cfs.store.snapshots``). A store of an older schema is taken as it is and marked 4:
-its rows are still read, and new ones are written in the new layouts. The mark is what
-makes a cfs older than a schema refuse the store instead of reporting patched rows as
-damaged, or writing into a snapshot it takes for a volume."""
+``cfs.store.snapshots``), and block rows may reserve their block (fallocate, version-3
+rows). A store of schema 1 to 3 is taken as it is and marked 4: its rows are still
+read, and new ones are written in the new layouts. The mark is what makes a cfs older
+than a schema refuse the store instead of reporting rows of a newer layout as damaged,
+or writing into a snapshot it takes for a volume."""
 
 UPGRADABLE_SCHEMAS = frozenset({1, 2, 3})

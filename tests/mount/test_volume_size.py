@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -85,3 +86,44 @@ def test_a_sized_volume_fills_like_a_disk_and_empties_again(node: Node, short_tm
     node.cli("umount", str(mnt))
     report = node.cli("fsck", json_out=True)
     assert report["clean"], report["lines"]
+
+
+def test_preallocated_space_is_held_for_its_file(node: Node, short_tmp: Path) -> None:
+    """fallocate reserves room in a sized volume: others fill the rest and get ENOSPC,
+    while writes into the preallocated range (and the close after them) all succeed."""
+    node.cli("volume", "create", "pre", "-o", "size=2M", "-o", "block_size=4096")
+    mnt = node.mount("pre", short_tmp / "m", create=False)
+    fd = os.open(mnt / "db", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        _fallocate(fd, 0x01, 0, 3 * SIZE // 4)                 # KEEP_SIZE: reserved, size 0
+        assert os.fstat(fd).st_size == 0
+        assert node.cli("volume", "inspect", "pre", json_out=True)["used_bytes"] == 3 * SIZE // 4
+        others, _digest = fill(mnt / "other")
+        assert others <= SIZE // 4
+        with pytest.raises(OSError) as exc:
+            _fallocate(fd, 0, 0, SIZE)
+        assert exc.value.errno == errno.ENOSPC
+        content = os.urandom(3 * SIZE // 4)
+        for at in range(0, len(content), PIECE):               # the volume is full, yet these fit
+            assert os.pwrite(fd, content[at:at + PIECE], at) == PIECE
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert (mnt / "db").read_bytes() == content
+    fd = os.open(mnt / "db", os.O_RDWR)
+    try:
+        _fallocate(fd, 0x02 | 0x01, 0, SIZE // 4)             # a punched hole frees its blocks
+    finally:
+        os.close(fd)
+    assert node.cli("volume", "inspect", "pre", json_out=True)["used_bytes"] == SIZE // 2 + others
+    node.cli("umount", str(mnt))
+    report = node.cli("fsck", json_out=True)
+    assert report["clean"], report["lines"]
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if libc.fallocate(fd, mode, offset, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))

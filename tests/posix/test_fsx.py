@@ -1,6 +1,7 @@
 """fsx-style data test: one file, thousands of random operations, checked after each.
 
-Random overlapping writes, reads, truncates that grow and shrink, and writes and reads
+Random overlapping writes, reads, truncates that grow and shrink, fallocate (allocating,
+with and without KEEP_SIZE, punching holes, zeroing ranges), and writes and reads
 through a shared writable mmap (MAP_SHARED, msync, munmap) go to one file on a cfs
 mount, and the same changes to a bytearray. After every operation the whole file must
 equal the bytearray, read twice: through the page cache (what the kernel remembers) and
@@ -29,6 +30,7 @@ import pytest
 
 from tests.node import Node
 from tests.posix._model_fixtures import assert_fsck_clean, env_int, remount, restart
+from tests.posix.calls import fallocate
 
 SEED = env_int("CFS_FSX_SEED", 20261122)
 OPS = env_int("CFS_FSX_OPS", 4000)
@@ -36,6 +38,7 @@ MAX_SIZE = 256 * 1024
 MAX_IO = 64 * 1024
 PAGE = mmap.PAGESIZE
 VOLUME = "fsx"
+KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE = 0x01, 0x02, 0x10
 
 
 class Fsx:
@@ -99,6 +102,38 @@ class Fsx:
             self.model.extend(bytes(size - len(self.model)))
         return f"truncate {size}"
 
+    def punch_hole(self) -> str:
+        offset, length = self._range()
+        if length == 0:
+            return "punch_hole nothing"
+        fallocate(self.fd, PUNCH_HOLE | KEEP_SIZE, offset, length)
+        end = min(offset + length, len(self.model))
+        if offset < end:
+            self.model[offset:end] = bytes(end - offset)
+        return f"punch_hole {offset}+{length}"
+
+    def zero_range(self) -> str:
+        return self._fallocate(ZERO_RANGE, "zero_range")
+
+    def allocate(self) -> str:
+        return self._fallocate(0, "allocate")
+
+    def _fallocate(self, mode: int, name: str) -> str:
+        """Allocate or zero, growing the file or (KEEP_SIZE) not."""
+        offset, length = self._range()
+        if length == 0:
+            return f"{name} nothing"
+        keep = self.rng.random() < 0.5
+        fallocate(self.fd, mode | (KEEP_SIZE if keep else 0), offset, length)
+        end = offset + length
+        if not keep and end > len(self.model):
+            self.model.extend(bytes(end - len(self.model)))
+        if mode == ZERO_RANGE:
+            hi = min(end, len(self.model))
+            if offset < hi:
+                self.model[offset:hi] = bytes(hi - offset)
+        return f"{name}{' keep_size' if keep else ''} {offset}+{length}"
+
     def map_write(self) -> str:
         """Write through a shared mapping; the file is first extended, as fsx does (a
         mapping cannot grow a file)."""
@@ -156,12 +191,14 @@ class Fsx:
         kernel ask the daemon for the file's attributes (auto_inval_data), and that makes
         the daemon store its cached blocks; only in a burst do cached blocks meet the next
         write or truncate."""
-        ops = self.rng.choices((Fsx.write, Fsx.truncate), (4, 1), k=self.rng.randrange(2, 12))
+        ops = self.rng.choices((Fsx.write, Fsx.truncate, Fsx.punch_hole, Fsx.zero_range), (8, 2, 1, 1),
+                               k=self.rng.randrange(2, 12))
         for op in ops[:-1]:
             self.log.append(op(self) + " (in a burst)")
         return ops[-1](self) + " (last of a burst)"
 
     OPERATIONS = ((write, 30), (read, 15), (truncate, 8), (map_write, 15), (map_read, 10),
+                  (punch_hole, 4), (zero_range, 3), (allocate, 3),
                   (burst, 8), (fsync, 3), (reopen, 3), (remount, 1))
 
     def step(self) -> None:

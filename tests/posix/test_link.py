@@ -72,6 +72,50 @@ def linkat_follow(source: Path | str, new: Path) -> None:
         os.close(dfd)
 
 
+def test_tmpfile_gets_a_name_through_linkat(fsdir: Path) -> None:
+    """open(2): an O_TMPFILE file without O_EXCL can be linked into the filesystem
+    (linkat with AT_SYMLINK_FOLLOW on /proc/self/fd, or AT_EMPTY_PATH), and is then an
+    ordinary file that outlives its descriptor."""
+    os.mkdir(fsdir / "d")
+    fd = os.open(fsdir / "d", os.O_TMPFILE | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"prepared in private")
+        age(fsdir)
+        dir_before = times(fsdir)
+        linkat_follow(f"/proc/self/fd/{fd}", fsdir / "published")
+        assert os.fstat(fd).st_nlink == 1
+        dir_after = times(fsdir)
+        assert dir_after[1] == dir_after[2] > dir_before[2]      # the directory gained a name
+        fails(errno.EEXIST, linkat_follow, f"/proc/self/fd/{fd}", fsdir / "published")
+        linkat_follow(f"/proc/self/fd/{fd}", fsdir / "second")   # one more, as any link
+        assert os.fstat(fd).st_nlink == 2
+    finally:
+        os.close(fd)
+    assert (fsdir / "published").read_bytes() == b"prepared in private"
+    assert os.stat(fsdir / "published").st_ino == os.stat(fsdir / "second").st_ino
+    assert sorted(os.listdir(fsdir)) == ["d", "published", "second"] and os.listdir(fsdir / "d") == []
+
+
+def test_tmpfile_with_o_excl_cannot_be_linked(fsdir: Path) -> None:
+    fd = os.open(fsdir, os.O_TMPFILE | os.O_EXCL | os.O_RDWR, 0o644)
+    try:
+        fails(errno.ENOENT, linkat_follow, f"/proc/self/fd/{fd}", fsdir / "name")
+    finally:
+        os.close(fd)
+    assert os.listdir(fsdir) == []
+
+
+def test_unlinked_tmpfile_cannot_be_linked_again(fsdir: Path) -> None:
+    fd = os.open(fsdir, os.O_TMPFILE | os.O_RDWR, 0o644)
+    try:
+        linkat_follow(f"/proc/self/fd/{fd}", fsdir / "once")
+        os.unlink(fsdir / "once")
+        fails(errno.ENOENT, linkat_follow, f"/proc/self/fd/{fd}", fsdir / "twice")
+    finally:
+        os.close(fd)
+    assert os.listdir(fsdir) == []
+
+
 def test_unlink(fsdir: Path) -> None:
     (fsdir / "f").write_bytes(b"data")
     os.link(fsdir / "f", fsdir / "g")

@@ -1,16 +1,17 @@
 """Model-based random testing: a cfs mount must behave exactly like tmpfs.
 
 Hypothesis draws programs of file system calls (open/create with assorted flags, writes
-at random offsets, reads, truncate, rename with renameat2 flags, link, unlink, mkdir,
-rmdir, mkfifo, symlink, chmod, chown, setxattr/removexattr, fsync, close, unmount and
-mount again, daemon restart) over a few nested names, so that calls collide and often
-fail. Each program starts from one of a few small trees and runs on a fresh directory of
-a cfs volume with 512-byte blocks (so small writes cross blocks) and on the same
-directory of a tmpfs. A call must succeed on both or fail on both with the same errno,
-and return the same bytes; after every call (or pair of calls, see ``Model.do_hold``)
-the two trees must be identical: names, types, modes, owners, sizes, link counts, which
-names are hard links of one file, contents, symlink targets and xattrs; files still open
-(unlinked ones too) must agree through their handles. ``cfs fsck`` is clean at the end.
+at random offsets, reads, truncate, fallocate (allocating, keep-size, punching), rename
+with renameat2 flags, link, unlink, mkdir, rmdir, mkfifo, symlink, chmod, chown,
+setxattr/removexattr, fsync, close, unmount and mount again, daemon restart) over a few
+nested names, so that calls collide and often fail. Each program starts from one of a
+few small trees and runs on a fresh directory of a cfs volume with 512-byte blocks (so
+small writes cross blocks) and on the same directory of a tmpfs. A call must succeed on
+both or fail on both with the same errno, and return the same bytes; after every call
+(or pair of calls, see ``Model.do_hold``) the two trees must be identical: names, types,
+modes, owners, sizes, link counts, which names are hard links of one file, contents,
+symlink targets and xattrs; files still open (unlinked ones too) must agree through
+their handles. ``cfs fsck`` is clean at the end.
 
 CI runs a short deterministic run (derandomized, no example database). Long runs draw
 new programs every time; a failure prints the shrunk program and a
@@ -39,6 +40,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings, strategies 
 
 from tests.node import Node
 from tests.posix._model_fixtures import assert_fsck_clean, env_int, remount, restart, tmpfs
+from tests.posix.calls import fallocate
 
 EXAMPLES = env_int("CFS_MODEL_EXAMPLES", 150)
 STEPS = env_int("CFS_MODEL_STEPS", 50)
@@ -57,6 +59,7 @@ TARGETS = ("a", "b", "c/x", "../a", "a/b", "nowhere", "b/a")
 MODES = (0o644, 0o600, 0o755, 0o000, 0o4755, 0o2775, 0o1777, 0o470)
 XATTR_NAMES = (b"user.a", b"user.b", b"trusted.t")
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+FALLOC_KEEP_SIZE, FALLOC_PUNCH = 0x01, 0x03  # the second: PUNCH_HOLE | KEEP_SIZE
 OPEN_FLAGS = tuple(f | os.O_NONBLOCK for f in (  # O_NONBLOCK: opening a FIFO must not block
     os.O_RDWR | os.O_CREAT,
     os.O_RDWR,
@@ -169,6 +172,7 @@ CALLS = st.one_of(
     call("pread", slots, offsets, st.integers(0, 3000)),
     call("read", slots, st.integers(0, 3000)),
     call("ftruncate", slots, offsets),
+    call("fallocate", slots, st.sampled_from((0, 0, FALLOC_KEEP_SIZE, FALLOC_PUNCH)), offsets, st.integers(1, 6000)),
     call("fsync", slots, st.booleans()),
     call("truncate", files, offsets),
     call("rename", entries, dests, st.sampled_from((0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE))),
@@ -425,6 +429,10 @@ class Model:
 
     def do_ftruncate(self, slot: int, size: int) -> None:
         self.on_handle(slot, f"ftruncate({size})", lambda fd: os.ftruncate(fd, size))
+
+    def do_fallocate(self, slot: int, mode: int, offset: int, length: int) -> None:
+        self.on_handle(slot, f"fallocate({mode:#x}, {offset}, {length})",
+                       lambda fd: fallocate(fd, mode, offset, length))
 
     def do_fsync(self, slot: int, data_only: bool) -> None:
         sync = os.fdatasync if data_only else os.fsync

@@ -15,7 +15,6 @@ import stat
 from pathlib import Path
 
 from tests.posix.calls import GROUP, USER, age, errnos_as, fails, times
-from tests.posix.conftest import Target
 
 
 def write_file(path: Path, data: bytes = b"content") -> None:
@@ -270,17 +269,32 @@ def test_noatime_for_owner(fsdir: Path) -> None:
     assert times(fsdir / "f") == before
 
 
-def test_tmpfile(fsdir: Path, target: Target) -> None:
-    flags = os.O_TMPFILE | os.O_RDWR
-    if target.kind == "cfs":
-        # Divergence: pyfuse3 has no tmpfile handler (FUSE_TMPFILE), so the kernel answers
-        # EOPNOTSUPP; programs fall back to a named temporary file.
-        fails(errno.EOPNOTSUPP, os.open, fsdir, flags, 0o600)
-        return
-    fd = os.open(fsdir, flags, 0o600)
+def test_tmpfile(fsdir: Path) -> None:
+    """O_TMPFILE: a regular file without a name, gone when closed; the directory does not
+    change (no entry, no times)."""
+    age(fsdir)
+    before = times(fsdir)
+    fd = os.open(fsdir, os.O_TMPFILE | os.O_RDWR, 0o640)
     try:
-        os.write(fd, b"anonymous")
-        assert os.fstat(fd).st_nlink == 0
+        assert os.write(fd, b"anonymous") == 9
+        assert os.pread(fd, 20, 0) == b"anonymous"
+        st = os.fstat(fd)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+        assert (st.st_nlink, st.st_size, st.st_uid, st.st_gid) == (0, 9, os.getuid(), os.getgid())
         assert os.listdir(fsdir) == []
+        assert times(fsdir)[1:] == before[1:]                  # listing it marks atime, nothing more
     finally:
         os.close(fd)
+    assert os.listdir(fsdir) == [] and times(fsdir)[1:] == before[1:]
+
+
+def test_tmpfile_errors(fsdir: Path) -> None:
+    (fsdir / "f").write_bytes(b"")
+    fails(errno.ENOTDIR, os.open, fsdir / "f", os.O_TMPFILE | os.O_RDWR, 0o600)
+    fails(errno.ENOENT, os.open, fsdir / "missing", os.O_TMPFILE | os.O_RDWR, 0o600)
+    fails(errno.EINVAL, os.open, fsdir, os.O_TMPFILE | os.O_RDONLY, 0o600)  # it must be writable
+    os.chmod(fsdir, 0o555)
+    try:
+        assert errnos_as(["os.close(os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600))"], d=fsdir) == ["EACCES"]
+    finally:
+        os.chmod(fsdir, 0o755)

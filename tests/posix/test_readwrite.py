@@ -12,7 +12,7 @@ import os
 import random
 from pathlib import Path
 
-from tests.posix.calls import OLD_NS, age, fails, fallocate, fdatasync, fsync, times
+from tests.posix.calls import OLD_NS, age, fails, fdatasync, fsync, times
 from tests.posix.conftest import Target
 
 BLOCK = 4096
@@ -395,22 +395,3 @@ def test_fsync_errors(fsdir: Path) -> None:
     finally:
         os.close(fd)
 
-
-def test_fallocate(fsdir: Path, target: Target) -> None:
-    fd = os.open(fsdir / "f", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        if target.kind == "cfs":
-            # Divergence: pyfuse3 has no fallocate handler (FUSE_FALLOCATE), so the kernel
-            # answers EOPNOTSUPP and nothing changes. (glibc's posix_fallocate then emulates
-            # it by writing zeros, which cfs stores as holes.)
-            fails(errno.EOPNOTSUPP, fallocate, fd, 0, 0, 2 * BLOCK)
-            assert os.fstat(fd).st_size == 0
-            os.posix_fallocate(fd, 0, 2 * BLOCK)
-            assert os.fstat(fd).st_size == 2 * BLOCK
-            return
-        fallocate(fd, 0, 0, 2 * BLOCK)
-        st = os.fstat(fd)
-        assert st.st_size == 2 * BLOCK and st.st_blocks >= 2 * BLOCK // 512
-        assert os.pread(fd, 2 * BLOCK, 0) == bytes(2 * BLOCK)
-    finally:
-        os.close(fd)

@@ -27,6 +27,7 @@ from cfs.codec import (
 )
 from cfs.errors import Corrupted, CorruptRecord, VolumeNotFound
 from cfs.fs import Caller, Filesystem, SetAttr
+from cfs.fs.core import FALLOC_FL_KEEP_SIZE
 from cfs.hashing import chunk_id
 from cfs.store import Store, Table, changelog
 from cfs.types import InodeId, Slot, local_of, make_ino, volume_root
@@ -604,6 +605,31 @@ def test_bytes_past_the_end_in_the_last_block_are_cut(tree: Tree) -> None:
     tree.fs.setattr(big, SetAttr(size=2 * BS))  # growing must show zeros, not old bytes
     assert tree.read(big) == tree.content["/big"][:BS + 10] + bytes(BS - 10)
     tree.assert_intact("/dup")
+
+
+def test_reserved_blocks_count_in_full_and_may_lie_past_the_end(tree: Tree) -> None:
+    small = tree.ino["/dir/small"]                            # 700 bytes: blocks 0 and 1
+    tree.fs.fallocate(small, FALLOC_FL_KEEP_SIZE, 0, 4 * BS)  # blocks 2 and 3 past the end
+    tree.store.commit()
+    assert check.check(tree.store).clean
+    assert tree.inode(small).stored_units == 4
+
+    edit_inode(tree.store, small, stored_units=3)             # as if one reservation were not counted
+    report = check.check(tree.store)
+    assert report.kinds() == {"stored-units", "volume-state"}
+    repair_then_clean(tree.store, {"stored-units", "volume-state"})
+    assert tree.inode(small).stored_units == 4
+
+    edit_inode(tree.store, small, size=1)                     # block 1 stores bytes past the end now
+    report = check.check(tree.store)
+    assert report.kinds() == {"block-beyond-eof", "tail-beyond-eof"}
+    assert "blocks 1 " in problems(report, "block-beyond-eof")[0].message  # not the reserved holes
+    repair_then_clean(tree.store, {"block-beyond-eof", "tail-beyond-eof"})
+    kept = sorted(int.from_bytes(k[8:16], "big") for k, _v in raw_rows(tree.store, Table.BLOCKS)
+                  if k[:8] == ino_key(small))
+    assert kept == [0, 2, 3]                                  # the reservations past the end stay
+    assert tree.read(small) == tree.content["/dir/small"][:1]
+    tree.assert_intact("/big", "/dup", "/sparse")
 
 
 # --- rows without owners, counters, the catalog ----------------------------------------

@@ -89,7 +89,7 @@ def test_damaged_order_row_is_refused(raw: bytes) -> None:
 def test_block_entry_round_trip(chunk: bytes, length: int) -> None:
     raw = codec.encode_block(ChunkId(chunk), length)
     assert len(raw) == 20                                  # the layout rows had before patches
-    assert codec.decode_block(raw) == (chunk, length, ())
+    assert codec.decode_block(raw) == (chunk, length, (), 0)
 
 
 patches = st.lists(st.builds(codec.Patch, u32, st.binary(min_size=16, max_size=16),
@@ -99,7 +99,7 @@ patches = st.lists(st.builds(codec.Patch, u32, st.binary(min_size=16, max_size=1
 @given(st.binary(min_size=16, max_size=16), u32, patches)
 def test_patched_block_entry_round_trip(chunk: bytes, length: int, patches: list[codec.Patch]) -> None:
     row = codec.decode_block(codec.encode_block(ChunkId(chunk), length, patches))
-    assert row == (chunk, length, tuple(patches))
+    assert row == (chunk, length, tuple(patches), 0)
     assert row.chunks() == [(chunk, length), *((p.chunk, p.length) for p in patches)]
     assert row.end == max([length, *(p.at + p.length for p in patches)])
 
@@ -107,7 +107,38 @@ def test_patched_block_entry_round_trip(chunk: bytes, length: int, patches: list
 def test_damaged_patched_block_entry_is_refused() -> None:
     raw = codec.encode_block(ChunkId(bytes(16)), 10, [codec.Patch(5, ChunkId(bytes(16)), 3)])
     codec.decode_block(raw)
-    for damaged in (raw[:-1], raw + b"\0", b"\x03" + raw[1:], raw[:-4] + bytes(4)):  # the last: an empty patch
+    for damaged in (raw[:-1], raw + b"\0", b"\x04" + raw[1:], raw[:-4] + bytes(4)):  # the last: an empty patch
+        with pytest.raises(CorruptRecord):
+            codec.decode_block(damaged)
+
+
+reserved = st.integers(min_value=1, max_value=2**32 - 1)
+
+
+@given(st.binary(min_size=16, max_size=16), u32, st.just([]) | patches, reserved)
+def test_reserved_block_entry_round_trip(chunk: bytes, length: int, patches: list[codec.Patch],
+                                         reserved: int) -> None:
+    raw = codec.encode_block(ChunkId(chunk), length, patches, reserved)
+    assert raw[0] == codec.BLOCK_RESERVED and len(raw) != 20
+    row = codec.decode_block(raw)
+    assert row == (chunk, length, tuple(patches), reserved)
+    assert row.units == max(sum(codec.units_of(n) for _c, n in row.chunks()), codec.units_of(reserved))
+
+
+@given(reserved)
+def test_reserved_hole_round_trip(reserved: int) -> None:
+    """A reserved block that stores nothing: no chunk, no references, the reservation's units."""
+    row = codec.decode_block(codec.encode_block(None, 0, (), reserved))
+    assert row == (None, 0, (), reserved)
+    assert row.chunks() == [] and row.end == 0 and row.units == codec.units_of(reserved)
+
+
+def test_damaged_reserved_block_entry_is_refused() -> None:
+    hole = codec.encode_block(None, 0, (), 4096)
+    stored = codec.encode_block(ChunkId(bytes(16)), 10, [codec.Patch(5, ChunkId(bytes(16)), 3)], 4096)
+    codec.decode_block(hole)
+    codec.decode_block(stored)
+    for damaged in (hole[:-1], hole + b"\0", stored[:-1], b"\x03" + bytes(4) + stored[5:]):  # the last: reserves 0
         with pytest.raises(CorruptRecord):
             codec.decode_block(damaged)
 

@@ -18,6 +18,7 @@ from cfs.check import check
 from cfs.codec import ROW_PUT, Change, decode_block
 from cfs.errors import CorruptRecord, LogGap, LogTrimmed, RemoteChunk, StaleEpoch
 from cfs.fs import Filesystem, SetAttr
+from cfs.fs.core import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from cfs.store import Store, StoreConfig, Table, catalog, chunks, replica
 from cfs.types import LOCAL_MASK, Slot, volume_root
 
@@ -154,6 +155,24 @@ def test_patched_blocks_replay_with_every_chunk_referenced(nodes, push_chunks: b
     else:
         with pytest.raises(RemoteChunk):
             bfs.read(ino_b, 0, 1 << 20, mark_atime=False)
+
+
+def test_reserved_blocks_and_punched_holes_replay(nodes) -> None:
+    """fallocate's rows (reserved holes, past the end too; reservations on stored blocks;
+    punched blocks gone) travel in the log like any other, and the replica's volume
+    counts the reservations in its bytes in use, as the writer's does."""
+    a, b = nodes
+    vol, brec = make_replicated(a, b)
+    f = vol.create(b"f", bytes(range(256)) * 48, keep_open=True)        # 3 blocks
+    vol.fs.fallocate(f, FALLOC_FL_KEEP_SIZE, BLOCK_SIZE, 4 * BLOCK_SIZE)
+    vol.fs.fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100, BLOCK_SIZE)
+    vol.fs.fallocate(f, FALLOC_FL_ZERO_RANGE, 2 * BLOCK_SIZE, 10)
+    vol.fs.release(f)
+    ship(a, vol.slot, b, brec)
+    assert_same(a, vol.slot, b, brec.slot)
+    assert any(decode_block(v).reserved for _k, v in volume_rows(b.store, brec.slot)[Table.BLOCKS])
+    assert (a.fs.volume_space("vol")["used_bytes"] == b.fs.volume_space("vol")["used_bytes"]
+            == a.fs.getattr(f).inode.stored_units * 512)
 
 
 def test_the_replica_reads_the_same_bytes_through_its_own_filesystem(nodes) -> None:

@@ -153,7 +153,8 @@ def test_schema_of_another_version_is_refused(store_path: Path) -> None:
 @pytest.mark.parametrize("old", [1, 2, 3])
 def test_older_schema_is_taken_and_marked_4(store_path: Path, old: int) -> None:
     """Schemas 1 to 3 differ only in row layouts this cfs still reads (readdir-order
-    rows with the name alone, block rows without patches) and lack snapshots."""
+    rows with the name alone, block rows without patches or reservations) and lack
+    snapshots."""
     store = Store(store_path)
     with store.op() as op:
         op.put(Table.META, b"schema", pack_u64(old))
