@@ -4,7 +4,7 @@
 #   nomad job run -var image=REGISTRY/cfs:0.1.0 deploy/nomad/cfs.nomad.hcl
 #   nomad volume create deploy/nomad/volume.hcl
 #
-# The clients' Docker plugin must allow privileged tasks and bind mounts:
+# The clients' Docker plugin must allow privileged tasks and host volumes:
 #   plugin "docker" { config { allow_privileged = true  volumes { enabled = true } } }
 #
 # One plugin, "monolith" (the plugin in --mode both): docs/DESIGN.md, "CSI", wants the
