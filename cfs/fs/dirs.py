@@ -15,7 +15,7 @@ from cfs.codec import (ORDER_HEAD, U64X2, Inode, decode_dirent, decode_order, en
                        ino_key, ino_name_key, ino_u64_key, inode_mode, pack_u64)
 from cfs.errors import NotFound
 from cfs.store import Op, Table, View
-from cfs.types import InodeId, LocalIno, local_of, make_ino, slot_of
+from cfs.types import InodeId, LocalIno, Slot, local_of, make_ino, slot_of
 
 
 def lookup(view: View, parent: InodeId, name: bytes) -> InodeId | None:
@@ -107,6 +107,21 @@ def _entry_of(view: View, directory: InodeId, row: bytes) -> tuple[bytes, InodeI
     if raw is None:
         raise NotFound(f"inode {child} does not exist")
     return name, child, stat.S_IFMT(inode_mode(raw))
+
+
+def parent_of(view: View, directory: InodeId) -> InodeId | None:
+    """The directory with an entry naming ``directory`` (one at most: directories have no
+    other links), None if none does. Directories store no parent, so this scans every
+    entry of the volume: for rare callers only (a directory's file handle)."""
+    slot = slot_of(directory)
+    want = pack_u64(local_of(directory))
+    hi = pack_u64(make_ino(Slot(slot + 1), LocalIno(0)))
+    for key, value in view.seek(Table.DIRENTS, pack_u64(make_ino(slot, LocalIno(0)))):
+        if key >= hi:
+            return None
+        if value[:8] == want:
+            return InodeId(int.from_bytes(key[:8], "big"))
+    return None
 
 
 def all_entries(view: View, directory: InodeId) -> Iterator[tuple[bytes, LocalIno]]:

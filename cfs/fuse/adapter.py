@@ -7,7 +7,8 @@ so each call is atomic with respect to the others (pyfuse3 runs several handler 
 on the one trio thread).
 
 Lookup counts (pyfuse3 developer notes): lookup, create, mkdir, mknod, symlink and link
-each give the kernel one lookup, counted by the core; readdirplus counts an entry only
+each give the kernel one lookup, counted by the core (lookups of "." and ".." too: file
+handles, see ``supports_dot_lookup``); readdirplus counts an entry only
 after ``readdir_reply`` has accepted it, and an entry listed by name only (node id 0,
 cfs.fuse.names) not at all: the kernel holds nothing for it.
 
@@ -168,7 +169,7 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     inode = attr.inode
     out = pyfuse3.EntryAttributes()
     out.st_ino = attr.ino
-    out.generation = 0
+    out.generation = attr.generation
     out.entry_timeout = ENTRY_TIMEOUT
     out.attr_timeout = ATTR_TIMEOUT
     out.st_mode = inode.mode
@@ -188,7 +189,10 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
 class Operations(pyfuse3.Operations):
     """Every volume of the node through one FUSE session (see cfs.fs.core)."""
 
-    supports_dot_lookup = False
+    supports_dot_lookup = True
+    """FUSE export support: the kernel resolves a file handle whose inode it dropped by
+    looking up "." in the handle's node id, and connects a directory by looking up ".."
+    (docs/CONFORMANCE.md, "File handles")."""
     enable_writeback_cache = False
     enable_acl = False
 
@@ -213,6 +217,12 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        # A path walk never sends "." or "..": the kernel resolves them itself. They come
+        # from file handles only (supports_dot_lookup), "." in any inode, ".." in a directory.
+        if name == b".":
+            return entry(self.fs.lookup_inode(InodeId(parent_inode)))
+        if name == b"..":
+            return entry(self.fs.lookup_parent(InodeId(parent_inode)))
         if len(self._looked_into) >= MAX_ADVISED:
             self._looked_into.clear()
         self._looked_into.add(parent_inode)

@@ -198,3 +198,43 @@ def times(path: Path) -> tuple[int, int, int]:
     """(atime, mtime, ctime) in nanoseconds, not following symlinks."""
     st = os.lstat(path)
     return st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+
+
+# --- file handles -----------------------------------------------------------------
+
+MAX_HANDLE_SZ = 128
+AT_HANDLE_FID = 0x200
+
+
+class FileHandle(ctypes.Structure):
+    """``struct file_handle`` with room for the largest handle the kernel hands out."""
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ)]
+
+    def raw(self) -> tuple[int, bytes]:
+        """(type, bytes): what identifies the inode, for comparing two handles."""
+        return self.handle_type, bytes(self.f_handle[:self.handle_bytes])
+
+
+def name_to_handle_at(path: Path | str, flags: int = 0) -> FileHandle:
+    """name_to_handle_at(2) on ``path`` (the mount id is dropped)."""
+    handle = FileHandle(handle_bytes=MAX_HANDLE_SZ)
+    mount_id = ctypes.c_int()
+    _check(_libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), ctypes.byref(handle), ctypes.byref(mount_id),
+                                   flags))
+    return handle
+
+
+def open_by_handle_at(mount_fd: int, handle: FileHandle, flags: int) -> int:
+    """open_by_handle_at(2): a descriptor of the inode ``handle`` names, on the filesystem
+    of ``mount_fd`` (needs CAP_DAC_READ_SEARCH)."""
+    return _check(_libc.open_by_handle_at(mount_fd, ctypes.byref(handle), flags))
+
+
+def drop_inode_caches() -> None:
+    """Make the kernel forget every dentry and inode nobody uses (``echo 2 >
+    /proc/sys/vm/drop_caches``, machine-wide): a FUSE filesystem gets a FORGET for each,
+    and a handle must then be resolved by the filesystem itself."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
