@@ -13,7 +13,9 @@ after ``readdir_reply`` has accepted it, and an entry listed by name only (node 
 cfs.fuse.names) not at all: the kernel holds nothing for it.
 
 File handles: every open and create gets a handle number of its own, naming the inode
-and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
+and what that open asked of later reads (O_NOATIME, which read requests do not repeat)
+and writes (O_DIRECT: the kernel's cache of the file is dropped after a direct write,
+cfs.fuse.coherence, while the handler lends its FUSE worker, cfs.fuse.session).
 The core counts the opens of each inode; the handle table is the adapter's.
 
 Replication (``Remote``, given by the daemon): an operation that needs a chunk held by
@@ -42,7 +44,9 @@ import pyfuse3
 
 from cfs.errors import CfsError, ChunkNotHere, CorruptChunk, FsError, RemoteChunk
 from cfs.fs import Attr, Caller, Filesystem, SetAttr
+from cfs.fuse.coherence import DirectWrites
 from cfs.fuse.names import NameOnlyEntries
+from cfs.fuse.session import Workers
 from cfs.types import InodeId, Slot, slot_of
 
 log = logging.getLogger(__name__)
@@ -161,6 +165,8 @@ def _may_see_trusted(ctx: pyfuse3.RequestContext) -> bool:
 class _Handle:
     ino: InodeId
     noatime: bool
+    direct: bool
+    """Opened O_DIRECT: its reads and writes bypass the kernel's page cache."""
     wrote: bool = False
     """Written through: its close waits for the replicas, as fsync does."""
 
@@ -196,11 +202,13 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Filesystem, remote: Remote | None = None) -> None:
+    def __init__(self, fs: Filesystem, remote: Remote | None = None, *, workers: Workers) -> None:
+        """``workers``: the ones ``cfs.fuse.session.run`` runs, which a handler may lend."""
         super().__init__()
         self.fs = fs
         self.remote = remote
         self._handles: dict[int, _Handle] = {}
+        self._direct = DirectWrites(workers)
         self._next_fh = itertools.count(1)
         self._name_only = NameOnlyEntries.create()
         self._looked_into: set[int] = set()
@@ -209,7 +217,10 @@ class Operations(pyfuse3.Operations):
 
     def _handle(self, ino: InodeId, flags: int) -> pyfuse3.FileInfo:
         fh = next(self._next_fh)
-        self._handles[fh] = _Handle(ino, bool(flags & os.O_NOATIME))
+        direct = bool(flags & os.O_DIRECT)
+        self._handles[fh] = _Handle(ino, bool(flags & os.O_NOATIME), direct)
+        if direct:
+            self._direct.opened(ino)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     def _ino(self, fh: int) -> InodeId:
@@ -309,13 +320,20 @@ class Operations(pyfuse3.Operations):
     @_errno_edge
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
+        if not handle.direct:
+            self._direct.buffered(handle.ino)
         return self.fs.read(handle.ino, off, size, mark_atime=not handle.noatime)
 
     @_errno_edge
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handles[fh]
         handle.wrote = True
-        return self.fs.write(handle.ino, off, buf)
+        written = self.fs.write(handle.ino, off, buf)
+        if handle.direct:
+            await self._direct.written(handle.ino)
+        else:
+            self._direct.buffered(handle.ino)
+        return written
 
     @_errno_edge
     async def flush(self, fh: int) -> None:
@@ -330,7 +348,10 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         try:
-            self.fs.release(self._handles.pop(fh).ino)
+            handle = self._handles.pop(fh)
+            if handle.direct:
+                self._direct.released(handle.ino)
+            self.fs.release(handle.ino)
         except Exception:
             log.exception("release(%d) failed", fh)
 

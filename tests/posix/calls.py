@@ -238,3 +238,53 @@ def drop_inode_caches() -> None:
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("2\n")
+
+
+# --- asynchronous I/O (Linux AIO, as libaio and fio's libaio engine use it) ---------
+
+_SYS_IO_SETUP, _SYS_IO_DESTROY, _SYS_IO_GETEVENTS, _SYS_IO_SUBMIT = 206, 207, 208, 209  # x86_64
+IOCB_CMD_PWRITE = 1
+
+
+class _Iocb(ctypes.Structure):
+    _fields_ = [("aio_data", ctypes.c_uint64), ("aio_key", ctypes.c_uint32), ("aio_rw_flags", ctypes.c_int32),
+                ("aio_lio_opcode", ctypes.c_uint16), ("aio_reqprio", ctypes.c_int16),
+                ("aio_fildes", ctypes.c_uint32), ("aio_buf", ctypes.c_uint64), ("aio_nbytes", ctypes.c_uint64),
+                ("aio_offset", ctypes.c_int64), ("aio_reserved2", ctypes.c_uint64), ("aio_flags", ctypes.c_uint32),
+                ("aio_resfd", ctypes.c_uint32)]
+
+
+class _IoEvent(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_uint64), ("obj", ctypes.c_uint64), ("res", ctypes.c_int64),
+                ("res2", ctypes.c_int64)]
+
+
+def _syscall(*args: Any) -> int:
+    return _check(_libc.syscall(*args))
+
+
+class Aio:
+    """A Linux AIO context (io_setup(2)): writes that io_submit(2) starts and returns from
+    at once, their completion collected by io_getevents(2). Raw system calls, so neither
+    libaio nor an architecture other than x86_64 is needed... or allowed."""
+
+    def __init__(self, depth: int) -> None:
+        if os.uname().machine != "x86_64":
+            pytest.skip("Linux AIO system call numbers are x86_64's here")
+        self._ctx = ctypes.c_ulong(0)
+        _syscall(_SYS_IO_SETUP, depth, ctypes.byref(self._ctx))
+
+    def write(self, fd: int, address: int, length: int, offset: int) -> None:
+        """Submit one write of ``length`` bytes from ``address`` and return at once."""
+        iocb = _Iocb(aio_lio_opcode=IOCB_CMD_PWRITE, aio_fildes=fd, aio_buf=address, aio_nbytes=length,
+                     aio_offset=offset)
+        _syscall(_SYS_IO_SUBMIT, self._ctx, 1, ctypes.byref(ctypes.pointer(iocb)))
+
+    def wait(self) -> int:
+        """Wait for one submitted operation to complete; its result (bytes, or -errno)."""
+        event = _IoEvent()
+        _syscall(_SYS_IO_GETEVENTS, self._ctx, 1, 1, ctypes.byref(event), None)
+        return event.res
+
+    def close(self) -> None:
+        _syscall(_SYS_IO_DESTROY, self._ctx)
