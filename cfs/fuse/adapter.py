@@ -321,7 +321,7 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
         if not handle.direct:
-            self._direct.buffered(handle.ino)
+            self._direct.buffered(handle.ino, off, size)
         return self.fs.read(handle.ino, off, size, mark_atime=not handle.noatime)
 
     @_errno_edge
@@ -330,9 +330,9 @@ class Operations(pyfuse3.Operations):
         handle.wrote = True
         written = self.fs.write(handle.ino, off, buf)
         if handle.direct:
-            await self._direct.written(handle.ino)
+            await self._direct.written(handle.ino, off, written)
         else:
-            self._direct.buffered(handle.ino)
+            self._direct.buffered(handle.ino, off, written)
         return written
 
     @_errno_edge

@@ -48,8 +48,23 @@ import pyfuse3
 import trio
 
 
-SPARE_WORKERS = 8
-"""Spare workers of a single node: at most this many handlers lend their worker at once."""
+MAX_BACKGROUND = 12
+"""Background requests (readahead, asynchronous direct I/O) the kernel keeps in flight
+on a FUSE connection (``FUSE_DEFAULT_MAX_BACKGROUND``; libfuse keeps it unless told, and
+cfs does not tell it). The next one waits for a slot, and a readahead does so holding
+the locks of the pages it reads."""
+
+LEND_LIMIT = MAX_BACKGROUND - 1
+"""At most this many handlers lend their worker at once. A lent handler holds its answer,
+and with it, for an asynchronous write, one of the kernel's background slots. Were all
+of them held, a readahead would wait for a slot with its pages locked, and a handler
+waiting for the kernel to drop those pages would wait for ever (seen: 12 asynchronous
+direct writes held while a reader read the same file). With one slot left, every
+request not held is answered and frees its slot, and the readahead gets one."""
+
+SPARE_WORKERS = LEND_LIMIT
+"""Spare workers of a single node: one for each handler that may be lent. A spare costs
+nothing while parked; once it took a request it keeps pyfuse3's request buffer (1 MiB)."""
 
 
 class Workers:
@@ -71,12 +86,15 @@ class Workers:
         self.gated = count == 1
         self.tasks = 1 + SPARE_WORKERS if self.gated else count
         """pyfuse3's most worker tasks."""
-        self.lend_limit = self.tasks - 1
-        """One worker always takes requests: the others may all be lent."""
+        self.lend_limit = min(self.tasks - 1, LEND_LIMIT)
+        """One worker always takes requests, and one background slot stays free."""
         self._owner: trio.lowlevel.Task | None = None
         self._lent = 0
         self._closed = False
         self._parked = trio.lowlevel.ParkingLot()
+        self.device: int | None = None
+        """The FUSE device's descriptor the workers read (known once they first wait for
+        it), for notifications pyfuse3 cannot send (cfs.fuse.coherence)."""
 
     def may_lend(self) -> bool:
         """Whether a handler may lend its worker now: another is sure to take requests."""
@@ -156,11 +174,14 @@ class _SpinningWait:
     session ends: unmounted, or the connection aborted), before the reader sees it.
     """
 
-    def __init__(self, spin_us: int, on_hang_up: Callable[[], None] | None = None) -> None:
+    def __init__(self, spin_us: int, on_hang_up: Callable[[], None] | None = None,
+                 workers: Workers | None = None) -> None:
+        """``workers``: told which descriptor pyfuse3 reads (``Workers.device``)."""
         self._spin_ns = spin_us * 1000
         self._polls: dict[int, select.poll] = {}
         self._taken = 0
         self._on_hang_up = on_hang_up
+        self._workers = workers
 
     def _poll_for(self, fd: int) -> select.poll:
         poll = self._polls.get(fd)
@@ -170,6 +191,8 @@ class _SpinningWait:
         return poll
 
     async def __call__(self, fd: int) -> None:
+        if self._workers is not None and self._workers.device != fd:
+            self._workers.device = fd
         if self._spin_ns > 0:
             poll = self._poll_for(fd)
             deadline = time.perf_counter_ns() + self._spin_ns
@@ -198,7 +221,7 @@ def _trio_for_pyfuse3(spin_us: int, workers: Workers) -> types.SimpleNamespace:
     lowlevel = trio.lowlevel
     namespace.lowlevel = types.SimpleNamespace(
         **{name: getattr(lowlevel, name) for name in dir(lowlevel) if not name.startswith("__")})
-    namespace.lowlevel.wait_readable = _SpinningWait(spin_us, workers.close if workers.gated else None)
+    namespace.lowlevel.wait_readable = _SpinningWait(spin_us, workers.close if workers.gated else None, workers)
     return namespace
 
 

@@ -267,3 +267,12 @@ def test_a_readable_descriptor_is_no_hang_up(pipe) -> None:
         wait = _SpinningWait(spin_us=spin_us, on_hang_up=lambda: hung_up.append(True))
         trio.run(wait, read_end)
     assert hung_up == []
+
+
+def test_the_wait_tells_the_workers_which_device_they_read(pipe) -> None:
+    read_end, write_end = pipe
+    os.write(write_end, b"x")
+    workers = session.Workers(1)
+    assert workers.device is None
+    trio.run(_SpinningWait(spin_us=50, workers=workers), read_end)
+    assert workers.device == read_end
