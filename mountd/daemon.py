@@ -40,9 +40,10 @@ from mountd.service import NodeService
 log = logging.getLogger(__name__)
 
 FUSE_WORKERS = 1
-"""pyfuse3 worker tasks. One: no handler awaits (each runs to completion, see
-cfs.fuse.adapter), so a second worker could never run while the first handles a
-request; it would only add a lock hand-off and two task switches to every request."""
+"""pyfuse3 worker tasks that take requests. One: no handler awaits (each runs to
+completion, see cfs.fuse.adapter) but to lend its worker to parked spares
+(cfs.fuse.session.Workers), so a second worker could never run while the first handles
+a request; it would only add a lock hand-off and two task switches to every request."""
 
 CLUSTER_FUSE_WORKERS = 32
 """In a cluster, fsync and close-after-write await the replicas and a read may await a
@@ -74,9 +75,10 @@ class Daemon:
                 coord = self._coordinator()
                 evictions_in, evictions_out = trio.open_memory_channel[Eviction](64)
                 cluster = ClusterNode(fs, records, coord, self.config.cluster, evictions_in)
-                self._mount_fuse(fs, cluster)
+                workers = session.Workers(CLUSTER_FUSE_WORKERS if self.config.cluster.clustered else FUSE_WORKERS)
+                self._mount_fuse(fs, cluster, workers)
                 try:
-                    trio.run(self._main, fs, records, coord, cluster, evictions_out)
+                    trio.run(self._main, fs, records, coord, cluster, evictions_out, workers)
                 finally:
                     lifecycle.close()
             finally:
@@ -127,24 +129,25 @@ class Daemon:
             return EtcdCoordinator(cluster.etcd, ttl=int(cluster.lease_ttl))
         return LocalCoordinator(self.config.coord_dir)
 
-    def _mount_fuse(self, fs: Filesystem, cluster: ClusterNode) -> None:
+    def _mount_fuse(self, fs: Filesystem, cluster: ClusterNode, workers: session.Workers) -> None:
         try:
-            lifecycle.mount(Operations(fs, cluster), self.config.fuse_root, allow_other=os.geteuid() == 0)
+            lifecycle.mount(Operations(fs, cluster, workers=workers), self.config.fuse_root,
+                            allow_other=os.geteuid() == 0)
         except RuntimeError as exc:
             raise DaemonError(f"cannot mount FUSE at {self.config.fuse_root}: {exc} "
                               "(is /dev/fuse there, and fuse3 installed?)") from None
 
     async def _main(self, fs: Filesystem, records: NodeRecords, coord: Coordinator, cluster: ClusterNode,
-                    evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
+                    evictions: trio.MemoryReceiveChannel[Eviction], workers: session.Workers) -> None:
         async with coord:
-            await self._serve(fs, records, cluster, evictions)
+            await self._serve(fs, records, cluster, evictions, workers)
 
     async def _serve(self, fs: Filesystem, records: NodeRecords, cluster: ClusterNode,
-                     evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
+                     evictions: trio.MemoryReceiveChannel[Eviction], workers: session.Workers) -> None:
         service = NodeService(self.config, fs, records, cluster)
         control = ControlServer(self.config.socket_path, service)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._fuse, nursery)
+            nursery.start_soon(self._fuse, nursery, workers)
             nursery.start_soon(self._commit_timer, fs)
             await nursery.start(cluster.run)
             nursery.start_soon(service.run_evictions, evictions)
@@ -167,9 +170,8 @@ class Daemon:
             await service.close_volumes()
             nursery.cancel_scope.cancel()
 
-    async def _fuse(self, nursery: trio.Nursery) -> None:
+    async def _fuse(self, nursery: trio.Nursery, workers: session.Workers) -> None:
         """pyfuse3's workers; if the session ends on its own (fusermount -u), stop the node."""
-        workers = CLUSTER_FUSE_WORKERS if self.config.cluster.clustered else FUSE_WORKERS
         await session.run(workers, spin_us=self.config.fuse_spin_us)
         log.warning("the FUSE session ended; stopping")
         nursery.cancel_scope.cancel()

@@ -17,6 +17,9 @@ class Attr:
     ino: InodeId
     inode: Inode
     block_size: int
+    generation: int
+    """Told to the kernel with every entry; with ``ino`` it names the inode in file handles
+    (see ``cfs.fs.core.generation``)."""
 
     @property
     def mode(self) -> int:

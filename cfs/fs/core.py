@@ -84,6 +84,20 @@ def _owned(parent: Inode, mode: int, caller: Caller) -> tuple[int, int]:
     return mode, gid
 
 
+def generation(record: VolumeRecord) -> int:
+    """The generation of every inode of a volume: 32 bits of its cluster identity.
+
+    The kernel puts (node id, generation) into a file handle (name_to_handle_at(2)) and
+    refuses a handle whose generation differs from the inode's. Inode numbers are never
+    reused in a slot, and slots never on a node, so within one node the number alone
+    names one inode for good. The generation covers what lies outside: the same slot on
+    another node, or in a store made anew, holds another volume, and a handle taken there
+    must not open this volume's inode of the same number (it gets ESTALE). A volume
+    moved with its slot keeps its numbers and identity, and its handles stay valid.
+    """
+    return int.from_bytes(record.volume_id[:4], "big")
+
+
 def _atime_due(inode: Inode, now_ns: int) -> bool:
     """relatime: mark an access when atime is not newer than mtime or ctime, or a day old."""
     return (inode.atime_ns <= inode.mtime_ns or inode.atime_ns <= inode.ctime_ns
@@ -308,8 +322,10 @@ class Filesystem:
     # --- attributes ----------------------------------------------------------------
 
     def _attr(self, ino: InodeId, inode: Inode) -> Attr:
-        block = self._volume(slot_of(ino)).block_size if ino != NODE_ROOT else 4096
-        return Attr(ino, self._as_written(ino, inode), block)
+        if ino == NODE_ROOT:
+            return Attr(ino, inode, 4096, 0)  # FUSE's root: generation 0
+        record = self._volume(slot_of(ino))
+        return Attr(ino, self._as_written(ino, inode), record.block_size, generation(record))
 
     def _as_written(self, ino: InodeId, inode: Inode) -> Inode:
         """``inode`` as the file's cached writes left it (size, mtime, ctime): what every
@@ -369,6 +385,38 @@ class Filesystem:
         self.lookups.add(child)
         if stat.S_ISDIR(mode) and parent != NODE_ROOT:
             self._parents[child] = (parent, name)
+
+    def lookup_inode(self, ino: InodeId) -> Attr:
+        """The inode numbered ``ino`` while it has a name, counting a kernel lookup.
+
+        For a file handle whose inode the kernel no longer holds (FUSE export support:
+        the kernel looks up "." in the handle's node id, and counts the reply as a lookup
+        like any other). An inode without names is gone as far as handles go (ESTALE),
+        as on Linux's own filesystems once the last user closed it; while a program
+        still holds it, the kernel has it and does not ask.
+        """
+        view = self.store.view()
+        inode = self._node_root(view) if ino == NODE_ROOT else inodes.load(view, ino)
+        if inode.nlink == 0:
+            raise NotFound(f"inode {ino} has no name")
+        attr = self._attr(ino, inode)  # NotFound for a slot whose volume is gone
+        self.lookups.add(ino)
+        return attr
+
+    def lookup_parent(self, directory: InodeId) -> Attr:
+        """The directory that holds ``directory``, counting a kernel lookup.
+
+        For a directory handle: the kernel connects the directory it found to the root
+        by looking up ".." from it, level by level. A volume's root sits in the node
+        root. Directories store no parent (``parent``: where the kernel found it, if it
+        still holds it; otherwise a scan of the volume's entries, linear in its size, for
+        a call that comes only when a handle names a directory the kernel no longer has).
+        """
+        if directory == NODE_ROOT:
+            raise NotFound("the node root has no parent")
+        self._dir(self.store.view(), directory)
+        parent = NODE_ROOT if local_of(directory) == VOLUME_ROOT_LOCAL else self.parent(directory)
+        return self.lookup_inode(parent)
 
     def forget(self, ino: InodeId, n: int) -> None:
         if not self.lookups.drop(ino, n) or local_of(ino) == VOLUME_ROOT_LOCAL:
@@ -761,12 +809,14 @@ class Filesystem:
         """
         if ino == NODE_ROOT:
             return self._list_volumes(after_cookie, end)
-        block_size = self._volume(slot_of(ino)).block_size
+        record = self._volume(slot_of(ino))
+        block_size, gen = record.block_size, generation(record)
         view = self.store.view()
         directory = self._dir(view, ino)
         entries = []
         for name, child, cookie in dirs.entries(view, ino, after_cookie, end):
-            entries.append((name, Attr(child, self._as_written(child, inodes.load(view, child)), block_size), cookie))
+            entries.append((name, Attr(child, self._as_written(child, inodes.load(view, child)), block_size, gen),
+                            cookie))
             if len(entries) >= limit:
                 break
         if after_cookie == 0:  # a listing starts: an access, like read
@@ -802,7 +852,7 @@ class Filesystem:
                           if r.slot > after_cookie and (end is None or r.slot < end)),
                          key=lambda r: r.slot)
         return [(r.name.encode(), Attr(volume_root(r.slot), inodes.load(view, volume_root(r.slot)),
-                                       r.block_size), r.slot) for r in records]
+                                       r.block_size, generation(r)), r.slot) for r in records]
 
     # --- file content --------------------------------------------------------------
 

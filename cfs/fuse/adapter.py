@@ -7,7 +7,8 @@ so each call is atomic with respect to the others (pyfuse3 runs several handler 
 on the one trio thread).
 
 Lookup counts (pyfuse3 developer notes): lookup, create, mkdir, mknod, symlink and link
-each give the kernel one lookup, counted by the core; readdirplus counts an entry only
+each give the kernel one lookup, counted by the core (lookups of "." and ".." too: file
+handles, see ``supports_dot_lookup``); readdirplus counts an entry only
 after ``readdir_reply`` has accepted it, and an entry listed by name only (node id 0,
 cfs.fuse.names) not at all: the kernel holds nothing for it. Nor for "." and "..": the
 kernel links neither (``fuse_direntplus_link`` skips them), and they go with node id 0
@@ -18,7 +19,9 @@ ends (``Filesystem.opendir``): the kernel sends no inode with readdir, and two s
 of one directory end apart. See ``readdir`` for the offsets and rewinds.
 
 File handles: every open and create gets a handle number of its own, naming the inode
-and what that open asked of later reads (O_NOATIME, which read requests do not repeat).
+and what that open asked of later reads (O_NOATIME, which read requests do not repeat)
+and writes (O_DIRECT: the kernel's cache of the file is dropped after a direct write,
+cfs.fuse.coherence, while the handler lends its FUSE worker, cfs.fuse.session).
 The core counts the opens of each inode; the handle table is the adapter's.
 
 Replication (``Remote``, given by the daemon): an operation that needs a chunk held by
@@ -49,7 +52,9 @@ import pyfuse3
 from cfs.errors import CfsError, ChunkNotHere, CorruptChunk, FsError, RemoteChunk
 from cfs.fs import Attr, Caller, Filesystem, SetAttr
 from cfs.fuse.lowlevel import TMPFILE_NAME
+from cfs.fuse.coherence import DirectWrites
 from cfs.fuse.names import NameOnlyEntries
+from cfs.fuse.session import Workers
 from cfs.types import InodeId, Slot, slot_of
 
 log = logging.getLogger(__name__)
@@ -181,6 +186,8 @@ class _DirHandle:
 class _Handle:
     ino: InodeId
     noatime: bool
+    direct: bool
+    """Opened O_DIRECT: its reads and writes bypass the kernel's page cache."""
     wrote: bool = False
     """Written through: its close waits for the replicas, as fsync does."""
 
@@ -189,7 +196,7 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
     inode = attr.inode
     out = pyfuse3.EntryAttributes()
     out.st_ino = attr.ino
-    out.generation = 0
+    out.generation = attr.generation
     out.entry_timeout = ENTRY_TIMEOUT
     out.attr_timeout = ATTR_TIMEOUT
     out.st_mode = inode.mode
@@ -209,16 +216,21 @@ def entry(attr: Attr) -> pyfuse3.EntryAttributes:
 class Operations(pyfuse3.Operations):
     """Every volume of the node through one FUSE session (see cfs.fs.core)."""
 
-    supports_dot_lookup = False
+    supports_dot_lookup = True
+    """FUSE export support: the kernel resolves a file handle whose inode it dropped by
+    looking up "." in the handle's node id, and connects a directory by looking up ".."
+    (docs/CONFORMANCE.md, "File handles")."""
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Filesystem, remote: Remote | None = None) -> None:
+    def __init__(self, fs: Filesystem, remote: Remote | None = None, *, workers: Workers) -> None:
+        """``workers``: the ones ``cfs.fuse.session.run`` runs, which a handler may lend."""
         super().__init__()
         self.fs = fs
         self.remote = remote
         self._handles: dict[int, _Handle] = {}
         self._dirs: dict[int, _DirHandle] = {}
+        self._direct = DirectWrites(workers)
         self._next_fh = itertools.count(1)
         self._name_only = NameOnlyEntries.create()
         self._looked_into: set[int] = set()
@@ -227,7 +239,10 @@ class Operations(pyfuse3.Operations):
 
     def _handle(self, ino: InodeId, flags: int) -> pyfuse3.FileInfo:
         fh = next(self._next_fh)
-        self._handles[fh] = _Handle(ino, bool(flags & os.O_NOATIME))
+        direct = bool(flags & os.O_DIRECT)
+        self._handles[fh] = _Handle(ino, bool(flags & os.O_NOATIME), direct)
+        if direct:
+            self._direct.opened(ino)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     def _ino(self, fh: int) -> InodeId:
@@ -235,6 +250,12 @@ class Operations(pyfuse3.Operations):
 
     @_errno_edge
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        # A path walk never sends "." or "..": the kernel resolves them itself. They come
+        # from file handles only (supports_dot_lookup), "." in any inode, ".." in a directory.
+        if name == b".":
+            return entry(self.fs.lookup_inode(InodeId(parent_inode)))
+        if name == b"..":
+            return entry(self.fs.lookup_parent(InodeId(parent_inode)))
         if len(self._looked_into) >= MAX_ADVISED:
             self._looked_into.clear()
         self._looked_into.add(parent_inode)
@@ -324,13 +345,20 @@ class Operations(pyfuse3.Operations):
     @_errno_edge
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
+        if not handle.direct:
+            self._direct.buffered(handle.ino, off, size)
         return self.fs.read(handle.ino, off, size, mark_atime=not handle.noatime)
 
     @_errno_edge
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handles[fh]
         handle.wrote = True
-        return self.fs.write(handle.ino, off, buf)
+        written = self.fs.write(handle.ino, off, buf)
+        if handle.direct:
+            await self._direct.written(handle.ino, off, written)
+        else:
+            self._direct.buffered(handle.ino, off, written)
+        return written
 
     @_errno_edge
     async def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
@@ -352,7 +380,10 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         try:
-            self.fs.release(self._handles.pop(fh).ino)
+            handle = self._handles.pop(fh)
+            if handle.direct:
+                self._direct.released(handle.ino)
+            self.fs.release(handle.ino)
         except Exception:
             log.exception("release(%d) failed", fh)
 

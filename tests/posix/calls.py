@@ -254,3 +254,93 @@ def times(path: Path) -> tuple[int, int, int]:
     """(atime, mtime, ctime) in nanoseconds, not following symlinks."""
     st = os.lstat(path)
     return st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+
+
+# --- file handles -----------------------------------------------------------------
+
+MAX_HANDLE_SZ = 128
+AT_HANDLE_FID = 0x200
+
+
+class FileHandle(ctypes.Structure):
+    """``struct file_handle`` with room for the largest handle the kernel hands out."""
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ)]
+
+    def raw(self) -> tuple[int, bytes]:
+        """(type, bytes): what identifies the inode, for comparing two handles."""
+        return self.handle_type, bytes(self.f_handle[:self.handle_bytes])
+
+
+def name_to_handle_at(path: Path | str, flags: int = 0) -> FileHandle:
+    """name_to_handle_at(2) on ``path`` (the mount id is dropped)."""
+    handle = FileHandle(handle_bytes=MAX_HANDLE_SZ)
+    mount_id = ctypes.c_int()
+    _check(_libc.name_to_handle_at(AT_FDCWD, os.fsencode(path), ctypes.byref(handle), ctypes.byref(mount_id),
+                                   flags))
+    return handle
+
+
+def open_by_handle_at(mount_fd: int, handle: FileHandle, flags: int) -> int:
+    """open_by_handle_at(2): a descriptor of the inode ``handle`` names, on the filesystem
+    of ``mount_fd`` (needs CAP_DAC_READ_SEARCH)."""
+    return _check(_libc.open_by_handle_at(mount_fd, ctypes.byref(handle), flags))
+
+
+def drop_inode_caches() -> None:
+    """Make the kernel forget every dentry and inode nobody uses (``echo 2 >
+    /proc/sys/vm/drop_caches``, machine-wide): a FUSE filesystem gets a FORGET for each,
+    and a handle must then be resolved by the filesystem itself."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+# --- asynchronous I/O (Linux AIO, as libaio and fio's libaio engine use it) ---------
+
+_SYS_IO_SETUP, _SYS_IO_DESTROY, _SYS_IO_GETEVENTS, _SYS_IO_SUBMIT = 206, 207, 208, 209  # x86_64
+IOCB_CMD_PWRITE = 1
+
+
+class _Iocb(ctypes.Structure):
+    _fields_ = [("aio_data", ctypes.c_uint64), ("aio_key", ctypes.c_uint32), ("aio_rw_flags", ctypes.c_int32),
+                ("aio_lio_opcode", ctypes.c_uint16), ("aio_reqprio", ctypes.c_int16),
+                ("aio_fildes", ctypes.c_uint32), ("aio_buf", ctypes.c_uint64), ("aio_nbytes", ctypes.c_uint64),
+                ("aio_offset", ctypes.c_int64), ("aio_reserved2", ctypes.c_uint64), ("aio_flags", ctypes.c_uint32),
+                ("aio_resfd", ctypes.c_uint32)]
+
+
+class _IoEvent(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_uint64), ("obj", ctypes.c_uint64), ("res", ctypes.c_int64),
+                ("res2", ctypes.c_int64)]
+
+
+def _syscall(*args: Any) -> int:
+    return _check(_libc.syscall(*args))
+
+
+class Aio:
+    """A Linux AIO context (io_setup(2)): writes that io_submit(2) starts and returns from
+    at once, their completion collected by io_getevents(2). Raw system calls, so neither
+    libaio nor an architecture other than x86_64 is needed... or allowed."""
+
+    def __init__(self, depth: int) -> None:
+        if os.uname().machine != "x86_64":
+            pytest.skip("Linux AIO system call numbers are x86_64's here")
+        self._ctx = ctypes.c_ulong(0)
+        _syscall(_SYS_IO_SETUP, depth, ctypes.byref(self._ctx))
+
+    def write(self, fd: int, address: int, length: int, offset: int) -> None:
+        """Submit one write of ``length`` bytes from ``address`` and return at once."""
+        iocb = _Iocb(aio_lio_opcode=IOCB_CMD_PWRITE, aio_fildes=fd, aio_buf=address, aio_nbytes=length,
+                     aio_offset=offset)
+        _syscall(_SYS_IO_SUBMIT, self._ctx, 1, ctypes.byref(ctypes.pointer(iocb)))
+
+    def wait(self) -> int:
+        """Wait for one submitted operation to complete; its result (bytes, or -errno)."""
+        event = _IoEvent()
+        _syscall(_SYS_IO_GETEVENTS, self._ctx, 1, 1, ctypes.byref(event), None)
+        return event.res
+
+    def close(self) -> None:
+        _syscall(_SYS_IO_DESTROY, self._ctx)

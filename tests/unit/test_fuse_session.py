@@ -124,4 +124,155 @@ def test_a_hung_up_descriptor_is_returned_to_the_reader() -> None:
 
 def test_negative_spin_is_refused() -> None:
     with pytest.raises(ValueError):
-        trio.run(session.run, 1, -1)
+        trio.run(session.run, session.Workers(1), -1)
+
+
+# --- spare workers (session.Workers) -------------------------------------------------
+
+def _admitted_in_turn(workers: session.Workers, body) -> None:
+    """Run ``body(admit, nursery)`` in trio, where ``admit(name, log)`` starts a task that
+    comes to the door and appends its name to ``log`` once let in."""
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            def admit(name: str, log: list[str]) -> None:
+                async def worker() -> None:
+                    await workers.admit()
+                    log.append(name)
+                nursery.start_soon(worker)
+            await body(admit, nursery)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_a_single_node_spare_waits_until_a_worker_is_lent() -> None:
+    workers = session.Workers(1)
+    assert workers.tasks == 1 + session.SPARE_WORKERS
+
+    async def body(admit, nursery) -> None:
+        log: list[str] = []
+        admit("owner", log)
+        await trio.testing.wait_all_tasks_blocked()
+        admit("spare", log)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["owner"]                    # the spare is parked at the door
+        assert workers.may_lend()
+        with workers.lend():
+            await trio.testing.wait_all_tasks_blocked()
+            assert log == ["owner", "spare"]       # lent: the spare takes requests
+        admit("spare again", log)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["owner", "spare"]           # back at the door after the lending: parked
+
+    _admitted_in_turn(workers, body)
+
+
+def test_the_owner_passes_the_door_and_a_free_lock_without_yielding() -> None:
+    async def main() -> None:
+        lock = session._UncontendedLock(session.Workers(1))
+        for _ in range(3):
+            with trio.testing.assert_no_checkpoints():
+                await lock.__aenter__()
+            await lock.__aexit__(None, None, None)
+
+    trio.run(main)
+
+
+def test_the_owner_is_always_let_in() -> None:
+    workers = session.Workers(1)
+
+    async def body(admit, nursery) -> None:
+        async def owner_twice() -> None:
+            await workers.admit()
+            await workers.admit()
+            log.append("owner twice")
+        log: list[str] = []
+        nursery.start_soon(owner_twice)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["owner twice"]
+
+    _admitted_in_turn(workers, body)
+
+
+def test_closing_lets_every_parked_worker_in() -> None:
+    workers = session.Workers(1)
+
+    async def body(admit, nursery) -> None:
+        log: list[str] = []
+        admit("owner", log)
+        await trio.testing.wait_all_tasks_blocked()
+        for name in ("a", "b"):
+            admit(name, log)
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["owner"]
+        workers.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(log) == ["a", "b", "owner"]
+        assert not workers.may_lend()
+
+    _admitted_in_turn(workers, body)
+
+
+def test_one_worker_is_never_lent() -> None:
+    workers = session.Workers(1)
+    held = [workers.lend() for _ in range(workers.lend_limit)]
+    for context in held:
+        context.__enter__()
+    assert not workers.may_lend()
+    with pytest.raises(RuntimeError):
+        with workers.lend():
+            pass
+    for context in held:
+        context.__exit__(None, None, None)
+    assert workers.may_lend() and workers.lent == 0
+
+
+def test_a_cluster_lets_every_worker_in() -> None:
+    workers = session.Workers(32)
+    assert not workers.gated and workers.tasks == 32
+
+    async def body(admit, nursery) -> None:
+        log: list[str] = []
+        for name in ("a", "b", "c"):
+            admit(name, log)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(log) == ["a", "b", "c"]
+
+    _admitted_in_turn(workers, body)
+
+
+def test_a_hang_up_ends_the_parking() -> None:
+    """An unmount hangs up /dev/fuse: the wait tells the workers, whose spares must then
+    come in to see the session end, or pyfuse3's loop would never return."""
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    hung_up: list[bool] = []
+    for spin_us in (50, 0):
+        wait = _SpinningWait(spin_us=spin_us, on_hang_up=lambda: hung_up.append(True))
+
+        async def main() -> None:
+            with trio.fail_after(5):
+                await wait(read_end)
+
+        trio.run(main)
+    os.close(read_end)
+    assert hung_up == [True, True]
+
+
+def test_a_readable_descriptor_is_no_hang_up(pipe) -> None:
+    read_end, write_end = pipe
+    os.write(write_end, b"x")
+    hung_up: list[bool] = []
+    for spin_us in (50, 0):
+        wait = _SpinningWait(spin_us=spin_us, on_hang_up=lambda: hung_up.append(True))
+        trio.run(wait, read_end)
+    assert hung_up == []
+
+
+def test_the_wait_tells_the_workers_which_device_they_read(pipe) -> None:
+    read_end, write_end = pipe
+    os.write(write_end, b"x")
+    workers = session.Workers(1)
+    assert workers.device is None
+    trio.run(_SpinningWait(spin_us=50, workers=workers), read_end)
+    assert workers.device == read_end

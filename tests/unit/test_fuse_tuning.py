@@ -35,7 +35,7 @@ def test_a_free_lock_is_taken_without_yielding_and_a_held_one_waits() -> None:
     order: list[str] = []
 
     async def main() -> None:
-        lock = session._UncontendedLock()
+        lock = session._UncontendedLock(session.Workers(32))  # every worker let in: the lock alone
 
         async def second() -> None:
             async with lock:
