@@ -34,6 +34,7 @@ from cfs.repl.wire import (
     GetChunks, LogAck, LogRecords, Ping, Pong, PushCopy, PutChunks, Release, Reply, Request,
     VolumeCopy, VolumeInfo, VolumeInfoReply,
 )
+from cfs.names import is_snapshot_name
 from cfs.store import NodeRecords
 from cfs.types import NodeId, VolumeId
 
@@ -164,6 +165,11 @@ class PeerHandler:
         if self.writing_epoch(record.volume_id) is not None:
             return Error.of(ErrorCode.STALE_EPOCH, f"node writes volume {record.name!r} itself",
                             self.writing_epoch(record.volume_id) or 0)
+        if is_snapshot_name(record.name) and self._complete(record):
+            # A snapshot never changes: a complete copy here is the one being sent (it came
+            # from the volume's log meanwhile). Replacing it would empty it under its readers.
+            held = self.records.applied_seq(record.slot)
+            return LogAck(record.volume_id, held) if request.last else Ack()
         if request.first:
             log.info("volume %s: receiving a whole copy (up to record %d) from node %s",
                      record.name, request.snapshot_seq, peer.hex()[:8])
@@ -174,6 +180,9 @@ class PeerHandler:
             return Ack()
         log.info("volume %s: whole copy up to record %d received", record.name, request.snapshot_seq)
         return LogAck(record.volume_id, request.snapshot_seq)
+
+    def _complete(self, record: VolumeRecord) -> bool:
+        return not self.records.incomplete(record.slot) and self.records.applied_seq(record.slot) > 0
 
     async def _push_copy(self, peer: NodeId, record: VolumeRecord, request: PushCopy) -> Reply:
         if self.push_copy is None:

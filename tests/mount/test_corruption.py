@@ -15,8 +15,9 @@ from cfs.types import make_ino
 from tests.node import Node
 
 
-def flip_chunk_of(store_dir: Path, volume: str, local_ino: int, block: int) -> str:
-    """Flip bytes inside the stored chunk of one block, keeping its key: silent disk damage."""
+def flip_chunk_of(store_dir: Path, volume: str, local_ino: int, block: int, *, flip: bool = True) -> str:
+    """Flip bytes inside the stored chunk of one block, keeping its key: silent disk damage.
+    Returns the chunk's id (hex); ``flip`` False only names it."""
     store = Store(store_dir)
     try:
         with store.op() as op:
@@ -24,6 +25,8 @@ def flip_chunk_of(store_dir: Path, volume: str, local_ino: int, block: int) -> s
             raw = op.get(Table.BLOCKS, ino_u64_key(make_ino(record.slot, local_ino), block))
             assert raw is not None
             cid = decode_block(raw).chunk
+            if not flip:
+                return cid.hex()
             value = bytearray(op.get(Table.CHUNKS, cid))
             value[-1] ^= 0xFF
             value[len(value) // 2] ^= 0x55
