@@ -48,6 +48,7 @@ class ControlServer:
             "snapshot.rm": service.snapshot_rm,
             "mount": service.mount,
             "umount": service.umount,
+            "mount.ls": service.mount_ls,
             "status": service.status,
             "node.ls": service.node_ls,
             "node.drain": service.node_drain,

@@ -110,6 +110,8 @@ class NodeService:
             info = self._describe(name) if name in local else _describe_spec(name, specs[name])
             info["here"] = name in local
             info["replicas"] = specs[name].replicas if name in specs else 1
+            if name in specs:  # the catalog's limit: the one the volume's writer takes
+                info["size_bytes"] = quota.limit_of(specs[name].options)
             out.append(info)
         return out
 
@@ -144,6 +146,8 @@ class NodeService:
                 raise
             info = _describe_spec(name, spec)
         info["replicas"] = spec.replicas if spec is not None else 1
+        if spec is not None:  # the catalog's limit: the one the volume's writer takes
+            info["size_bytes"] = quota.limit_of(spec.options)
         return info
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
@@ -300,6 +304,13 @@ class NodeService:
             self.records.record_mount(str(target), name, read_only)
         log.info("mounted volume %s at %s%s", name, target, " (read-only)" if read_only else "")
         return {"volume": name, "mountpoint": str(target), "read_only": read_only}
+
+    async def mount_ls(self) -> list[dict[str, Any]]:
+        """The mounts this node keeps (recorded, bound again at each start): path, volume,
+        read-only, and whether the path is a mount point now."""
+        points = await trio.to_thread.run_sync(mounts.mount_points)
+        return [{"path": path, "volume": name, "read_only": read_only, "mounted": path in points}
+                for path, (name, read_only) in sorted(self._recorded().items())]
 
     async def umount(self, path: str, lazy: bool = False) -> dict[str, Any]:
         """Unmount and forget a mount; ``lazy`` detaches it even while a process still uses it."""

@@ -490,8 +490,8 @@ class ClusterNode:
             return True, f"replication degraded: {writer.replicator.degraded}"
         copies = await self._live_copies(spec.volume_id)
         if copies < spec.replicas:
-            return True, f"{copies} of {spec.replicas} copies on live nodes that answer"
-        return False, f"{copies} copies on live nodes ({spec.replicas} wanted)"
+            return True, f"complete copies on live nodes that answer: {copies} of the {spec.replicas} wanted"
+        return False, f"complete copies on live nodes: {copies} ({spec.replicas} wanted)"
 
     async def _live_copies(self, volume_id: VolumeId) -> int:
         """Complete copies of the volume here and on the live peers that answer."""
