@@ -201,22 +201,25 @@ class ClusterNode:
 
     async def create_volume(self, name: str, *, block_size: int, options: dict[str, str],
                             replicas: int | None, uid: int, gid: int, mode: int) -> VolumeRecord:
+        """A new, empty volume: in the catalog, then here. Under the name's lock, as a clone
+        is made: a second create of the name waits, then finds it."""
         replicas = self._replicas(replicas)
         volume_id = VolumeId(os.urandom(16))
         spec = VolumeSpec(volume_id, block_size, replicas, dict(options), time.time_ns())
-        self.records.make_room()
-        await self.coord.create_volume(name, spec)
-        try:
-            record = self.fs.create_volume(name, block_size=block_size, options=dict(options), uid=uid,
-                                           gid=gid, mode=mode, volume_id=volume_id, created_ns=spec.created_ns,
-                                           replicated=replicas > 1)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self.coord.delete_volume(name)
-            raise
-        if self.config.clustered:
-            self.records.freeze(record.slot)
-        return record
+        async with self._lock(name):
+            self.records.make_room()
+            await self.coord.create_volume(name, spec)
+            try:
+                record = self.fs.create_volume(name, block_size=block_size, options=dict(options), uid=uid,
+                                               gid=gid, mode=mode, volume_id=volume_id,
+                                               created_ns=spec.created_ns, replicated=replicas > 1)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.coord.delete_volume(name)
+                raise
+            if self.config.clustered:
+                self.records.freeze(record.slot)
+            return record
 
     async def clone_volume(self, name: str, source: str, *, options: dict[str, str],
                            replicas: int | None) -> VolumeRecord:
