@@ -29,6 +29,7 @@ removing and dropping a volume; store access happens between awaits.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -46,7 +47,7 @@ from cfs.errors import (
 )
 from cfs.faults import crash_point
 from cfs.fs import Filesystem, quota
-from cfs.names import is_snapshot_name, snapshot_name
+from cfs.names import is_snapshot_name, snapshot_name, split_snapshot_name
 from cfs.repl.wire import ErrorCode, SnapshotTaken, TakeSnapshot, VolumeInfo, VolumeInfoReply
 from cfs.store import NodeRecords, Removal
 from cfs.types import ChunkId, NodeId, Slot, VolumeId
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 STATS_EVERY = 5
 """Seconds between publications of the node's capacity and chunk count."""
+CLONE_SNAPSHOT_PREFIX = "clone-"
+"""Snapshots a node takes to clone a volume another node writes: ``clone-<hash of the clone's name>``."""
 SNAPSHOT_TIMEOUT = 600.0
 """Seconds a node waits for the writer it asked to take a snapshot (a snapshot costs a walk
 of the volume's metadata: a volume of millions of files takes a while)."""
@@ -225,7 +228,8 @@ class ClusterNode:
                            replicas: int | None) -> VolumeRecord:
         """A new volume ``name`` holding what ``source`` holds now: a snapshot (``V@S``,
         copied here first if need be) or a volume, which this node then writes for the
-        moment of the copy (the lease, as a mount takes it).
+        moment of the copy (the lease, as a mount takes it); a volume another live node
+        writes is cloned from a snapshot that node takes (``_clone_through_snapshot``).
 
         Crash safety: the clone is made here first, durably, then entered in the catalog;
         a record of the publication (``NodeRecords.begin_publication``) lets the next
@@ -244,11 +248,7 @@ class ClusterNode:
                     copied = await open_read_only(self._context, source, spec)
                     record = self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
                 else:
-                    await self._open_for_copy(source)
-                    try:
-                        record = self.fs.clone(source, name, options=options, replicated=replicas > 1)
-                    finally:
-                        await self.close_volume(source)
+                    record = await self._clone_of_volume(name, source, options, replicas)
                 crash_point("clone-made")
                 await self._publish(name, record, replicas)
             finally:
@@ -256,6 +256,46 @@ class ClusterNode:
             if self.config.clustered:
                 self.records.freeze(record.slot)
             return record
+
+    async def _clone_of_volume(self, name: str, source: str, options: dict[str, str], replicas: int) -> VolumeRecord:
+        try:
+            await self.open_volume(source)
+        except LeaseHeld as held:
+            return await self._clone_through_snapshot(name, source, options, replicas, NodeId(held.node_id))
+        try:
+            return self.fs.clone(source, name, options=options, replicated=replicas > 1)
+        finally:
+            await self.close_volume(source)
+
+    async def _clone_through_snapshot(self, name: str, source: str, options: dict[str, str], replicas: int,
+                                      writer: NodeId) -> VolumeRecord:
+        """A clone of a volume that another live node writes: that node takes a snapshot
+        (``TakeSnapshot``), this node copies it and clones it, and the snapshot goes.
+
+        The snapshot's name follows from the clone's (``clone-<hash>``), so a retry after
+        a crash in between finds it and clones it (the volume as it was at the first
+        attempt, which is when it was asked for) instead of leaving it behind."""
+        spec = await self.coord.get_volume(source)
+        if spec is None:
+            raise VolumeNotFound(f"no volume named {source!r}")
+        full = snapshot_name(source, CLONE_SNAPSHOT_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:20])
+        log.info("volume %s: node %s writes it; cloning %s from its snapshot %s", source, writer.hex()[:8], name,
+                 full)
+        snap = await self.coord.get_volume(full)
+        if snap is None:
+            await self._snapshot_on(writer, source, split_snapshot_name(full)[1], spec)
+            snap = await self.coord.get_volume(full)
+            if snap is None:
+                raise VolumeNotFound(f"snapshot {full!r}, taken for the clone {name!r}, was removed meanwhile")
+        try:
+            copied = await open_read_only(self._context, full, snap)
+            return self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.remove_volume(full)
+                except CfsError as exc:
+                    log.warning("%s, taken for the clone %s, could not be removed: %s", full, name, exc)
 
     async def create_snapshot(self, volume: str, name: str, *, forward: bool = True) -> str:
         """Snapshot ``volume`` as ``volume@name``; its catalog name. Taken on this node if it
@@ -338,14 +378,6 @@ class ClusterNode:
             with trio.CancelScope(shield=True):
                 self.fs.remove_volume(name, force=True)
             raise
-
-    async def _open_for_copy(self, volume: str) -> None:
-        """Write ``volume`` here for a snapshot or clone of it: joins this node's writer,
-        or takes the lease; refused while another live node writes it."""
-        try:
-            await self.open_volume(volume)
-        except LeaseHeld as held:
-            raise VolumeBusy(f"{held}: take the snapshot on that node, or clone one of its snapshots") from None
 
     async def remove_volume(self, name: str) -> None:
         """Remove the volume from the cluster and its copy from this node, crash-safely

@@ -6,7 +6,7 @@ byte; it cannot be published on b while attached to a; its limit, raised by the
 controller, is taken by the mounted volume; a replica that dies makes its condition
 abnormal; a snapshot taken through the controller (by the writer, on another node)
 clones into a volume on a third node that holds what the snapshot held while the source
-changes."""
+changes, and the volume itself clones on a node that does not write it."""
 
 from __future__ import annotations
 
@@ -187,10 +187,17 @@ def test_a_snapshot_through_the_controller_clones_onto_a_third_node(csi: Csi) ->
     assert not (on_a / "written-in-the-clone").exists() and not (on_b / "written-in-the-source").exists()
     assert (on_a / changed).read_bytes() == b"changed after the snapshot"
 
-    # a clone of the volume itself is made where the volume is written: refused elsewhere, saying so
-    message = refused(Code.FAILED_PRECONDITION, csi["c"].controller.CreateVolume,
-                      create_request("pvc-clone2", 64 << 20, volume="pvc-src"))
-    assert a.node_id in message and "snapshot" in message
+    # a clone of the volume as it is now, asked of c while a writes it: through a snapshot a takes
+    now = tree_hashes(on_a)
+    whole = call(csi["c"].controller.CreateVolume, create_request("pvc-now", 64 << 20, volume="pvc-src"))
+    assert whole.volume.content_source.volume.volume_id == "pvc-src"
+    write_synced(on_a / "after-the-clone", b"not in it")
+    on_c = csi.attach_and_mount("c", "pvc-now")
+    assert tree_hashes(on_c) == now
+    assert [e.snapshot.snapshot_id for e in call(csi["c"].controller.ListSnapshots,
+                                                 pb.ListSnapshotsRequest()).entries] == [snap.snapshot_id]
+    csi.unmount_and_detach("c", "pvc-now")
+    call(csi["c"].controller.DeleteVolume, pb.DeleteVolumeRequest(volume_id="pvc-now"))
     csi.unmount_and_detach("a", "pvc-src")
     csi.unmount_and_detach("b", "pvc-clone")
     call(csi["c"].controller.DeleteVolume, pb.DeleteVolumeRequest(volume_id="pvc-src"))
