@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--from-snapshot", metavar="VOLUME@SNAPSHOT",
                         help="a clone: a new, writable volume holding what the snapshot holds")
     source.add_argument("--from-volume", metavar="VOLUME",
-                        help="a clone of a volume as it is now (this node takes the volume for the moment)")
+                        help="a clone of a volume as it is now (this node takes the volume for the moment, "
+                             "or the live node that writes it takes a snapshot to clone)")
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
                              "size=10G (the most the volume may hold: ENOSPC beyond; 0: no limit), "
