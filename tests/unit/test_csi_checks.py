@@ -1,16 +1,22 @@
 """The CSI plugin's request checks (tools.csi.checks), without a server: which access a
 request may ask for, capacity as a size limit, parameters, ids and pagination tokens,
 each refusal with the gRPC code the CSI spec names. The proto's wire layout is pinned
-here too: a field number that moved would make every orchestrator misread cfs."""
+here too: a field number that moved would make every orchestrator misread cfs. And the
+endpoint ``cfs csi`` serves on (``--endpoint`` or ``CSI_ENDPOINT``)."""
 
 from __future__ import annotations
+
+import socket
+from pathlib import Path
 
 import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tools.csi import checks
+from cfs.errors import CfsError
+from tools import cli
+from tools.csi import checks, server
 from tools.csi.checks import Abort
 from tools.csi.generated import csi_pb2 as pb
 
@@ -149,3 +155,36 @@ def test_the_wire_layout_is_the_specs() -> None:
     assert services["csi.v1.Identity"] == ["GetPluginInfo", "GetPluginCapabilities", "Probe"]
     assert "ControllerModifyVolume" not in services["csi.v1.Controller"] and len(services["csi.v1.Controller"]) == 13
     assert len(services["csi.v1.Node"]) == 8
+
+
+# --- the command line and the endpoint ----------------------------------------------------
+
+def test_the_endpoint_is_a_unix_socket_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert server.socket_path("unix:///csi/csi.sock") == Path("/csi/csi.sock")
+    assert server.socket_path("unix:/csi/csi.sock") == Path("/csi/csi.sock")
+    for bad, why in ((None, "no endpoint"), ("", "no endpoint"), ("tcp://127.0.0.1:10000", "unix socket"),
+                     ("unix://relative.sock", "absolute path")):
+        with pytest.raises(CfsError, match=why):
+            server.socket_path(bad)
+    monkeypatch.setenv("CSI_ENDPOINT", "unix:///var/lib/kubelet/plugins/csi.cfs.dev/csi.sock")
+    args = cli.build_parser().parse_args(["csi", "--mode", "node"])
+    assert (args.endpoint, args.mode) == ("unix:///var/lib/kubelet/plugins/csi.cfs.dev/csi.sock", "node")
+    assert cli.build_parser().parse_args(["csi", "--endpoint", "unix:///x.sock"]).mode == "both"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["csi", "--mode", "everything"])
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_refused(tmp_path: Path) -> None:
+    path = tmp_path / "csi.sock"
+    server._clear_stale(path)  # nothing there: nothing to do
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(path))
+        live.listen()
+        with pytest.raises(CfsError, match="another process serves"):
+            server._clear_stale(path)
+    assert path.exists()  # closed without unlinking: what a killed plugin leaves
+    server._clear_stale(path)
+    assert not path.exists()
+    path.write_text("not a socket")
+    with pytest.raises(CfsError, match="not a socket"):
+        server._clear_stale(path)
