@@ -27,9 +27,16 @@ RUN set -eu; missing=""; \
         rm -rf /var/lib/apt/lists/*; \
     fi
 
+# The package twice: first with grpcio-tools (the csi-build extra), which generates the CSI
+# plugin's gRPC stubs from tools/csi/csi.proto (never committed), then again with them in it;
+# grpcio-tools is not needed to run and goes.
 COPY . /src
 RUN python3 -m venv /opt/cfs \
-    && /opt/cfs/bin/pip install --no-cache-dir --disable-pip-version-check $PIP_OPTIONS /src \
+    && /opt/cfs/bin/pip install --no-cache-dir --disable-pip-version-check $PIP_OPTIONS "/src[csi-build]" \
+    && /src/tools/csi/generate.sh /opt/cfs/bin/python \
+    && /opt/cfs/bin/pip install --no-cache-dir --disable-pip-version-check $PIP_OPTIONS --no-deps --force-reinstall /src \
+    && /opt/cfs/bin/pip uninstall --yes --disable-pip-version-check grpcio-tools \
+    && /opt/cfs/bin/python -c "import tools.csi.generated.csi_pb2_grpc" \
     && rm -rf /src
 
 ENV PATH=/opt/cfs/bin:$PATH

@@ -235,6 +235,22 @@ class LeaseHeld(VolumeBusy):
         self.epoch = epoch
 
 
+class AttachedElsewhere(VolumeBusy):
+    """The volume is attached to another live node (``Coordinator.attach``): a volume is
+    attached to one node at a time, as one node at a time writes it."""
+
+    def __init__(self, volume: str, node_id: bytes, read_only: bool) -> None:
+        mode = "read-only" if read_only else "read-write"
+        super().__init__(f"volume {volume!r} is attached to node {node_id.hex()} ({mode}); "
+                         "detach it there first")
+        self.volume = volume
+        self.node_id = node_id
+
+
+class AttachmentMismatch(VolumeBusy):
+    """The volume is attached to this node already, in the other mode (read-only or not)."""
+
+
 class Unavailable(CfsError):
     """Transient: a service cfs depends on did not answer. Raised once retries with
     backoff have run out their deadline; the caller may try again later."""

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import trio
 
 from cfs import check
-from cfs.coord.api import VolumeSpec
-from cfs.types import VolumeId
-from cfs.errors import CfsError, UserError, VolumeBusy, VolumeNotFound
+from cfs.coord.api import NODE_ID_LEN, Attachment, VolumeSpec
+from cfs.types import NodeId, VolumeId
+from cfs.errors import CfsError, NodeNotFound, UserError, VolumeBusy, VolumeNotFound
 from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
 from cfs.names import is_snapshot_name, split_snapshot_name, validate_catalog_name, validate_volume_name
 from cfs.store import NodeRecords
@@ -110,6 +110,8 @@ class NodeService:
             info = self._describe(name) if name in local else _describe_spec(name, specs[name])
             info["here"] = name in local
             info["replicas"] = specs[name].replicas if name in specs else 1
+            if name in specs:  # the catalog's limit: the one the volume's writer takes
+                info["size_bytes"] = quota.limit_of(specs[name].options)
             out.append(info)
         return out
 
@@ -135,6 +137,7 @@ class NodeService:
         A volume of the cluster that this node holds no copy of yet is described from the
         cluster catalog: mounting it here moves it here. ``replicas`` comes from the
         catalog (1 for a volume it does not know)."""
+        validate_catalog_name(name)
         spec = await self.cluster.spec(name)
         try:
             info = self._describe(name)
@@ -143,6 +146,8 @@ class NodeService:
                 raise
             info = _describe_spec(name, spec)
         info["replicas"] = spec.replicas if spec is not None else 1
+        if spec is not None:  # the catalog's limit: the one the volume's writer takes
+            info["size_bytes"] = quota.limit_of(spec.options)
         return info
 
     async def volume_rm(self, name: str) -> dict[str, Any]:
@@ -158,15 +163,73 @@ class NodeService:
         log.info("removed %s %s", kind, name)
         return {"removed": name}
 
+    # --- CSI: attachments, expansion, health, stats -------------------------------------
+
+    async def volume_publish(self, name: str, node_id: str, read_only: bool = False) -> dict[str, Any]:
+        """Attach the volume to a node (CSI's ControllerPublishVolume): that node may mount
+        it, and takes it over from a node it is not attached to (ClusterNode.open_volume).
+        Refused while another live node is attached (one node at a time)."""
+        validate_volume_name(name)
+        attachment = await self.cluster.coord.attach(name, _node_id(node_id), read_only=bool(read_only))
+        log.info("volume %s attached to node %s%s", name, node_id, " (read-only)" if read_only else "")
+        return _attachment(attachment)
+
+    async def volume_unpublish(self, name: str, node_id: str | None = None) -> dict[str, Any]:
+        """Detach the volume from a node (None: from every node); nothing attached is done too."""
+        validate_volume_name(name)
+        try:
+            node = None if node_id is None else _node_id(node_id)
+        except NodeNotFound:
+            return {"detached": 0}  # a node that cannot exist holds nothing
+        return {"detached": await self.cluster.coord.detach(name, node)}
+
+    async def volume_attachments(self, name: str | None = None) -> list[dict[str, Any]]:
+        if name is not None:
+            validate_volume_name(name)
+        return [_attachment(a) for a in await self.cluster.coord.attachments(name)]
+
+    async def volume_expand(self, name: str, size: Any = None) -> dict[str, Any]:
+        """Raise the volume's size limit in the catalog to ``size`` (bytes or 10G; never
+        lowered) and take it here if this node writes the volume; without ``size``, take
+        the catalog's limit here (CSI's NodeExpandVolume). ``size_bytes``: the catalog's
+        limit (0: none); ``here_bytes``: the limit in force on this node's copy, if any."""
+        validate_volume_name(name)
+        if size is None:
+            limit = await self.cluster.take_size_limit(name)
+        else:
+            limit = quota.limit_of((await self.cluster.expand_volume(name, quota.parse_size(size))).options)
+        record = self.records.find(name)
+        return {"name": name, "size_bytes": limit,
+                "here_bytes": None if record is None else self.fs.volume_space(name)["size_bytes"]}
+
+    async def volume_condition(self, name: str) -> dict[str, Any]:
+        """Whether the volume is in trouble as this node sees it, and why (ClusterNode.condition)."""
+        validate_volume_name(name)
+        abnormal, message = await self.cluster.condition(name)
+        return {"name": name, "abnormal": abnormal, "message": message}
+
+    async def volume_stats(self, name: str) -> dict[str, Any]:
+        """Space and inodes of this node's copy (CSI's NodeGetVolumeStats): bytes in use and
+        the size limit (0: none), the store disk's free bytes (what a volume without a
+        limit may still take), inodes in use and inode numbers left."""
+        validate_volume_name(name)
+        space = self.fs.volume_space(name)
+        inodes, inodes_free = self.fs.volume_inodes(name)
+        return {**space, "free_bytes": self.records.space()["free_bytes"], "inodes": inodes,
+                "inodes_free": inodes_free}
+
     # --- snapshots -----------------------------------------------------------------
 
     async def snapshot_create(self, volume: str, name: str) -> dict[str, Any]:
-        """Snapshot ``volume`` as ``volume@name`` (on this node: see ClusterNode.create_snapshot)."""
+        """Snapshot ``volume`` as ``volume@name``: on this node, or on the node that writes
+        the volume (see ClusterNode.create_snapshot)."""
         validate_volume_name(volume)
         validate_volume_name(name)
-        record = await self.cluster.create_snapshot(volume, name)
-        log.info("took snapshot %s", record.name)
-        return self._describe_snapshot(record.name)
+        full = await self.cluster.create_snapshot(volume, name)
+        log.info("took snapshot %s", full)
+        if self.records.find(full) is not None:
+            return {**self._describe_snapshot(full), "here": True}
+        return await self.snapshot_inspect(full)
 
     async def snapshot_ls(self, volume: str | None = None) -> list[dict[str, Any]]:
         """The cluster's snapshots, of one volume or of all; ``here``: a copy is on this node."""
@@ -192,7 +255,9 @@ class NodeService:
         spec = await self.cluster.spec(name)
         if spec is None:
             raise VolumeNotFound(f"no snapshot named {name!r}")
-        return {**_describe_spec(name, spec), "here": False}
+        info = _describe_spec(name, spec)
+        info["options"] = {k: v for k, v in info["options"].items() if k not in ("snapshot", "snapshot_of")}
+        return {**info, "snapshot_of": spec.options.get("snapshot_of"), "here": False}
 
     async def snapshot_rm(self, name: str) -> dict[str, Any]:
         split_snapshot_name(name)
@@ -239,6 +304,13 @@ class NodeService:
             self.records.record_mount(str(target), name, read_only)
         log.info("mounted volume %s at %s%s", name, target, " (read-only)" if read_only else "")
         return {"volume": name, "mountpoint": str(target), "read_only": read_only}
+
+    async def mount_ls(self) -> list[dict[str, Any]]:
+        """The mounts this node keeps (recorded, bound again at each start): path, volume,
+        read-only, and whether the path is a mount point now."""
+        points = await trio.to_thread.run_sync(mounts.mount_points)
+        return [{"path": path, "volume": name, "read_only": read_only, "mounted": path in points}
+                for path, (name, read_only) in sorted(self._recorded().items())]
 
     async def umount(self, path: str, lazy: bool = False) -> dict[str, Any]:
         """Unmount and forget a mount; ``lazy`` detaches it even while a process still uses it."""
@@ -319,7 +391,8 @@ class NodeService:
             "store": self.records.space(),
             "kernel_lookups": len(self.fs.lookups),
             "cluster": {
-                "node_id": self.cluster.node_id.hex(), "etcd": self.cluster.config.etcd,
+                "node_id": self.cluster.node_id.hex(), "name": self.cluster.config.name,
+                "etcd": self.cluster.config.etcd,
                 "address": self.cluster.config.advertise,
                 "writing": self.cluster.writing(), "degraded": self.cluster.degraded(),
                 "members": self.cluster.members.states(),
@@ -370,6 +443,22 @@ class NodeService:
             report = check.check(self.fs.store, volume, repair=True, progress=progress,
                                  damaged=report.damaged_chunks)
         return report.to_json()
+
+
+def _node_id(raw: Any) -> NodeId:
+    """A node id as the control API takes it (hex); NodeNotFound for anything that cannot be one."""
+    try:
+        node = bytes.fromhex(raw) if isinstance(raw, str) else b""
+    except ValueError:
+        node = b""
+    if len(node) != NODE_ID_LEN:
+        raise NodeNotFound(f"no node {raw!r}: node ids are {2 * NODE_ID_LEN} hex digits (cfs node ls)")
+    return NodeId(node)
+
+
+def _attachment(attachment: Attachment) -> dict[str, Any]:
+    return {"volume": attachment.volume, "node_id": attachment.node_id.hex(), "read_only": attachment.read_only,
+            "attached": _iso(attachment.attached_ns / 1e9)}
 
 
 def _describe_spec(name: str, spec: VolumeSpec) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import trio
 
 from cfs.coord import Coordinator, Lease, NodeId, NodeInfo, NodeState, VolumeSpec
 from cfs.errors import (
+    AttachmentMismatch,
     InvalidName,
     NodeNotFound,
     RegistrationLost,
@@ -158,4 +159,73 @@ class CoordContract:
                     nursery.start_soon(session.release, lease)
                     with trio.fail_after(5):
                         await session.wait_lease_lost(lease, interval=0.05)
+        run(new_coord, body)
+
+    def test_update_volume_replaces_the_spec_read(self, new_coord: NewCoord) -> None:
+        async def body(coord: Coordinator) -> None:
+            spec = volume_spec(options={"size": "1024"})
+            await coord.create_volume("vol", spec)
+            bigger = VolumeSpec(spec.volume_id, spec.block_size, spec.replicas, {"size": "2048"}, spec.created_ns)
+            assert await coord.update_volume("vol", bigger, expected=spec)
+            assert await coord.get_volume("vol") == bigger
+            assert await coord.update_volume("vol", bigger, expected=spec)  # already so: done
+            other = VolumeSpec(spec.volume_id, spec.block_size, spec.replicas, {"size": "4096"}, spec.created_ns)
+            assert not await coord.update_volume("vol", other, expected=spec)  # spec is stale: no change
+            assert await coord.get_volume("vol") == bigger
+            with pytest.raises(VolumeNotFound):  # another volume's spec never replaces this one
+                await coord.update_volume("vol", volume_spec(), expected=bigger)
+            with pytest.raises(VolumeNotFound):
+                await coord.update_volume("nope", bigger, expected=bigger)
+            assert await coord.get_volume("vol") == bigger and await coord.get_volume("nope") is None
+        run(new_coord, body)
+
+    def test_attach_detach_and_list(self, new_coord: NewCoord) -> None:
+        async def body(coord: Coordinator) -> None:
+            await coord.create_volume("vol", volume_spec())
+            await coord.create_volume("other", volume_spec())
+            async with coord.session(node_info()) as session:
+                me = session.node.node_id
+                with pytest.raises(VolumeNotFound):
+                    await coord.attach("nope", me, read_only=False)
+                with pytest.raises(NodeNotFound):
+                    await coord.attach("vol", NodeId(os.urandom(16)), read_only=False)
+                assert await coord.attachments() == []
+                attachment = await coord.attach("vol", me, read_only=False)
+                assert (attachment.volume, attachment.node_id, attachment.read_only) == ("vol", me, False)
+                assert await coord.attach("vol", me, read_only=False) == attachment  # the same again: as it was
+                with pytest.raises(AttachmentMismatch, match="read-write"):
+                    await coord.attach("vol", me, read_only=True)
+                assert await coord.attachments("vol") == [attachment]
+                assert await coord.attachments("other") == []
+                with pytest.raises(VolumeBusy, match="attached"):  # a live node may mount it
+                    await coord.delete_volume("vol")
+                assert await coord.detach("vol", NodeId(os.urandom(16))) == 0
+                assert await coord.detach("vol", me) == 1
+                assert await coord.detach("vol", me) == 0
+                assert await coord.detach("nope") == 0
+                reader = await coord.attach("vol", me, read_only=True)
+                assert reader.read_only and await coord.attachments() == [reader]
+                await coord.attach("other", me, read_only=False)
+                assert await coord.detach("vol") == 1
+                assert [a.volume for a in await coord.attachments()] == ["other"]
+        run(new_coord, body)
+
+    def test_a_down_node_keeps_no_volume_attached(self, new_coord: NewCoord) -> None:
+        """Attachments outlive their node's registration (a node restarts and finds them),
+        but a node that is down holds nothing back: another node's attach drops its
+        attachment, and the volume can be deleted."""
+        async def body(coord: Coordinator) -> None:
+            await coord.create_volume("vol", volume_spec())
+            await coord.create_volume("gone", volume_spec())
+            async with coord.session(node_info()) as first:
+                old = await coord.attach("vol", first.node.node_id, read_only=False)
+                await coord.attach("gone", first.node.node_id, read_only=False)
+            assert await coord.attachments("vol") == [old]  # kept while that node is down
+            async with coord.session(node_info()) as second:
+                new = await coord.attach("vol", second.node.node_id, read_only=True)
+                assert await coord.attachments("vol") == [new]
+                await coord.delete_volume("gone")
+                assert await coord.attachments("gone") == []
+                await coord.create_volume("gone", volume_spec())
+                assert await coord.attachments("gone") == []  # a new volume of that name starts unattached
         run(new_coord, body)

@@ -32,6 +32,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-extra=""
-[ "${1:-}" = "--test" ] && extra="[test]"
+extra="[csi-build]"
+[ "${1:-}" = "--test" ] && extra="[csi-build,test]"
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".${extra}"
+tools/csi/generate.sh .venv/bin/python  # the CSI plugin's gRPC stubs (not committed)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--from-snapshot", metavar="VOLUME@SNAPSHOT",
                         help="a clone: a new, writable volume holding what the snapshot holds")
     source.add_argument("--from-volume", metavar="VOLUME",
-                        help="a clone of a volume as it is now (this node takes the volume for the moment)")
+                        help="a clone of a volume as it is now (this node takes the volume for the moment, "
+                             "or the live node that writes it takes a snapshot to clone)")
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
                              "size=10G (the most the volume may hold: ENOSPC beyond; 0: no limit), "
@@ -95,7 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument("volume", nargs="?", default=None)
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed without guessing")
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark suite on the disk, C FUSE and cfs"))
+    csi = sub.add_parser("csi", parents=[common], help="serve the Container Storage Interface (Kubernetes, Nomad) "
+                         "for the daemon of --data-dir")
+    csi_arguments(csi)
     return parser
+
+
+def csi_arguments(parser: argparse.ArgumentParser) -> None:
+    """``cfs csi``'s options; as ``tools.csi.server.add_arguments``, without importing it."""
+    parser.add_argument("--endpoint", default=os.environ.get("CSI_ENDPOINT"), metavar="unix:///PATH",
+                        help="the unix socket to serve on (default: $CSI_ENDPOINT)")
+    parser.add_argument("--mode", choices=("node", "controller", "both"), default="both",
+                        help="node: the Node service (every host); controller: the Controller service; "
+                             "both (default). Identity always")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return bench.run(args)
+        if args.command == "csi":
+            return run_csi(args)
         if args.command == "node" and args.node_command == "run":
             args.data_dir = data_dir
             return mountd_main.run(args)
@@ -126,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fsck" and not result.get("clean", False):
         return 1
     return 0
+
+
+def run_csi(args: argparse.Namespace) -> int:
+    """Serve CSI. Imported here, not at the top: the plugin needs the gRPC stubs that
+    tools/bootstrap.sh generates (tools/csi/generate.sh) and gRPC itself, which the rest of
+    the command line neither needs nor should pay ~100 ms for at every start."""
+    from tools.csi import server
+    return server.run(args)
 
 
 def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cfs.errors import CfsError
+from cfs.faults import crash_point
 from mountd import protocol
 
 
@@ -35,6 +36,7 @@ def call(socket_path: Path, op: str, args: dict[str, Any] | None = None, *,
         except PermissionError:
             raise DaemonNotRunning(f"no permission to talk to the daemon at {socket_path} (run as root?)") from None
         sock.sendall(protocol.request(op, args))
+        crash_point(f"sent-{op}")  # the request is the daemon's now, its answer not yet ours (cfs.faults)
         reader = protocol.LineReader()
         while True:
             data = sock.recv(65536)

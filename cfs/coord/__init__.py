@@ -7,6 +7,7 @@ filesystem and replication layers that use it.
 """
 
 from cfs.coord.api import (
+    Attachment,
     Coordinator,
     Holder,
     Lease,
@@ -21,6 +22,6 @@ from cfs.coord.etcd import EtcdCoordinator
 from cfs.coord.local import LocalCoordinator
 
 __all__ = [
-    "Coordinator", "EtcdCoordinator", "Holder", "Lease", "LocalCoordinator", "NodeId", "NodeInfo",
+    "Attachment", "Coordinator", "EtcdCoordinator", "Holder", "Lease", "LocalCoordinator", "NodeId", "NodeInfo",
     "NodeSession", "NodeState", "NodeStatus", "VolumeSpec",
 ]

@@ -11,7 +11,14 @@ Two implementations share it: ``cfs.coord.etcd`` (a cluster, state in etcd) and
   must stop writing. ``Coordinator.session(node)`` does register, keepalive and a clean
   unregister in one ``async with``. ``nodes()`` lists every node ever registered: up,
   down since its last sign of life, or draining.
-* **Catalog.** Volume specs by name; ``create_volume`` is atomic (``VolumeExists``).
+* **Catalog.** Volume specs by name; ``create_volume`` is atomic (``VolumeExists``),
+  ``update_volume`` replaces a spec (a size limit raised) if it is still the one read.
+* **Attachments** (CSI's ControllerPublishVolume): which node may mount a volume, and
+  whether read-only. A volume is attached to one live node at a time, whatever the mode
+  (a cfs mount, read-only or not, takes the volume's lease): ``attach`` to a second live
+  node raises ``AttachedElsewhere``; attachments of nodes that are down do not count and
+  go with the next ``attach``. They are persistent (no etcd lease): a node that restarts
+  finds its attachments, and the orchestrator removes them (``detach``).
 * **Volume leases with fencing epochs.** ``session.acquire(name)`` makes this node the
   volume's only writer and returns a ``Lease`` whose ``epoch`` is higher than every
   epoch handed out for that name before (epochs survive restarts and volume deletion).
@@ -131,6 +138,32 @@ class VolumeSpec:
         return cls(volume_id=VolumeId(bytes.fromhex(_str(raw["volume_id"]))),
                    block_size=_int(raw["block_size"]), replicas=_int(raw["replicas"]),
                    options=dict(options), created_ns=_int(raw["created_ns"]))
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Volume ``volume`` attached to node ``node_id``: that node may mount it."""
+
+    volume: str
+    node_id: NodeId
+    read_only: bool
+    attached_ns: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"read_only": self.read_only, "attached_ns": self.attached_ns}
+
+    @classmethod
+    def from_json(cls, volume: str, node_hex: str, raw: object) -> Attachment:
+        """Raises KeyError/TypeError/ValueError on a malformed record; callers wrap them."""
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"attachment of {volume!r} to {node_hex} is not an object")
+        read_only = raw["read_only"]
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only of the attachment of {volume!r} to {node_hex} is not a boolean")
+        node_id = NodeId(bytes.fromhex(node_hex))
+        if len(node_id) != NODE_ID_LEN:
+            raise ValueError(f"node id {node_hex!r} is not {NODE_ID_LEN} bytes")
+        return cls(volume, node_id, read_only, _int(raw["attached_ns"]))
 
 
 @dataclass(frozen=True)
@@ -261,13 +294,44 @@ class Coordinator(abc.ABC):
         ...
 
     @abc.abstractmethod
+    async def update_volume(self, name: str, spec: VolumeSpec, *, expected: VolumeSpec) -> bool:
+        """Replace the catalog entry of ``name`` with ``spec`` if it is still ``expected``
+        (the entry the caller read and changed); False, and nothing changes, if it is
+        neither that nor ``spec`` already (True: a retried update is done).
+
+        Raises ``VolumeNotFound`` if there is no entry, or ``spec`` is of another volume
+        (another id): an update never turns one volume into another.
+        """
+
+    @abc.abstractmethod
     async def delete_volume(self, name: str) -> None:
-        """Remove ``name`` from the catalog.
+        """Remove ``name`` from the catalog, with its attachments.
 
         Raises ``VolumeNotFound``, and ``VolumeBusy`` while a live node holds its lease
-        (release it first). The volume's epoch counter stays, so a volume created again
-        under the name continues above every epoch the old one handed out.
+        (release it first) or is attached to it (detach it first). The volume's epoch
+        counter stays, so a volume created again under the name continues above every
+        epoch the old one handed out.
         """
+
+    @abc.abstractmethod
+    async def attach(self, name: str, node_id: NodeId, *, read_only: bool) -> Attachment:
+        """Attach volume ``name`` to node ``node_id``; idempotent: the same attachment
+        again returns the one recorded.
+
+        Raises ``VolumeNotFound``; ``NodeNotFound`` for a node never registered;
+        ``AttachmentMismatch`` if the node is attached in the other mode; ``AttachedElsewhere``
+        if another live node is attached. Attachments of nodes that are down are dropped
+        in the same change: the volume moves.
+        """
+
+    @abc.abstractmethod
+    async def detach(self, name: str, node_id: NodeId | None = None) -> int:
+        """Drop the attachment of ``name`` to ``node_id`` (None: to every node); how many
+        went. Nothing to drop, or no such volume, is no error: 0."""
+
+    @abc.abstractmethod
+    async def attachments(self, name: str | None = None) -> list[Attachment]:
+        """The attachments of volume ``name``, or of every volume, by volume and node."""
 
     @abc.abstractmethod
     async def holder(self, name: str) -> Holder | None:

@@ -22,14 +22,17 @@ key                                    value                                    
 ``volumes/<name>``                     JSON ``VolumeSpec``                        none
 ``epochs/<name>``                      decimal: the last epoch handed out        none
 ``holders/<name>``                     JSON node, address, epoch, acquired_ns    the holder's
+``attachments/<name>``                 JSON node hex -> read_only, attached_ns   none
 =====================================  ========================================  =========
 
 Each key has one writer (``stats`` and ``alive`` the node, ``draining`` an operator,
-``epochs``/``holders`` acquirers under compare-and-swap), so no read-modify-write
-races. A node's liveness is its ``alive`` key: bound to its etcd lease, it disappears
-with it, as do the ``holders`` keys of the volumes the node holds. A holder key whose
-etcd lease differs from its node's current ``alive`` lease was written by a previous
-run of that node (restarted within the TTL): it counts as dead.
+``epochs``/``holders`` acquirers under compare-and-swap), so no read-modify-write races;
+``volumes`` (``update_volume``) and ``attachments`` are changed by whoever asks, always
+under a compare of the revision read. A node's liveness is its ``alive`` key: bound to
+its etcd lease, it disappears with it, as do the ``holders`` keys of the volumes the
+node holds. A holder key whose etcd lease differs from its node's current ``alive``
+lease was written by a previous run of that node (restarted within the TTL): it counts
+as dead.
 
 Fencing epochs: ``acquire`` reads the volume, its epoch and its holder in one snapshot,
 then writes ``epoch + 1`` and the holder key in one transaction that compares the
@@ -42,7 +45,8 @@ with exponential backoff until ``retry_deadline``, then raised as ``EtcdUnavaila
 naming the URL. A request retried after a lost reply may have been applied once
 already: every write we send is either idempotent (puts, deletes, keepalives), or
 guarded by a compare whose failure we recheck (``create_volume`` accepts finding its own
-spec; ``acquire`` accepts finding itself the holder). Other error replies raise
+spec; ``acquire`` accepts finding itself the holder; ``attach`` finding its attachment;
+``update_volume`` finding the spec it wrote). Other error replies raise
 ``EtcdError``; "requested lease not found" means the registration is gone
 (``RegistrationLost``).
 
@@ -70,6 +74,7 @@ import h11
 import trio
 
 from cfs.coord.api import (
+    Attachment,
     Coordinator,
     Holder,
     Lease,
@@ -80,6 +85,8 @@ from cfs.coord.api import (
     VolumeSpec,
 )
 from cfs.errors import (
+    AttachedElsewhere,
+    AttachmentMismatch,
     CoordError,
     EtcdUnavailable,
     LeaseHeld,
@@ -479,11 +486,28 @@ class EtcdCoordinator(Coordinator):
         base = self.key("volumes") + b"/"
         return {kv.key[len(base):].decode(): _spec(kv) for kv in await self.client.range(base, prefix=True)}
 
-    async def delete_volume(self, name: str) -> None:
-        vkey, hkey = self.key("volumes", name), self.key("holders", name)
+    async def update_volume(self, name: str, spec: VolumeSpec, *, expected: VolumeSpec) -> bool:
+        key = self.key("volumes", name)
         for _ in range(MAX_CAS_ATTEMPTS):
-            _, responses = await self.client.txn([], [op_range(vkey), op_range(hkey)])
-            volume, held = _range_results(responses)
+            kvs = await self.client.range(key)
+            current = _spec(kvs[0]) if kvs else None
+            if current is None or current.volume_id != spec.volume_id:
+                raise VolumeNotFound(f"no volume {name!r} with id {spec.volume_id.hex()} in the cluster")
+            if current == spec:
+                return True  # already so: our own update, applied by an attempt whose reply was lost
+            if current != expected:
+                return False
+            ok, _ = await self.client.txn([cmp_modified(key, kvs[0].mod_revision)],
+                                          [op_put(key, _json(spec.to_json()))])
+            if ok:
+                return True
+        raise CoordError(f"volume {name!r} changed under every attempt to update it")
+
+    async def delete_volume(self, name: str) -> None:
+        vkey, hkey, akey = self.key("volumes", name), self.key("holders", name), self.key("attachments", name)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            _, responses = await self.client.txn([], [op_range(vkey), op_range(hkey), op_range(akey)])
+            volume, held, attached = _range_results(responses)
             if volume is None:
                 raise VolumeNotFound(f"no volume {name!r} in the cluster")
             compare = [cmp_modified(vkey, volume.mod_revision)]
@@ -497,10 +521,79 @@ class EtcdCoordinator(Coordinator):
                                      f"at {holder.address}")
                 compare.append(cmp_modified(hkey, holder.mod_revision))
                 remove.append(op_delete(hkey))
+            if attached is None:
+                compare.append(cmp_created(akey, 0))
+            else:
+                for attachment in _attachments(name, attached):
+                    if await self._node_alive(attachment.node_id):
+                        raise VolumeBusy(f"volume {name!r} is attached to node {attachment.node_id.hex()}; "
+                                         "detach it first")
+                compare.append(cmp_modified(akey, attached.mod_revision))
+                remove.append(op_delete(akey))
             ok, _ = await self.client.txn(compare, remove)
             if ok:
                 return
         raise CoordError(f"volume {name!r} changed under every attempt to delete it")
+
+    # --- attachments --------------------------------------------------------------------
+
+    async def attach(self, name: str, node_id: NodeId, *, read_only: bool) -> Attachment:
+        vkey, akey = self.key("volumes", name), self.key("attachments", name)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            _, responses = await self.client.txn([], [op_range(vkey), op_range(akey),
+                                                      op_range(self.key("nodes", node_id.hex(), "info"))])
+            volume, attached, node = _range_results(responses)
+            if volume is None:
+                raise VolumeNotFound(f"no volume {name!r} in the cluster")
+            if node is None:
+                raise NodeNotFound(f"no node {node_id.hex()} in the cluster")
+            for attachment in _attachments(name, attached) if attached else []:
+                if attachment.node_id == node_id:
+                    if attachment.read_only != read_only:
+                        raise AttachmentMismatch(
+                            f"volume {name!r} is attached to node {node_id.hex()} "
+                            f"{'read-only' if attachment.read_only else 'read-write'} already")
+                    return attachment  # also our own attach, applied by an attempt whose reply was lost
+                if await self._node_alive(attachment.node_id):
+                    raise AttachedElsewhere(name, attachment.node_id, attachment.read_only)
+                log.info("volume %r: dropping its attachment to node %s, which is down", name,
+                         attachment.node_id.hex())
+            attachment = Attachment(name, node_id, read_only, time.time_ns())
+            compare = [cmp_modified(vkey, volume.mod_revision),
+                       cmp_modified(akey, attached.mod_revision) if attached else cmp_created(akey, 0)]
+            ok, _ = await self.client.txn(compare, [op_put(akey, _json({node_id.hex(): attachment.to_json()}))])
+            if ok:
+                return attachment
+            await trio.sleep(random.uniform(0, 0.02))  # lost a race: look again
+        raise CoordError(f"the attachments of volume {name!r} changed under {MAX_CAS_ATTEMPTS} attempts")
+
+    async def detach(self, name: str, node_id: NodeId | None = None) -> int:
+        akey = self.key("attachments", name)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            kvs = await self.client.range(akey)
+            if not kvs:
+                return 0
+            current = _attachments(name, kvs[0])
+            gone = [a for a in current if node_id is None or a.node_id == node_id]
+            if not gone:
+                return 0
+            rest = {a.node_id.hex(): a.to_json() for a in current if a not in gone}
+            change = op_put(akey, _json(rest)) if rest else op_delete(akey)
+            ok, _ = await self.client.txn([cmp_modified(akey, kvs[0].mod_revision)], [change])
+            if ok:
+                return len(gone)
+        raise CoordError(f"the attachments of volume {name!r} changed under {MAX_CAS_ATTEMPTS} attempts")
+
+    async def attachments(self, name: str | None = None) -> list[Attachment]:
+        if name is not None:
+            kvs = await self.client.range(self.key("attachments", name))
+            return _attachments(name, kvs[0]) if kvs else []
+        base = self.key("attachments") + b"/"
+        return [attachment for kv in await self.client.range(base, prefix=True)
+                for attachment in _attachments(kv.key[len(base):].decode(), kv)]
+
+    async def _node_alive(self, node_id: NodeId) -> bool:
+        return bool(await self.client.range(self.key("nodes", node_id.hex(), "alive")))
 
     # --- leases -------------------------------------------------------------------------
 
@@ -688,6 +781,13 @@ def _spec(kv: KeyValue) -> VolumeSpec:
         return VolumeSpec.from_json(_load(kv))
     except (KeyError, TypeError, ValueError) as exc:
         raise CoordError(f"volume record {kv.key.decode(errors='replace')} is malformed: {exc!r}") from None
+
+
+def _attachments(name: str, kv: KeyValue) -> list[Attachment]:
+    try:
+        return [Attachment.from_json(name, hexid, raw) for hexid, raw in sorted(_load(kv).items())]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CoordError(f"attachment record {kv.key.decode(errors='replace')} is malformed: {exc!r}") from None
 
 
 def _holder(kv: KeyValue) -> _HolderRecord:

@@ -7,11 +7,11 @@ raises ``LeaseHeld``, but epochs still only increase, across restarts too: a lea
 recorded by a previous run of the node is dead and the next ``acquire`` bumps it.
 
 The state file ``coord.json`` in ``directory`` (version 1) holds the nodes ever
-registered, the volume specs, the last epoch of every volume name, and the current
-holders. Every change writes a new file and renames it over the old one (write,
-fsync, rename, fsync of the directory), so after a crash the file is the old state or
-the new, whole. A lock file (``flock``) keeps a second process from opening the same
-directory.
+registered, the volume specs, the last epoch of every volume name, the current holders,
+and the volumes' attachments (added later: a file without them has none). Every change
+writes a new file and renames it over the old one (write, fsync, rename, fsync of the
+directory), so after a crash the file is the old state or the new, whole. A lock file
+(``flock``) keeps a second process from opening the same directory.
 
 Concurrency: the state changes only on the trio thread and without an ``await``
 between reading the state and writing it, so calls are atomic with respect to each
@@ -35,6 +35,7 @@ from typing import Any
 import trio
 
 from cfs.coord.api import (
+    Attachment,
     Coordinator,
     Holder,
     Lease,
@@ -45,6 +46,8 @@ from cfs.coord.api import (
     VolumeSpec,
 )
 from cfs.errors import (
+    AttachedElsewhere,
+    AttachmentMismatch,
     CoordError,
     NodeNotFound,
     RegistrationLost,
@@ -96,7 +99,8 @@ class LocalCoordinator(Coordinator):
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return {"version": VERSION, "nodes": {}, "volumes": {}, "epochs": {}, "holders": {}}
+            return {"version": VERSION, "nodes": {}, "volumes": {}, "epochs": {}, "holders": {},
+                    "attachments": {}}
         try:
             state = json.loads(raw)
             if not isinstance(state, dict):
@@ -117,6 +121,10 @@ class LocalCoordinator(Coordinator):
                         registered_ns=int, last_seen_ns=int)
             for name, rec in state["holders"].items():
                 bytes.fromhex(_fields(rec, node=str, address=str, epoch=int, incarnation=str)["node"])
+            state.setdefault("attachments", {})
+            for name, nodes in _fields(state, attachments=dict)["attachments"].items():
+                for hexid, rec in _fields(nodes).items():
+                    Attachment.from_json(name, hexid, rec)
         except (KeyError, TypeError, ValueError) as exc:
             raise CoordError(f"{self.path} is damaged ({exc}); it holds the volume catalog and "
                              "lease epochs of this node") from None
@@ -204,6 +212,21 @@ class LocalCoordinator(Coordinator):
         await trio.lowlevel.checkpoint()
         return {name: VolumeSpec.from_json(raw) for name, raw in sorted(self._state["volumes"].items())}
 
+    async def update_volume(self, name: str, spec: VolumeSpec, *, expected: VolumeSpec) -> bool:
+        await trio.lowlevel.checkpoint()
+        state = self._copy()
+        raw = state["volumes"].get(name)
+        if raw is None or VolumeSpec.from_json(raw).volume_id != spec.volume_id:
+            raise VolumeNotFound(f"no volume {name!r} with id {spec.volume_id.hex()} here")
+        current = VolumeSpec.from_json(raw)
+        if current == spec:
+            return True  # already so
+        if current != expected:
+            return False
+        state["volumes"][name] = spec.to_json()
+        self._write(state)
+        return True
+
     async def delete_volume(self, name: str) -> None:
         await trio.lowlevel.checkpoint()
         state = self._copy()
@@ -213,9 +236,61 @@ class LocalCoordinator(Coordinator):
         if holder is not None and holder.alive:
             raise VolumeBusy(f"volume {name!r} is in use on node {holder.lease.node_id.hex()} "
                              f"at {holder.address}")
+        for attachment in self._attachments(name):
+            if self._alive(attachment.node_id.hex()):
+                raise VolumeBusy(f"volume {name!r} is attached to node {attachment.node_id.hex()}; "
+                                 "detach it first")
         del state["volumes"][name]
         state["holders"].pop(name, None)
+        state["attachments"].pop(name, None)
         self._write(state)
+
+    # --- attachments --------------------------------------------------------------------
+
+    async def attach(self, name: str, node_id: NodeId, *, read_only: bool) -> Attachment:
+        await trio.lowlevel.checkpoint()
+        state = self._copy()
+        if name not in state["volumes"]:
+            raise VolumeNotFound(f"no volume {name!r} here")
+        if node_id.hex() not in state["nodes"]:
+            raise NodeNotFound(f"no node {node_id.hex()} here")
+        for attachment in self._attachments(name):
+            if attachment.node_id == node_id:
+                if attachment.read_only != read_only:
+                    raise AttachmentMismatch(
+                        f"volume {name!r} is attached to node {node_id.hex()} "
+                        f"{'read-only' if attachment.read_only else 'read-write'} already")
+                return attachment
+            if self._alive(attachment.node_id.hex()):
+                raise AttachedElsewhere(name, attachment.node_id, attachment.read_only)
+            log.info("volume %r: dropping its attachment to node %s, which is down", name, attachment.node_id.hex())
+        attachment = Attachment(name, node_id, read_only, time.time_ns())
+        state["attachments"][name] = {node_id.hex(): attachment.to_json()}  # any other was down: gone
+        self._write(state)
+        return attachment
+
+    async def detach(self, name: str, node_id: NodeId | None = None) -> int:
+        await trio.lowlevel.checkpoint()
+        state = self._copy()
+        nodes = state["attachments"].get(name, {})
+        gone = [hexid for hexid in nodes if node_id is None or hexid == node_id.hex()]
+        if not gone:
+            return 0
+        for hexid in gone:
+            del nodes[hexid]
+        if not nodes:
+            del state["attachments"][name]
+        self._write(state)
+        return len(gone)
+
+    async def attachments(self, name: str | None = None) -> list[Attachment]:
+        await trio.lowlevel.checkpoint()
+        names = sorted(self._state["attachments"]) if name is None else [name]
+        return [attachment for volume in names for attachment in self._attachments(volume)]
+
+    def _attachments(self, name: str) -> list[Attachment]:
+        return [Attachment.from_json(name, hexid, rec)
+                for hexid, rec in sorted(self._state["attachments"].get(name, {}).items())]
 
     # --- leases -------------------------------------------------------------------------
 

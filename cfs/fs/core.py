@@ -45,7 +45,7 @@ from cfs.fs.refs import RefCounts
 from cfs.names import check_file_name
 from cfs.store import Op, Store, Table, View, catalog, changelog, replica, snapshots
 from cfs.types import (
-    NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, VolumeId, local_of, slot_of, volume_root,
+    LOCAL_MASK, NODE_ROOT, VOLUME_ROOT_LOCAL, InodeId, Slot, VolumeId, local_of, slot_of, volume_root,
 )
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,28 @@ class Filesystem:
     def volume(self, name: str) -> VolumeRecord:
         return catalog.get(self.store.view(), name)
 
+    def set_size_limit(self, name: str, limit: int) -> VolumeRecord:
+        """Make ``limit`` bytes the volume's size limit (0: none), durably, from the next
+        operation on: how a node takes the limit the cluster's catalog gives the volume
+        (an expansion). A limit below what the volume holds is allowed, as a limit on a
+        full volume: writes that grow it fail, deletes work (cfs.fs.quota)."""
+        if limit < 0:
+            raise ValueError(f"a size limit is not negative, got {limit}")
+        record = catalog.get(self.store.view(), name)
+        if snapshots.is_snapshot(record):
+            raise ReadOnly(f"{name} is a snapshot: it never changes, nor does its size")
+        options = {k: v for k, v in record.options.items() if k != "size"}
+        if limit:
+            options["size"] = str(limit)
+        if options == record.options:
+            return record
+        self.flush_all(record.slot)  # cached writes were admitted under the old limit: stored under it
+        with self.store.op(adds_data=False) as op:
+            record = catalog.set_options(op, record, options)
+        self._volumes[record.slot] = record  # the cached entry the limit checks read
+        self.store.commit()
+        return record
+
     def volumes(self) -> list[VolumeRecord]:
         return list(catalog.all_volumes(self.store.view()))
 
@@ -257,6 +279,16 @@ class Filesystem:
         view = self.store.view()
         record = catalog.get(view, name)
         return {"used_bytes": changelog.used_bytes(view, record.slot), "size_bytes": quota.size_limit(record)}
+
+    def volume_inodes(self, name: str) -> tuple[int, int]:
+        """(inodes the volume has, inode numbers it has left), for a CSI node's volume
+        stats: a scan of the volume's inode keys (no values read), and the 40 bits of
+        volume-local numbers, which are never reused, less those handed out."""
+        view = self.store.view()
+        record = catalog.get(view, name)
+        lo, hi = catalog.slot_range(record.slot)
+        used = sum(1 for _key in view.keys(Table.INODES, lo, hi))
+        return used, max(0, LOCAL_MASK + 1 - changelog.load_state(view, record.slot).next_local)
 
     def _volume(self, slot: Slot) -> VolumeRecord:
         record = self._volumes.get(slot)

@@ -11,6 +11,7 @@ the option. A size of 0, or none, is no limit.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
 
@@ -33,7 +34,12 @@ def parse_size(raw: Any) -> int:
 
 def size_limit(record: VolumeRecord) -> int:
     """The volume's size limit in bytes; 0 when it has none."""
-    raw = record.options.get("size")
+    return limit_of(record.options)
+
+
+def limit_of(options: Mapping[str, str]) -> int:
+    """The size limit that volume options (a catalog entry's, or a local record's) say; 0: none."""
+    raw = options.get("size")
     if raw is None:
         return 0
     return int(raw) if raw.isdigit() else parse_size(raw)

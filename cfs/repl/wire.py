@@ -46,6 +46,8 @@ Layouts (all integers big-endian; ``id`` = 16 bytes; ``blob`` = u32 length + byt
     VolumeInfoReply volume id, epoch u64, applied seq u64, known u8 (0 or 1)
     Fence/Release  volume id, epoch u64
     PushCopy       volume id, epoch u64
+    TakeSnapshot   volume id, snapshot name u8 length (1 to 255) + UTF-8
+    SnapshotTaken  snapshot's volume id
     VolumeCopy     volume id, epoch u64, copy id u64 (not 0), snapshot seq u64, next local u64,
                    flags u8 (1 first, 2 last), u32 count, row*
                    (row = table u8, key u16 length (8 to 511) + bytes, value blob)
@@ -78,7 +80,8 @@ child and its type (store schema 2), which a node of version 1 would list as nam
 3 since block rows may carry patches (store schema 3), which a node of version 2 would
 take for damaged rows; 4 since change records may carry snapshot events
 (``cfs.store.snapshots``), which a node of version 3 would refuse as malformed, and
-block rows may reserve their block (store schema 4)."""
+block rows may reserve their block (store schema 4). (Version 4 also brought
+``TakeSnapshot``: no node of 4 without it was ever released.)"""
 
 _HEADER = struct.Struct(">4sBBBBII")
 HEADER_SIZE = _HEADER.size  # 16
@@ -509,6 +512,8 @@ class ErrorCode(enum.IntEnum):
     """The replier cannot take this now (overloaded, volume in use); try again later."""
     TRIMMED = 8
     """The records asked for were trimmed from the log: copy the volume whole."""
+    EXISTS = 9
+    """The name asked for is taken (a snapshot of that name exists)."""
 
 
 _ERROR_HEAD = struct.Struct(">HQ")
@@ -642,6 +647,27 @@ class VolumeInfoReply(Reply):
         if known > 1:
             raise ProtocolError(f"volume info reply: known must be 0 or 1, got {known}")
         return cls(volume_id, epoch, applied, bool(known))
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class SnapshotTaken(Reply):
+    """Answer to ``TakeSnapshot``: the snapshot exists, durably, and is in the catalog
+    under ``snapshot_id``."""
+
+    TYPE: ClassVar[int] = 0x47
+    snapshot_id: VolumeId
+
+    def encode(self) -> bytes:
+        _check_id("snapshot id", self.snapshot_id)
+        return bytes(self.snapshot_id)
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> SnapshotTaken:
+        reader = _Reader(payload, "snapshot taken")
+        snapshot_id = VolumeId(reader.fixed(ID_SIZE))
+        reader.end()
+        return cls(snapshot_id)
 
 
 # --- requests -------------------------------------------------------------------------
@@ -887,3 +913,37 @@ class VolumeCopy(Request):
         reader.end()
         return cls(VolumeId(volume_id), epoch, copy_id, seq, next_local, bool(flags & COPY_FIRST),
                    bool(flags & COPY_LAST), rows)
+
+
+MAX_SNAPSHOT_NAME = 255
+"""Bytes of a snapshot's own name (the part after ``@``): a volume name's limit."""
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class TakeSnapshot(Request):
+    """To the node that writes the volume: snapshot it as ``<volume>@<name>`` there (its
+    replicas take it from its log) and enter it in the catalog, then answer
+    ``SnapshotTaken``. A node asked to snapshot a volume another node writes forwards
+    the request thus, since only the writer holds every record."""
+
+    TYPE: ClassVar[int] = 0x1A
+    REPLIES: ClassVar[tuple[type[Reply], ...]] = (SnapshotTaken,)
+    volume_id: VolumeId
+    name: str
+
+    def encode(self) -> bytes:
+        _check_id("volume id", self.volume_id)
+        if not self.name:
+            raise ValueError("a snapshot needs a name")
+        return bytes(self.volume_id) + _encode_text(self.name, MAX_SNAPSHOT_NAME, _U8)
+
+    @classmethod
+    def decode(cls, payload: bytes | memoryview) -> TakeSnapshot:
+        reader = _Reader(payload, "take snapshot")
+        volume_id = VolumeId(reader.fixed(ID_SIZE))
+        name = reader.text(reader.u8(), MAX_SNAPSHOT_NAME)
+        reader.end()
+        if not name:
+            reader.fail("empty snapshot name")
+        return cls(volume_id, name)

@@ -52,6 +52,16 @@ def create(op: Op, name: str, block_size: int, options: dict[str, str], *,
     return record
 
 
+def set_options(op: Op, record: VolumeRecord, options: dict[str, str]) -> VolumeRecord:
+    """The volume's catalog entry with ``options`` in place of its own (a size limit
+    raised); the node-local entry, not logged: the cluster's catalog says what the writer
+    takes, replicas take it when they write the volume."""
+    changed = VolumeRecord(record.name, record.volume_id, record.slot, record.block_size, record.created_ns,
+                           dict(options))
+    op.put(Table.VOLUMES, record.name.encode(), changed.encode())
+    return changed
+
+
 def get(op: View, name: str) -> VolumeRecord:
     raw = op.get(Table.VOLUMES, name.encode("utf-8", "surrogateescape"))
     if raw is None:

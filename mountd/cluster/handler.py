@@ -19,6 +19,11 @@ Whole-volume copies: ``VolumeCopy`` parts replace this node's copy of a volume
 the node's ``mountd.cluster.replicator.send_copy``), which answers once the copy is
 complete. A copy in progress here is reported as no copy (``VolumeInfoReply.known``
 False, applied 0).
+
+Snapshots: ``TakeSnapshot`` asks this node, which writes the volume, to snapshot it and
+enter the snapshot in the catalog (``take_snapshot``, the node's ``create_snapshot``
+without forwarding); a name taken is EXISTS, a volume unknown NOT_FOUND, one this node
+cannot write now BUSY.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ import time
 from typing import Awaitable, Callable
 
 from cfs.codec import VolumeRecord
-from cfs.errors import CorruptRecord, LogGap, LogTrimmed, NoSpace, ReplicationError, StaleEpoch
+from cfs.errors import (
+    CorruptRecord, LogGap, LogTrimmed, NoSpace, ReplicationError, StaleEpoch, UserError, VolumeBusy, VolumeExists,
+    VolumeNotFound,
+)
 from cfs.repl.wire import (
     DEFAULT_MAX_PAYLOAD, MAX_CHUNK_SIZE, Ack, AppendLog, Chunks, Error, ErrorCode, Fence, FetchLog,
     GetChunks, LogAck, LogRecords, Ping, Pong, PushCopy, PutChunks, Release, Reply, Request,
-    VolumeCopy, VolumeInfo, VolumeInfoReply,
+    SnapshotTaken, TakeSnapshot, VolumeCopy, VolumeInfo, VolumeInfoReply,
 )
 from cfs.names import is_snapshot_name
 from cfs.store import NodeRecords
@@ -54,20 +62,23 @@ class PeerHandler:
                  writing_epoch: Callable[[VolumeId], int | None],
                  on_fenced: Callable[[VolumeId, int], None],
                  release: Callable[[VolumeId, int], Awaitable[None]],
-                 push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None) -> None:
+                 push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None,
+                 take_snapshot: Callable[[VolumeId, str], Awaitable[VolumeId]] | None = None) -> None:
         """``adopt``: the local record of a volume, created from the cluster catalog if
         this node has none (None: no such volume). ``writing_epoch``: the epoch under
         which this node writes the volume, None if it does not. ``on_fenced``: this node's
         writer of the volume was superseded. ``release``: flush, ship and unmount the
         volume because another node is taking it over. ``push_copy``: copy the volume
         whole to a node under an epoch, returning the sequence the copy holds (None:
-        ``PushCopy`` is refused)."""
+        ``PushCopy`` is refused). ``take_snapshot``: snapshot a volume this node writes
+        under a name, returning the snapshot's id (None: ``TakeSnapshot`` is refused)."""
         self.records = records
         self.adopt = adopt
         self.writing_epoch = writing_epoch
         self.on_fenced = on_fenced
         self.release = release
         self.push_copy = push_copy
+        self.take_snapshot = take_snapshot
 
     async def __call__(self, peer: NodeId, request: Request) -> Reply:
         try:
@@ -93,6 +104,8 @@ class PeerHandler:
             return self._put_chunks(request)
         if isinstance(request, GetChunks):
             return self._get_chunks(peer, request)
+        if isinstance(request, TakeSnapshot):
+            return await self._take_snapshot(peer, request)
         if isinstance(request, (AppendLog, VolumeCopy, FetchLog, VolumeInfo, Fence, Release, PushCopy)):
             # Only records and copies make this node a replica; the others ask about a copy.
             if isinstance(request, (AppendLog, VolumeCopy)):
@@ -190,6 +203,22 @@ class PeerHandler:
         log.info("volume %s: node %s asks for a whole copy", record.name, peer.hex()[:8])
         seq = await self.push_copy(peer, record, request.epoch)
         return LogAck(record.volume_id, seq)
+
+    async def _take_snapshot(self, peer: NodeId, request: TakeSnapshot) -> Reply:
+        if self.take_snapshot is None:
+            return Error.of(ErrorCode.BAD_REQUEST, "this node does not take snapshots for peers")
+        log.info("node %s asks for a snapshot %r of volume %s", peer.hex()[:8], request.name,
+                 request.volume_id.hex())
+        try:
+            return SnapshotTaken(await self.take_snapshot(request.volume_id, request.name))
+        except VolumeExists as exc:
+            return Error.of(ErrorCode.EXISTS, str(exc))
+        except VolumeNotFound as exc:
+            return Error.of(ErrorCode.NOT_FOUND, str(exc))
+        except VolumeBusy as exc:
+            return Error.of(ErrorCode.BUSY, str(exc))
+        except UserError as exc:
+            return Error.of(ErrorCode.BAD_REQUEST, str(exc))
 
     def _fetch(self, record: VolumeRecord, request: FetchLog) -> Reply:
         records = self.records.records_after(record.slot, request.after_seq,

@@ -10,6 +10,14 @@ member (``EtcdCoordinator``, a peer listener, replicators, the self-healer).
 While not written here, a volume's slot stays frozen in a cluster, so nothing but
 replayed records changes a replica.
 
+Snapshots are taken where the volume is written (``create_snapshot``): by this node if it
+writes the volume or may take it for the moment, otherwise by the live node that writes
+it, asked with ``TakeSnapshot``. A volume attached to this node (CSI's
+ControllerPublishVolume) and held by a node it is not attached to is taken over when
+mounted here (``open_volume``). The size limit is the catalog's: raised there
+(``expand_volume``), taken by the node that writes the volume at each open and when asked
+(``take_size_limit``).
+
 Removing a volume (``remove_volume``) is two changes, in the coordinator's catalog and in
 the local store, that a crash could separate; the next start would then bring the
 volume back from its local copy. So the removal is recorded in the store first
@@ -21,6 +29,7 @@ removing and dropping a volume; store access happens between awaits.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -33,10 +42,13 @@ import trio
 
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Coordinator, NodeInfo, NodeSession, VolumeSpec
-from cfs.errors import CfsError, LeaseHeld, ReplicationError, UserError, VolumeBusy, VolumeExists, VolumeNotFound
+from cfs.errors import (
+    CfsError, LeaseHeld, ReplicationError, Unavailable, UserError, VolumeBusy, VolumeExists, VolumeNotFound,
+)
 from cfs.faults import crash_point
-from cfs.fs import Filesystem
-from cfs.names import is_snapshot_name, snapshot_name
+from cfs.fs import Filesystem, quota
+from cfs.names import is_snapshot_name, snapshot_name, split_snapshot_name
+from cfs.repl.wire import ErrorCode, SnapshotTaken, TakeSnapshot, VolumeInfo, VolumeInfoReply
 from cfs.store import NodeRecords, Removal
 from cfs.types import ChunkId, NodeId, Slot, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
@@ -53,6 +65,13 @@ log = logging.getLogger(__name__)
 
 STATS_EVERY = 5
 """Seconds between publications of the node's capacity and chunk count."""
+CLONE_SNAPSHOT_PREFIX = "clone-"
+"""Snapshots a node takes to clone a volume another node writes: ``clone-<hash of the clone's name>``."""
+SNAPSHOT_TIMEOUT = 600.0
+"""Seconds a node waits for the writer it asked to take a snapshot (a snapshot costs a walk
+of the volume's metadata: a volume of millions of files takes a while)."""
+CONDITION_TIMEOUT = 5.0
+"""Seconds a peer has to say whether it holds a copy, when a volume's condition is asked."""
 SNAPSHOT_GRACE_NS = 300 * 10**9
 """A replica takes a snapshot as it replays its writer's log, before the writer enters it
 in the catalog: its copy is not dropped as removed before this much time has passed."""
@@ -101,7 +120,8 @@ class ClusterNode:
                              drop_copy=self.drop_copy, interval=max(2.0, config.lease_ttl / 2),
                              replication_timeout=config.replication_timeout)
         self.handler = PeerHandler(records, adopt=self._adopt, writing_epoch=self._writing_epoch,
-                                   on_fenced=self._fenced, release=self._release, push_copy=self._push_copy)
+                                   on_fenced=self._fenced, release=self._release, push_copy=self._push_copy,
+                                   take_snapshot=self._take_snapshot)
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -184,28 +204,32 @@ class ClusterNode:
 
     async def create_volume(self, name: str, *, block_size: int, options: dict[str, str],
                             replicas: int | None, uid: int, gid: int, mode: int) -> VolumeRecord:
+        """A new, empty volume: in the catalog, then here. Under the name's lock, as a clone
+        is made: a second create of the name waits, then finds it."""
         replicas = self._replicas(replicas)
         volume_id = VolumeId(os.urandom(16))
         spec = VolumeSpec(volume_id, block_size, replicas, dict(options), time.time_ns())
-        self.records.make_room()
-        await self.coord.create_volume(name, spec)
-        try:
-            record = self.fs.create_volume(name, block_size=block_size, options=dict(options), uid=uid,
-                                           gid=gid, mode=mode, volume_id=volume_id, created_ns=spec.created_ns,
-                                           replicated=replicas > 1)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self.coord.delete_volume(name)
-            raise
-        if self.config.clustered:
-            self.records.freeze(record.slot)
-        return record
+        async with self._lock(name):
+            self.records.make_room()
+            await self.coord.create_volume(name, spec)
+            try:
+                record = self.fs.create_volume(name, block_size=block_size, options=dict(options), uid=uid,
+                                               gid=gid, mode=mode, volume_id=volume_id,
+                                               created_ns=spec.created_ns, replicated=replicas > 1)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.coord.delete_volume(name)
+                raise
+            if self.config.clustered:
+                self.records.freeze(record.slot)
+            return record
 
     async def clone_volume(self, name: str, source: str, *, options: dict[str, str],
                            replicas: int | None) -> VolumeRecord:
         """A new volume ``name`` holding what ``source`` holds now: a snapshot (``V@S``,
         copied here first if need be) or a volume, which this node then writes for the
-        moment of the copy (the lease, as a mount takes it).
+        moment of the copy (the lease, as a mount takes it); a volume another live node
+        writes is cloned from a snapshot that node takes (``_clone_through_snapshot``).
 
         Crash safety: the clone is made here first, durably, then entered in the catalog;
         a record of the publication (``NodeRecords.begin_publication``) lets the next
@@ -224,11 +248,7 @@ class ClusterNode:
                     copied = await open_read_only(self._context, source, spec)
                     record = self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
                 else:
-                    await self._open_for_copy(source)
-                    try:
-                        record = self.fs.clone(source, name, options=options, replicated=replicas > 1)
-                    finally:
-                        await self.close_volume(source)
+                    record = await self._clone_of_volume(name, source, options, replicas)
                 crash_point("clone-made")
                 await self._publish(name, record, replicas)
             finally:
@@ -237,12 +257,54 @@ class ClusterNode:
                 self.records.freeze(record.slot)
             return record
 
-    async def create_snapshot(self, volume: str, name: str) -> VolumeRecord:
-        """Snapshot ``volume`` as ``volume@name`` on this node, which must write it or may
-        take it for the moment (the lease, as a mount takes it).
+    async def _clone_of_volume(self, name: str, source: str, options: dict[str, str], replicas: int) -> VolumeRecord:
+        try:
+            await self.open_volume(source)
+        except LeaseHeld as held:
+            return await self._clone_through_snapshot(name, source, options, replicas, NodeId(held.node_id))
+        try:
+            return self.fs.clone(source, name, options=options, replicated=replicas > 1)
+        finally:
+            await self.close_volume(source)
 
-        The snapshot is taken here first, durably, as an event of the volume's log (its
-        replicas take it too), then entered in the catalog; as for a clone, a crash in
+    async def _clone_through_snapshot(self, name: str, source: str, options: dict[str, str], replicas: int,
+                                      writer: NodeId) -> VolumeRecord:
+        """A clone of a volume that another live node writes: that node takes a snapshot
+        (``TakeSnapshot``), this node copies it and clones it, and the snapshot goes.
+
+        The snapshot's name follows from the clone's (``clone-<hash>``), so a retry after
+        a crash in between finds it and clones it (the volume as it was at the first
+        attempt, which is when it was asked for) instead of leaving it behind."""
+        spec = await self.coord.get_volume(source)
+        if spec is None:
+            raise VolumeNotFound(f"no volume named {source!r}")
+        full = snapshot_name(source, CLONE_SNAPSHOT_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:20])
+        log.info("volume %s: node %s writes it; cloning %s from its snapshot %s", source, writer.hex()[:8], name,
+                 full)
+        snap = await self.coord.get_volume(full)
+        if snap is None:
+            await self._snapshot_on(writer, source, split_snapshot_name(full)[1], spec)
+            snap = await self.coord.get_volume(full)
+            if snap is None:
+                raise VolumeNotFound(f"snapshot {full!r}, taken for the clone {name!r}, was removed meanwhile")
+        try:
+            copied = await open_read_only(self._context, full, snap)
+            return self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.remove_volume(full)
+                except CfsError as exc:
+                    log.warning("%s, taken for the clone %s, could not be removed: %s", full, name, exc)
+
+    async def create_snapshot(self, volume: str, name: str, *, forward: bool = True) -> str:
+        """Snapshot ``volume`` as ``volume@name``; its catalog name. Taken on this node if it
+        writes the volume or may take it for the moment (the lease, as a mount takes it);
+        while another live node writes it, that node is asked to (``TakeSnapshot``),
+        unless ``forward`` is False (a peer's own request: it found this node the writer).
+
+        Taken here, the snapshot is made first, durably, as an event of the volume's log
+        (its replicas take it too), then entered in the catalog; as for a clone, a crash in
         between leaves a snapshot the next start enters."""
         full = snapshot_name(volume, name)
         async with self._lock(full):
@@ -251,22 +313,61 @@ class ClusterNode:
             spec = await self.coord.get_volume(volume)
             if spec is None or is_snapshot_name(volume):
                 raise VolumeNotFound(f"no volume named {volume!r}")
-            self.records.make_room()
-            self.records.begin_publication(full, spec.replicas)
             try:
-                await self._open_for_copy(volume)
-                try:
-                    record = self.fs.snapshot(volume, name)
-                    writer = self._writers.get(spec.volume_id)
-                    if writer is not None and writer.replicator is not None:
-                        writer.replicator.notify()
-                finally:
-                    await self.close_volume(volume)
-                crash_point("snapshot-taken")
-                await self._publish(full, record, spec.replicas)
+                await self._snapshot_here(volume, name, spec)
+                return full
+            except LeaseHeld as held:
+                if not forward:
+                    raise VolumeBusy(f"{held}: this node does not write it (any more)") from None
+                writer = held
+            await self._snapshot_on(NodeId(writer.node_id), volume, name, spec)
+            return full
+
+    async def _snapshot_here(self, volume: str, name: str, spec: VolumeSpec) -> None:
+        full = snapshot_name(volume, name)
+        self.records.make_room()
+        self.records.begin_publication(full, spec.replicas)
+        try:
+            await self.open_volume(volume)
+            try:
+                record = self.fs.snapshot(volume, name)
+                writer = self._writers.get(spec.volume_id)
+                if writer is not None and writer.replicator is not None:
+                    writer.replicator.notify()
             finally:
-                self.records.end_publication(full)
-            return record
+                await self.close_volume(volume)
+            crash_point("snapshot-taken")
+            await self._publish(full, record, spec.replicas)
+        finally:
+            self.records.end_publication(full)
+
+    async def _snapshot_on(self, writer: NodeId, volume: str, name: str, spec: VolumeSpec) -> None:
+        """Have ``writer``, the live node that writes ``volume``, take the snapshot."""
+        log.info("volume %s: node %s writes it: asking it to take snapshot %s", volume, writer.hex()[:8], name)
+        try:
+            reply = await self.pool.request(writer, TakeSnapshot(spec.volume_id, name), timeout=SNAPSHOT_TIMEOUT)
+        except PeerUnavailable as exc:
+            raise Unavailable(f"volume {volume!r} is written by node {writer.hex()}, which did not take the "
+                              f"snapshot: {exc}") from None
+        except PeerError as exc:
+            kinds: dict[int, type[UserError]] = {ErrorCode.EXISTS: VolumeExists, ErrorCode.NOT_FOUND: VolumeNotFound,
+                                                 ErrorCode.BUSY: VolumeBusy}
+            kind = kinds.get(exc.code)
+            if kind is None:
+                raise ReplicationError(f"node {writer.hex()} could not snapshot volume {volume!r}: {exc}") from None
+            raise kind(f"node {writer.hex()}, which writes volume {volume!r}: {exc}") from None
+        assert isinstance(reply, SnapshotTaken)
+
+    async def _take_snapshot(self, volume_id: VolumeId, name: str) -> VolumeId:
+        """The peer handler's ``TakeSnapshot``: snapshot a volume this node writes."""
+        record = self.records.volume_by_id(volume_id)
+        if record is None or not self.writes(volume_id):
+            raise VolumeBusy(f"this node does not write volume {volume_id.hex()}")
+        full = await self.create_snapshot(record.name, name, forward=False)
+        snapshot = self.records.find(full)
+        if snapshot is None:
+            raise VolumeNotFound(f"snapshot {full!r} was removed as soon as it was taken")
+        return snapshot.volume_id
 
     async def _publish(self, name: str, record: VolumeRecord, replicas: int) -> None:
         """Enter a snapshot or clone made here in the catalog; if that fails (the name was
@@ -277,14 +378,6 @@ class ClusterNode:
             with trio.CancelScope(shield=True):
                 self.fs.remove_volume(name, force=True)
             raise
-
-    async def _open_for_copy(self, volume: str) -> None:
-        """Write ``volume`` here for a snapshot or clone of it: joins this node's writer,
-        or takes the lease; refused while another live node writes it."""
-        try:
-            await self.open_volume(volume)
-        except LeaseHeld as held:
-            raise VolumeBusy(f"{held}: take the snapshot on that node, or clone one of its snapshots") from None
 
     async def remove_volume(self, name: str) -> None:
         """Remove the volume from the cluster and its copy from this node, crash-safely
@@ -351,10 +444,28 @@ class ClusterNode:
                 return writer.record
             assert self.session is not None and self._nursery is not None
             self.records.make_room()
-            writer = await VolumeWriter.open(self._context, self.session, name, spec, takeover=takeover)
+            writer = await self._open_writer(name, spec, takeover)
             self._writers[spec.volume_id] = self._by_slot[writer.record.slot] = writer
             await self._nursery.start(writer.run)
             return writer.record
+
+    async def _open_writer(self, name: str, spec: VolumeSpec, takeover: bool) -> VolumeWriter:
+        """A writer of the volume here; a volume attached to this node and held by a live
+        node it is not attached to is taken over (the orchestrator moved it here, and the
+        other node has not let go yet)."""
+        assert self.session is not None
+        try:
+            return await VolumeWriter.open(self._context, self.session, name, spec, takeover=takeover)
+        except LeaseHeld as held:
+            if takeover or not await self._attached_here_not_to(name, NodeId(held.node_id)):
+                raise
+            log.info("volume %s: attached to this node, not to node %s that holds it: taking it over",
+                     name, held.node_id.hex()[:8])
+        return await VolumeWriter.open(self._context, self.session, name, spec, takeover=True)
+
+    async def _attached_here_not_to(self, name: str, holder: NodeId) -> bool:
+        attached = {attachment.node_id for attachment in await self.coord.attachments(name)}
+        return self.node_id in attached and holder not in attached
 
     async def close_volume(self, name: str) -> None:
         """One user is done; the last one (or any, after a fence) closes the writer. A
@@ -397,6 +508,83 @@ class ClusterNode:
                 return False
             self.fs.remove_volume(record.name, force=True)
             return True
+
+    # --- health -------------------------------------------------------------------------
+
+    async def condition(self, name: str) -> tuple[bool, str]:
+        """(abnormal, why) of a volume as this node sees it (CSI's volume condition):
+        abnormal while this node writes it fenced or degraded (a replica did not answer in
+        time), or while fewer live nodes than its ``replicas`` hold a complete copy."""
+        spec = await self.coord.get_volume(name)
+        if spec is None:
+            raise VolumeNotFound(f"no volume named {name!r}")
+        writer = self._writers.get(spec.volume_id)
+        if writer is not None and writer.fenced:
+            return True, f"this node was fenced from writing it (epoch {writer.fenced_by})"
+        if writer is not None and writer.replicator is not None and writer.replicator.degraded:
+            return True, f"replication degraded: {writer.replicator.degraded}"
+        copies = await self._live_copies(spec.volume_id)
+        if copies < spec.replicas:
+            return True, f"complete copies on live nodes that answer: {copies} of the {spec.replicas} wanted"
+        return False, f"complete copies on live nodes: {copies} ({spec.replicas} wanted)"
+
+    async def _live_copies(self, volume_id: VolumeId) -> int:
+        """Complete copies of the volume here and on the live peers that answer."""
+        local = self.records.volume_by_id(volume_id)
+        found = int(local is not None and not self.records.incomplete(local.slot))
+
+        async def ask(peer: NodeId) -> None:
+            nonlocal found
+            try:
+                info = await self.pool.request(peer, VolumeInfo(volume_id), timeout=CONDITION_TIMEOUT)
+            except (PeerUnavailable, PeerError):
+                return
+            if isinstance(info, VolumeInfoReply) and info.known:
+                found += 1
+        async with trio.open_nursery() as nursery:
+            for peer in self.members.live_peers():
+                nursery.start_soon(ask, peer)
+        return found
+
+    # --- size limits -------------------------------------------------------------------
+
+    async def expand_volume(self, name: str, size: int) -> VolumeSpec:
+        """Raise the volume's size limit in the catalog to ``size`` bytes (never lowered:
+        a limit at least as large, or none, stays as it is) and take it here if this node
+        writes the volume; the catalog entry after."""
+        if size <= 0:
+            raise UserError(f"a volume is expanded to a positive size, not {size}")
+        async with self._lock(name):
+            while True:
+                spec = await self.coord.get_volume(name)
+                if spec is None or is_snapshot_name(name):
+                    raise VolumeNotFound(f"no volume named {name!r}")
+                limit = quota.limit_of(spec.options)
+                if limit == 0 or limit >= size:
+                    break
+                bigger = VolumeSpec(spec.volume_id, spec.block_size, spec.replicas,
+                                    {**spec.options, "size": str(size)}, spec.created_ns)
+                if await self.coord.update_volume(name, bigger, expected=spec):
+                    log.info("volume %s: size limit raised from %d to %d bytes", name, limit, size)
+                    spec = bigger
+                    break
+            self._take_limit(name, spec)
+            return spec
+
+    async def take_size_limit(self, name: str) -> int:
+        """Take the catalog's size limit for the volume here, if this node writes it (CSI's
+        NodeExpandVolume); the limit in force here, or the catalog's where nobody does."""
+        async with self._lock(name):
+            spec = await self.coord.get_volume(name)
+            if spec is None or is_snapshot_name(name):
+                raise VolumeNotFound(f"no volume named {name!r}")
+            self._take_limit(name, spec)
+            return quota.limit_of(spec.options)
+
+    def _take_limit(self, name: str, spec: VolumeSpec) -> None:
+        writer = self._writers.get(spec.volume_id)
+        if writer is not None and not writer.fenced:
+            writer.record = self.fs.set_size_limit(name, quota.limit_of(spec.options))
 
     def writes(self, volume_id: VolumeId) -> bool:
         return self._writing_epoch(volume_id) is not None

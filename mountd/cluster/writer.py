@@ -10,7 +10,8 @@ volume's life on a node (snapshots, CSI's publish and stage) belongs here:
   lacks from the node that has the most (chunks it lacks stay remote, fetched when read
   and in the background); if that node's log no longer reaches back to this node's
   copy, or this copy is an interrupted whole-volume copy, have it push a whole copy
-  first (``PushCopy``). A failure on the way releases the lease.
+  first (``PushCopy``); take the size limit the catalog gives the volume (it may have been
+  raised while another node wrote it). A failure on the way releases the lease.
 * WRITING: the volume takes writes here. Background work runs in the writer's own
   nursery (``run``): the replicator ships records to the replicas, the lease is watched
   in the coordinator, chunks held only by peers are fetched.
@@ -44,7 +45,7 @@ import trio
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Lease, NodeSession, VolumeSpec
 from cfs.errors import CfsError, LeaseHeld, LogTrimmed, ReplicationError, Unavailable, VolumeExists, VolumeLost
-from cfs.fs import Filesystem
+from cfs.fs import Filesystem, quota
 from cfs.repl import placement
 from cfs.repl.wire import ErrorCode, Fence, FetchLog, LogAck, LogRecords, PushCopy, Release, VolumeInfo, VolumeInfoReply
 from cfs.store import NodeRecords
@@ -148,6 +149,7 @@ class VolumeWriter:
             await writer._fence_peers()
             await writer._catch_up()
             ctx.records.start_writing(record, lease.epoch, spec.replicas > 1)
+            writer.record = ctx.fs.set_size_limit(record.name, quota.limit_of(spec.options))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await _release_lease(session, lease)

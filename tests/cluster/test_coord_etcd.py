@@ -17,7 +17,7 @@ import trio
 
 from cfs.coord import EtcdCoordinator, NodeState
 from cfs.coord.etcd import EtcdSession
-from cfs.errors import EtcdUnavailable, LeaseHeld, RegistrationLost, VolumeExists
+from cfs.errors import AttachedElsewhere, EtcdUnavailable, LeaseHeld, RegistrationLost, VolumeExists
 from tests.cluster.cluster import stopped
 from tests.coord_contract import CoordContract, NewCoord, node_info, volume_spec
 from tests.etcd import Etcd
@@ -240,6 +240,56 @@ def test_racing_acquires_one_winner_and_increasing_epochs(etcd: Etcd) -> None:
                 for lease in takers:
                     if lease.node_id == session.node.node_id:
                         assert await session.lease_lost(lease) == (lease not in current)
+        finally:
+            for c in coords:
+                await c.aclose()
+    run(etcd, body)
+
+
+def test_one_live_node_attached_at_a_time(etcd: Etcd) -> None:
+    """A volume attached to a live node cannot be attached to another, read-only or not;
+    once that node is down (its registration expired), the next attach moves it."""
+    async def body(new_coord: NewCoord, nursery: trio.Nursery) -> None:
+        async with new_coord() as ca, new_coord() as cb:
+            a, a_scope = await start_node(ca, nursery)
+            b, _ = await start_node(cb, nursery)
+            await ca.create_volume("vol", volume_spec())
+            held = await ca.attach("vol", a.node.node_id, read_only=False)
+            for read_only in (False, True):
+                with pytest.raises(AttachedElsewhere, match=a.node.node_id.hex()) as refused:
+                    await cb.attach("vol", b.node.node_id, read_only=read_only)
+                assert refused.value.node_id == a.node.node_id
+            assert await cb.attachments("vol") == [held]
+            a_scope.cancel()  # A dies, attached
+
+            async def a_down() -> bool:
+                return any(s.node_id == a.node.node_id and s.state is NodeState.DOWN for s in await cb.nodes())
+            await wait_for(a_down, timeout=HANG)
+            moved = await cb.attach("vol", b.node.node_id, read_only=False)
+            assert await ca.attachments("vol") == [moved]
+    run(etcd, body)
+
+
+def test_racing_attaches_one_winner(etcd: Etcd) -> None:
+    async def body(new_coord: NewCoord, nursery: trio.Nursery) -> None:
+        coords = [new_coord() for _ in range(4)]
+        try:
+            sessions = [(await start_node(c, nursery))[0] for c in coords]
+            await coords[0].create_volume("vol", volume_spec())
+            attached, refused = [], []
+
+            async def attach(coord: EtcdCoordinator, session: EtcdSession) -> None:
+                try:
+                    attached.append(await coord.attach("vol", session.node.node_id, read_only=False))
+                except AttachedElsewhere as exc:
+                    refused.append(exc)
+            async with trio.open_nursery() as racers:
+                for coord, session in [*zip(coords, sessions), *zip(coords, sessions)]:
+                    racers.start_soon(attach, coord, session)
+            # a node that won may attach again (the same attachment back); any other is refused
+            assert len({x.node_id for x in attached}) == 1 and len(attached) + len(refused) == 8
+            assert all(exc.node_id == attached[0].node_id for exc in refused)
+            assert await coords[0].attachments("vol") == [attached[0]]
         finally:
             for c in coords:
                 await c.aclose()

@@ -62,11 +62,25 @@ def test_a_clone_on_another_node_holds_what_the_snapshot_held(cluster: Cluster) 
     assert_clean(a, r, b)
 
 
-def test_a_snapshot_of_a_volume_written_elsewhere_is_refused_with_the_writer_named(cluster: Cluster) -> None:
+def test_a_snapshot_asked_of_a_node_that_does_not_write_the_volume_is_taken_by_the_writer(cluster: Cluster) -> None:
+    """b is asked for a snapshot of a volume that a writes: b asks a (TakeSnapshot), which
+    takes it at one instant of its own and enters it in the catalog; the volume stays
+    where it is, mounted."""
     vid = create_volume(cluster["a"])["id"]
-    a, _r, b = roles(cluster, vid)
-    mount(a)
-    refused = b.cli("snapshot", "create", "vol", "s", check=False)
-    assert refused.returncode != 0 and a.node_id in refused.stderr and "take the snapshot on that node" \
-        in refused.stderr, refused.stderr
-    assert b.api("snapshot.ls") == []
+    a, r, b = roles(cluster, vid)
+    ma = mount(a)
+    expected = make_tree(ma, seed=51, dirs=2)
+    taken = b.cli("snapshot", "create", "vol", "s", json_out=True)
+    assert taken["name"] == "vol@s" and taken["here"] is False and taken["snapshot_of"] == vid
+    assert a.inspect("vol")["writer"]["node_id"] == a.node_id and a.is_mounted(ma)  # nothing moved
+    assert "vol@s" in snapshots_here(a)
+    assert a.log_lines("asks for a snapshot") and not b.log_lines("asks for a snapshot")
+    (ma / "after-the-snapshot").write_bytes(b"not in it")
+    sb = b.mount_dir("snap")
+    b.cli("mount", "vol@s", str(sb))  # copied whole to b from a node that has it
+    assert tree_hashes(sb) == expected
+    b.cli("umount", str(sb))
+    again = b.cli("snapshot", "create", "vol", "s", check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+    assert [s["name"] for s in b.api("snapshot.ls")] == ["vol@s"]
+    assert_clean(a, r, b)

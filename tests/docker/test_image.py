@@ -67,9 +67,11 @@ def base_tarball() -> Path:
 
 
 def wheelhouse() -> Path:
-    """The project's dependencies as wheels, pyfuse3 as its source plus what building it takes."""
+    """The project's dependencies as wheels, pyfuse3 as its source plus what building it takes,
+    and what generating the CSI stubs takes (the csi-build extra, which the Dockerfile installs)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    wanted = sorted([*project["project"]["dependencies"], *project["build-system"]["requires"]])
+    wanted = sorted([*project["project"]["dependencies"], *project["build-system"]["requires"],
+                     *project["project"]["optional-dependencies"]["csi-build"]])
     key = hashlib.sha256("\n".join(wanted).encode()).hexdigest()[:12]
 
     def make(tmp: Path) -> None:

@@ -15,7 +15,8 @@ from cfs.repl import wire
 from cfs.repl.wire import (
     MAX_CHUNK_SIZE, MAX_ERROR_MESSAGE, MESSAGES, Ack, AppendLog, Auth, Chunks, Error, ErrorCode,
     Fence, FetchLog, FrameHeader, GetChunks, Hello, LogAck, LogRecords, Message, Ping, Pong,
-    PushCopy, PutChunks, Release, Reply, Request, VolumeCopy, VolumeInfo, VolumeInfoReply,
+    PushCopy, PutChunks, Release, Reply, Request, SnapshotTaken, TakeSnapshot, VolumeCopy, VolumeInfo,
+    VolumeInfoReply,
 )
 from cfs.types import ChunkId, NodeId, VolumeId
 
@@ -71,6 +72,8 @@ MESSAGE_STRATEGIES: dict[type[Message], st.SearchStrategy[Message]] = {
     PushCopy: st.builds(PushCopy, volume_ids, u64),
     VolumeCopy: st.builds(VolumeCopy, volume_ids, u64, st.integers(1, 2**64 - 1), u64, u64, st.booleans(),
                           st.booleans(), copy_rows),
+    TakeSnapshot: st.builds(TakeSnapshot, volume_ids, texts.filter(lambda s: 0 < len(s.encode()) <= 255)),
+    SnapshotTaken: st.builds(SnapshotTaken, volume_ids),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 requests = st.one_of(*(s for cls, s in MESSAGE_STRATEGIES.items() if issubclass(cls, Request)))
@@ -267,6 +270,25 @@ def test_volume_copy_layout_and_checks() -> None:
         VolumeCopy.decode(head + b"\0" + b"\xff\xff\xff\xff" + bytes(100))
     with pytest.raises(ValueError):
         VolumeCopy(VOL, 3, 0, 9, 11, False, False, []).encode()
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+def test_take_snapshot_layout_and_checks() -> None:
+    message = TakeSnapshot(VOL, "monday")
+    assert message.encode() == VOL + b"\x06monday"
+    assert decode(message) == message
+    assert decode(TakeSnapshot(VOL, "é" * 127)) == TakeSnapshot(VOL, "é" * 127)  # 254 bytes
+    assert SnapshotTaken(VOL).encode() == VOL and decode(SnapshotTaken(VOL)) == SnapshotTaken(VOL)
+    with pytest.raises(ProtocolError, match="empty"):
+        TakeSnapshot.decode(VOL + b"\x00")
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        TakeSnapshot.decode(VOL + b"\x02\xff\xfe")
+    for bad in ("", "x" * 256, "é" * 128):
+        with pytest.raises(ValueError):
+            TakeSnapshot(VOL, bad).encode()
+    with pytest.raises(ValueError):
+        SnapshotTaken(VolumeId(b"short")).encode()
 
 
 # --- small messages ------------------------------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import random
 import stat
+from pathlib import Path
 
 import pytest
 
 from cfs import check
 from cfs.codec import Inode, VolumeState, ino_key, pack_u64, stored_bytes, usage_delta
-from cfs.errors import CorruptRecord, NoSpace, UserError
+from cfs.errors import CorruptRecord, NoSpace, ReadOnly, UserError
 from cfs.fs import Filesystem, SetAttr
 from cfs.fs.quota import parse_size, size_limit
 from cfs.store import Store, Table, catalog
@@ -300,4 +301,58 @@ def test_the_limit_of_one_volume_leaves_others_alone(store: Store) -> None:
     vol.fs.sync()
     assert vol.fs.volume_space("free") == {"used_bytes": 16 * KiB, "size_bytes": 0}
     assert vol.fs.volume_space("sized") == {"used_bytes": 0, "size_bytes": 1 * KiB}
+    assert_clean(vol)
+
+
+@pytest.mark.parametrize("cache", [0, 1 << 20], ids=["write-through", "cached"])
+def test_a_raised_limit_holds_from_the_next_write_and_survives_a_reopen(store: Store, store_path: Path,
+                                                                          cache: int) -> None:
+    """Expansion (CSI's ControllerExpandVolume, taken by the writer node): the full volume
+    takes more at once, the limit is recorded durably, and lowering it below what the
+    volume holds refuses growth only."""
+    vol = sized(store, "2K", cache=cache)
+    rng = random.Random(11)
+    ino, written = fill(vol, b"f", BS, rng)
+    assert len(written) == 4 * BS
+    record = vol.fs.set_size_limit("sized", 8 * KiB)
+    assert size_limit(record) == 8 * KiB and vol.fs.volume_space("sized")["size_bytes"] == 8 * KiB
+    more = rng.randbytes(4 * BS)
+    vol.fs.write(ino, len(written), more)  # the room is there at once: no remount
+    assert vol.fs.set_size_limit("sized", 8 * KiB) == record  # the same limit again: nothing to do
+    vol.fs.set_size_limit("sized", 1 * KiB)  # below what it holds, as a full disk: growth refused
+    with pytest.raises(NoSpace):
+        vol.fs.write(ino, 8 * BS, b"x")
+    vol.fs.setattr(ino, SetAttr(size=BS))  # shrinking works
+    assert vol.fs.set_size_limit("sized", 0).options.get("size") is None  # 0: no limit
+    vol.fs.write(ino, BS, rng.randbytes(16 * BS))
+    vol.fs.set_size_limit("sized", 64 * KiB)
+    vol.fs.release(ino)
+    assert_clean(vol)
+    store.close()
+    again = Store(store_path)
+    try:
+        assert Filesystem(again).volume_space("sized")["size_bytes"] == 64 * KiB
+    finally:
+        again.close()
+
+
+def test_a_snapshot_has_no_limit_to_raise(store: Store) -> None:
+    vol = sized(store, "2K")
+    vol.fs.snapshot("sized", "s")
+    with pytest.raises(ReadOnly):
+        vol.fs.set_size_limit("sized@s", 4 * KiB)
+    with pytest.raises(ValueError):
+        vol.fs.set_size_limit("sized", -1)
+    assert vol.fs.volume_space("sized@s")["size_bytes"] == 2 * KiB
+    assert_clean(vol)
+
+
+def test_inodes_are_counted_with_the_numbers_left(store: Store) -> None:
+    vol = sized(store, "0")
+    assert vol.fs.volume_inodes("sized") == (1, (1 << 40) - 2)  # the root; numbers from 2 on
+    for n in range(5):
+        vol.create(b"f%d" % n, b"x")
+    vol.fs.unlink(vol.root, b"f0")
+    used, left = vol.fs.volume_inodes("sized")
+    assert used == 5 and left == (1 << 40) - 7  # an unlinked file's number is not given again
     assert_clean(vol)
