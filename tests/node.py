@@ -99,25 +99,36 @@ class Node:
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
+        kill_process(self.proc)
 
     def cleanup(self) -> None:
         self.stop()
         self.kill()
         detach_mounts_under(self.base)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> int | None:
+    """SIGTERM ``proc`` (a process a test started), SIGKILL it after ``timeout``; its exit
+    status (None if it had to be killed, or was never started)."""
+    if proc is None or proc.poll() is not None:
+        return proc.returncode if proc else None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_process(proc)
+        return None
+
+
+def kill_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """kill -9 ``proc`` if it runs, and reap it."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
 
 
 def mounts_under(base: Path) -> list[str]:

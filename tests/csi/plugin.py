@@ -12,7 +12,6 @@ SIGKILL, ``kill`` is a kill -9; ``env`` (set before a start) adds to its environ
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.node import CFS, Node
+from tests.node import CFS, Node, kill_process, stop_process
 from tools.csi.generated import csi_pb2 as pb
 from tools.csi.generated import csi_pb2_grpc as rpc
 
@@ -80,19 +79,10 @@ class Plugin:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
+        kill_process(self.proc)
 
     def wait_exit(self, timeout: float = 30) -> int:
         assert self.proc is not None
