@@ -17,8 +17,10 @@ from mountd.daemon import Daemon
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help=f"where the node keeps its state (default: {default_data_dir()})")
+    # No default of its own: as a subcommand of ``cfs``, a default here would overwrite the
+    # ``--data-dir`` given before ``node run`` (argparse lets a subparser's defaults win).
+    parser.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                        help=f"where the node keeps its state (default: $CFS_DATA_DIR or {default_data_dir()})")
     parser.add_argument("--commit-interval", type=float, default=1.0, metavar="SECONDS",
                         help="seconds between background commits; fsync always commits at once (default: 1)")
     parser.add_argument("--fuse-spin-us", type=int, default=DEFAULT_SPIN_US, metavar="MICROSECONDS",
@@ -62,7 +64,7 @@ def config_from(args: argparse.Namespace) -> DaemonConfig:
         raise CfsError("--fuse-spin-us must be between 0 and 10000")
     if args.changelog_retain < 1:
         raise CfsError("--changelog-retain must be at least 1")
-    data_dir = (args.data_dir or default_data_dir()).absolute()
+    data_dir = Path(getattr(args, "data_dir", None) or default_data_dir()).absolute()
     return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval, fuse_spin_us=args.fuse_spin_us,
                         store=StoreConfig(reserve_bytes=args.reserve, hold_reserve=True,
                                           changelog_retain=args.changelog_retain),
