@@ -30,9 +30,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating the virtualenv .venv" >&2
     python3 -m venv .venv
 fi
 extra="[csi-build]"
 [ "${1:-}" = "--test" ] && extra="[csi-build,test]"
+# The first run downloads and builds the Python packages (pyfuse3 compiles against
+# libfuse3): half a minute or more, so say so rather than sit silent.
+echo "bootstrap: installing cfs and its Python packages into .venv (about half a minute the first time, seconds after)" >&2
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".${extra}"
+echo "bootstrap: generating the CSI plugin's gRPC stubs" >&2
 tools/csi/generate.sh .venv/bin/python  # the CSI plugin's gRPC stubs (not committed)

@@ -288,14 +288,28 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def print_mapping(mapping: dict[str, Any], indent: str = "") -> None:
+    """Nested keys indented; nothing (None, "", an empty list or mapping) shown as "-"."""
     for key, value in mapping.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             print(f"{indent}{key}:")
             print_mapping(value, indent + "  ")
         elif isinstance(value, list):
             print(f"{indent}{key}: {', '.join(map(str, value)) or '-'}")
         else:
-            print(f"{indent}{key}: {value}")
+            print(f"{indent}{key}: {human_value(key, value)}")
+
+
+def human_value(key: str, value: Any) -> str:
+    """A scalar as a person reads it: yes/no for flags, "-" for nothing.
+
+    ``degraded`` is the reason a volume is degraded, or None when it is not: "no"."""
+    if value is None:
+        return "no" if key == "degraded" else "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value == "" or value == {}:
+        return "-"
+    return str(value)
 
 
 if __name__ == "__main__":
