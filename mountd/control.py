@@ -74,6 +74,12 @@ class ControlServer:
                 refused = True
             except (trio.BrokenResourceError, trio.TooSlowError):
                 return
+            except Exception as exc:
+                # Whatever a client sends, the error stays in its connection: one that
+                # reached the server's nursery would stop the daemon and every mount.
+                log.exception("bug while reading a control request")
+                reply = protocol.error(f"internal error: {exc!r} (see the daemon log)", "InternalError")
+                refused = True
             try:
                 await stream.send_all(reply)
                 if refused:

@@ -183,4 +183,7 @@ def test_malformed_control_requests_do_not_hurt(node: Node) -> None:
     assert "JSON object" in raw(b"[1, 2]\n")["error"]
     assert "limit" in raw(b"x" * (2 << 20))["error"]
     assert "full request" in raw(b'{"op": "status"')["error"]
+    # A thousand '[' once killed the daemon (RecursionError out of json.loads).
+    assert "nested too deeply" in raw(b"[" * 1000 + b"\n")["error"]
+    assert "nested too deeply" in raw(b'{"op": "status", "args": ' + b'{"a":' * 5000 + b"\n")["error"]
     assert node.api("status")["pid"] == node.pid
