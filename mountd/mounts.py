@@ -84,9 +84,7 @@ def check_target(path: str) -> Path:
     target = target.resolve()
     if is_mount_point(target):
         raise UserError(f"{target} is already a mount point")
-    if any(os.scandir(target)):
-        raise UserError(f"mount point {target} is not empty")
-    return target
+    return target  # not empty is fine: the mount hides what is there, as mount(8)'s always did
 
 
 def bind(source: Path, target: Path, read_only: bool = False) -> None:
