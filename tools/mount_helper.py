@@ -86,7 +86,7 @@ def parse(argv: list[str]) -> Request:
         raise UsageError(str(exc)) from None
     if len(args) != 2:
         raise UsageError("usage: mount.cfs VOLUME DIR [-sfnv] [-o OPTIONS]")
-    volume, mountpoint = args
+    volume, mountpoint = _volume_name(args[0], os.getcwd()), args[1]
     try:
         validate_catalog_name(volume)
     except CfsError as exc:
@@ -108,6 +108,25 @@ def parse(argv: list[str]) -> Request:
                     read_only = key == "ro"
     return Request(volume, mountpoint, read_only=read_only, data_dir=data_dir,
                    fake=("-f", "") in flags, verbose=("-v", "") in flags)
+
+
+def _volume_name(spec: str, cwd: str) -> str:
+    """The volume that SPEC names. mount(8) makes a SPEC that is the name of an existing
+    path canonical, for every type it does not know as a network or pseudo file system:
+    ``mount -t cfs data /m`` run in / passes /data if /data exists (at boot, systemd runs
+    mount(8) in /). A volume name has no '/', so an absolute SPEC is undone: the entry of
+    mount(8)'s working directory (ours) that resolves to it, its last component first."""
+    if not spec.startswith("/"):
+        return spec
+    names = [os.path.basename(spec)]
+    try:
+        names += sorted(os.listdir(cwd))  # a symbolic link there resolves to another name
+    except OSError:
+        pass
+    for name in names:
+        if name and os.path.realpath(os.path.join(cwd, name)) == spec:
+            return name
+    return spec
 
 
 def _options(text: str, sloppy: bool) -> list[tuple[str, str]]:

@@ -54,8 +54,8 @@ def _link(link: Path, target: str) -> None:
     os.replace(fresh, link)
 
 
-def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 def mount(node: Node, volume: str, target: Path, *options: str, fstype: str = "fuse.cfs") -> None:
@@ -152,21 +152,48 @@ def test_again_and_again_on_one_directory(node: Node, short_tmp: Path) -> None:
     wait_forgotten(node, "v")
 
 
+def test_busy_and_lazy_umount(node: Node, short_tmp: Path) -> None:
+    """A umount that fails (busy) changes nothing; ``umount -l`` is seen like any other,
+    and a file open inside keeps working, as with ``cfs umount --lazy``."""
+    node.cli("volume", "create", "v")
+    target = short_tmp / "m"
+    target.mkdir()
+    mount(node, "v", target)
+    with open(target / "f", "w") as held:
+        held.write("before ")
+        held.flush()
+        busy = run("umount", str(target))
+        assert busy.returncode != 0 and "busy" in busy.stderr
+        time.sleep(0.3)  # what the watcher would need to get it wrong
+        assert node.api("mount.ls")[0]["mounted"] is True
+        lazy = run("umount", "-l", str(target))
+        assert (lazy.returncode, lazy.stderr) == (0, "")
+        wait_forgotten(node, "v")
+        held.write("after")
+    again = short_tmp / "again"
+    again.mkdir()
+    mount(node, "v", again)
+    assert (again / "f").read_text() == "before after"
+    umount(again)
+
+
 def test_fstab_line(node: Node, short_tmp: Path) -> None:
     """A line as the README gives it, with what systemd and mount(8) add; a second
-    ``mount -a`` finds it mounted and is content."""
-    node.cli("volume", "create", "data")
+    ``mount -a`` finds it mounted and is content. Run where a directory has the volume's
+    name, as systemd runs mount(8) in / where /srv may be: mount(8) passes its path."""
+    node.cli("volume", "create", "srv")
     target = short_tmp / "srv"
     target.mkdir()
     fstab = short_tmp / "fstab"
-    fstab.write_text(f"data {target} fuse.cfs defaults,_netdev,nofail,x-systemd.requires=cfs.service,"
+    fstab.write_text(f"srv {target} fuse.cfs defaults,_netdev,nofail,x-systemd.requires=cfs.service,"
                      f"data_dir={node.data_dir} 0 0\n")
     for _ in range(2):
-        result = run("mount", "-a", "-T", str(fstab))
+        result = run("mount", "-a", "-T", str(fstab), cwd=short_tmp)
         assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result
         assert mounts_under(target) == [str(target)]
+    assert node.api("mount.ls")[0]["volume"] == "srv"
     umount(target)
-    wait_forgotten(node, "data")
+    wait_forgotten(node, "srv")
 
 
 @pytest.mark.parametrize("volume, options, status, message", [

@@ -57,6 +57,21 @@ def test_refused(argv: list[str], message: str) -> None:
         parse(argv)
 
 
+def test_a_name_mount8_made_a_path_is_a_name_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mount(8) passes /WD/data for ``data`` when WD, its working directory, has an entry
+    ``data`` (resolved, if a symbolic link)."""
+    wd, disk = tmp_path / "wd", tmp_path / "disk1"
+    (wd / "data").mkdir(parents=True)
+    disk.mkdir()
+    (wd / "linked").symlink_to(disk)  # as /data -> /mnt/disk1
+    monkeypatch.chdir(wd)
+    assert parse([str(wd / "data"), "/m"]).volume == "data"
+    assert parse([str(disk), "/m"]).volume == "linked"
+    monkeypatch.chdir("/")
+    with pytest.raises(UsageError, match="not a volume name"):
+        parse([str(wd / "data"), "/m"])  # a path that is no name of the working directory
+
+
 def test_sloppy_drops_unknown_options_not_refused_ones() -> None:
     assert parse(["v", "/m", "-s", "-o", "colour=blue,ro"]) == Request("v", "/m", read_only=True)
     with pytest.raises(UsageError, match="noexec"):
