@@ -3,7 +3,8 @@
 Start-up: take the data directory's lock (one daemon per data directory), detach mounts
 a crashed predecessor left behind, open the store, free orphans, mount the node's FUSE
 session, then inside one trio nursery run the FUSE workers, the control socket, the
-commit timer and the signal watcher, and bind the recorded volume mounts again.
+commit timer and the signal watcher, and bind the recorded volume mounts again; then
+watch the mount table for volumes unmounted by umount(8) (NodeService.watch_unmounts).
 
 Stop (SIGTERM/SIGINT): detach every volume mount, end the FUSE session, commit and
 close the store, remove the socket; exit status 0. A crash (kill -9) leaves the store
@@ -154,6 +155,7 @@ class Daemon:
             await self._tune_fuse()
             # Mounts first, socket second: a client that can talk to us finds them in place.
             await service.restore_mounts()
+            nursery.start_soon(service.watch_unmounts)
             if self.config.plugin_socket is not None:
                 driver = VolumeDriver(service, self.config.plugin_mount_root)
                 await nursery.start(PluginServer(self.config.plugin_socket, driver).serve)

@@ -40,6 +40,9 @@ FROM_SOURCE = {"block_size", "uid", "gid", "mode"}
 
 MAX_REPLICAS = 5
 
+WATCH_SECONDS = 0.5
+"""How long ``watch_unmounts``' worker thread waits for a change before it looks up."""
+
 
 class NodeService:
     def __init__(self, config: DaemonConfig, fs: Filesystem, records: NodeRecords, cluster: ClusterNode) -> None:
@@ -49,6 +52,9 @@ class NodeService:
         self.cluster = cluster
         self.started = time.time()
         self._mount_lock = trio.Lock()
+        self._bound: set[str] = set()
+        """The recorded mounts this run bound and has not let go. One that leaves the mount
+        table was unmounted from outside (umount(8)): ``_forget_unmounted`` forgets it."""
 
     # --- volumes -------------------------------------------------------------------
 
@@ -293,6 +299,7 @@ class NodeService:
         if is_snapshot_name(name):
             read_only = True  # a snapshot never changes
         async with self._mount_lock:
+            await self._forget_unmounted()  # a umount(8) of this path or volume a moment ago
             target = await trio.to_thread.run_sync(mounts.check_target, path)
             await self.cluster.open_volume(name, takeover=bool(takeover))
             try:
@@ -302,6 +309,7 @@ class NodeService:
                     await self.cluster.close_volume(name)
                 raise
             self.records.record_mount(str(target), name, read_only)
+            self._bound.add(str(target))
         log.info("mounted volume %s at %s%s", name, target, " (read-only)" if read_only else "")
         return {"volume": name, "mountpoint": str(target), "read_only": read_only}
 
@@ -327,9 +335,49 @@ class NodeService:
                 except OSError as exc:
                     raise UserError(f"cannot unmount {key}: {exc.strerror} (is a process using it?)") from None
             self.records.drop_mount(key)
+            self._bound.discard(key)
             await self.cluster.close_volume(name)
         log.info("unmounted volume %s from %s", name, key)
         return {"volume": name, "mountpoint": key}
+
+    async def watch_unmounts(self) -> None:
+        """Forget the mounts unmounted from outside cfs, as they go.
+
+        A plain ``umount DIR`` (umount(8), or umount2 by any program: systemd at shutdown,
+        ``umount -l``) detaches a volume's bind mount without a word to the FUSE session,
+        which serves every volume and goes on. The mount table tells: each change to it
+        wakes this task (``mounts.wait_for_change``, in a worker thread that looks up every
+        ``WATCH_SECONDS`` so that a stop does not wait for it longer), and a mount this run
+        made that is gone is dropped from the records and its volume closed, which lets
+        its lease go. ``mount`` does the same first, so a mount right after a umount(8)
+        never waits for this task."""
+        table = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while True:
+                if await trio.to_thread.run_sync(mounts.wait_for_change, table, WATCH_SECONDS):
+                    async with self._mount_lock:
+                        await self._forget_unmounted()
+        finally:
+            os.close(table)
+
+    async def _forget_unmounted(self) -> None:
+        """Drop the mounts of ``_bound`` that left the mount table (the mount lock held)."""
+        if not self._bound:
+            return
+        points = await trio.to_thread.run_sync(mounts.mount_points)
+        for path in sorted(self._bound - points):
+            if path not in self._bound:  # let go meanwhile (unbind_all at a stop)
+                continue
+            self._bound.discard(path)
+            recorded = self._recorded().get(path)
+            if recorded is None:
+                continue
+            self.records.drop_mount(path)
+            log.info("volume %s was unmounted from %s outside cfs (umount): forgot the mount", recorded[0], path)
+            try:
+                await self.cluster.close_volume(recorded[0])
+            except CfsError as exc:
+                log.error("could not close volume %s: %s", recorded[0], exc)
 
     async def restore_mounts(self) -> None:
         """Bind again every recorded mount (after a restart, clean or not)."""
@@ -342,6 +390,7 @@ class NodeService:
                 continue
             try:
                 await trio.to_thread.run_sync(mounts.bind, self.config.fuse_root / name, target, read_only)
+                self._bound.add(path)
                 log.info("remounted volume %s at %s", name, path)
             except OSError as exc:
                 await self.cluster.close_volume(name)
@@ -368,11 +417,14 @@ class NodeService:
                     except OSError as exc:
                         log.error("could not unmount %s: %s", path, exc)
                     self.records.drop_mount(path)
+                    self._bound.discard(path)
                     log.warning("unmounted volume %s from %s: %s", name, path, eviction.reason)
                     await self.cluster.close_volume(name)
 
     async def unbind_all(self) -> None:
-        """Detach every volume mount before the FUSE session ends, keeping the records."""
+        """Detach every volume mount before the FUSE session ends, keeping the records
+        (bound again at the next start: ``watch_unmounts`` must not forget them)."""
+        self._bound.clear()
         for path in sorted(self._recorded()):
             target = Path(path)
             try:

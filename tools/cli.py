@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     srm.add_argument("name", metavar="VOLUME@SNAPSHOT")
 
     mount = sub.add_parser("mount", parents=[common],
-                           help="mount a volume (or a snapshot, VOLUME@SNAPSHOT, read-only) on an empty directory")
+                           help="mount a volume (or a snapshot, VOLUME@SNAPSHOT, read-only) on a directory "
+                                "(what is in it is hidden until umount, as with mount(8))")
     mount.add_argument("name")
     mount.add_argument("dir")
     mount.add_argument("--read-only", action="store_true", help="mount read-only")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install cfs, start the node daemon in the background, mount a demo volume, print its path.
+# Install cfs and its mount(8) helper, start the node daemon in the background, mount a demo volume, print its path.
 # Usage (as root): tools/demo.sh [MOUNT_DIR]   (default /mnt/cfs-demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "demo: installing cfs (tools/bootstrap.sh)" >&2
 tools/bootstrap.sh
+tools/install_mount_helper.sh  # mount -t cfs, and fstab's fuse.cfs lines
 mountpoint="${1:-/mnt/cfs-demo}"
 data_dir="${CFS_DATA_DIR:-/var/lib/cfs}"
 cfs=".venv/bin/cfs"
