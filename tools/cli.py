@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cfs import check
 from cfs.errors import CfsError
@@ -24,7 +24,7 @@ from mountd import main as mountd_main
 from mountd.config import DaemonConfig, default_data_dir
 from tools.bench import runner as bench
 from tools.client import DaemonNotRunning, call
-from tools.progress import ProgressBar
+from tools.progress import ProgressBar, size, transfer_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,16 +194,51 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     raise CfsError(f"unknown command {args.command}")
 
 
-def drain(sock: Path, draining: bool, wait: float) -> Any:
-    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere."""
+def drain(sock: Path, draining: bool, wait: float, out: TextIO = sys.stderr) -> Any:
+    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere,
+    showing progress on ``out``: a bar on a terminal, else a line whenever it changed."""
     deadline = time.monotonic() + wait
-    while True:
-        result = call(sock, "node.drain", {"draining": draining})
-        if not result["still_here"] or time.monotonic() >= deadline:
-            if wait and result["still_here"]:
-                raise CfsError(f"still needed here after {wait:g} s: {', '.join(result['still_here'])}")
-            return result
-        time.sleep(1.0)
+    bar = ProgressBar(out)
+    needed: set[str] = set()
+    shown = ""
+    try:
+        while True:
+            result = call(sock, "node.drain", {"draining": draining})
+            waiting = result["still_here"]
+            if not waiting or time.monotonic() >= deadline:
+                if wait and waiting:
+                    raise CfsError(f"still needed here after {wait:g} s: {', '.join(waiting)}")
+                if wait and needed:
+                    bar.update("draining", len(needed), len(needed), "done")
+                    if not bar.enabled:
+                        print(f"drain: {len(needed)} of {len(needed)} volumes copied elsewhere; "
+                              "no volume needs this node any more", file=out, flush=True)
+                return result
+            if wait:
+                needed |= set(waiting)
+                shown = _drain_progress(bar, out, needed, waiting, result.get("transfers", []), shown)
+            time.sleep(1.0)
+    finally:
+        bar.finish()
+
+
+def _drain_progress(bar: ProgressBar, out: TextIO, needed: set[str], waiting: list[str],
+                    transfers: list[dict[str, Any]], shown: str) -> str:
+    """Show how far a drain is: volumes no longer needed here of all that were, and the
+    copies this node is sending; the line shown."""
+    done = len(needed) - len(waiting)
+    moving = [t for t in transfers if t["direction"] == "out"]
+    sent = sum(t["bytes_done"] for t in moving)
+    detail = f"{size(sent)} sent, " if moving else ""
+    if bar.enabled:
+        bar.update("draining", done, len(needed), detail + f"waiting for {', '.join(waiting)}")
+        return shown
+    lines = [f"drain: {done} of {len(needed)} volumes copied elsewhere; waiting for {', '.join(waiting)}",
+             *(f"drain:   {transfer_line(t)}" for t in moving)]
+    text = "\n".join(lines)
+    if text != shown:
+        print(text, file=out, flush=True)
+    return text
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
@@ -271,6 +306,18 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     elif args.command == "fsck":
         for line in result.get("lines", []):
             print(line)
+    elif args.command == "status":
+        cluster = dict(result.get("cluster", {}))
+        transfers = cluster.pop("transfers", [])
+        ended = cluster.pop("transfers_ended", [])
+        print_mapping({**result, "cluster": cluster})
+        print("transfers:" if transfers else "transfers: -")
+        for t in transfers:
+            print(f"  {transfer_line(t)}")
+        if ended:
+            print("transfers ended:")
+            for t in ended[-5:]:
+                print(f"  {transfer_line(t)}")
     elif args.command == "node" and args.node_command == "ls":
         print_table(("NODE", "ADDRESS", "STATE", "CAPACITY", "CHUNKS"),
                     [(n["node_id"][:12] + (" *" if n["self"] else ""), n["address"] or "-", n["state_text"],
