@@ -195,50 +195,68 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
 
 
 def drain(sock: Path, draining: bool, wait: float, out: TextIO = sys.stderr) -> Any:
-    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere,
-    showing progress on ``out``: a bar on a terminal, else a line whenever it changed."""
+    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere (and
+    the copies this node sends for it ended), showing progress on ``out`` (``DrainView``)."""
     deadline = time.monotonic() + wait
-    bar = ProgressBar(out)
-    needed: set[str] = set()
-    shown = ""
+    view = DrainView(out, since=time.time())
     try:
         while True:
             result = call(sock, "node.drain", {"draining": draining})
             waiting = result["still_here"]
-            if not waiting or time.monotonic() >= deadline:
+            if wait:
+                view.show(waiting, result.get("transfers", []), result.get("transfers_ended", []))
+            if (not waiting and not view.sending) or time.monotonic() >= deadline:
                 if wait and waiting:
                     raise CfsError(f"still needed here after {wait:g} s: {', '.join(waiting)}")
-                if wait and needed:
-                    bar.update("draining", len(needed), len(needed), "done")
-                    if not bar.enabled:
-                        print(f"drain: {len(needed)} of {len(needed)} volumes copied elsewhere; "
-                              "no volume needs this node any more", file=out, flush=True)
                 return result
-            if wait:
-                needed |= set(waiting)
-                shown = _drain_progress(bar, out, needed, waiting, result.get("transfers", []), shown)
             time.sleep(1.0)
     finally:
-        bar.finish()
+        view.finish()
 
 
-def _drain_progress(bar: ProgressBar, out: TextIO, needed: set[str], waiting: list[str],
-                    transfers: list[dict[str, Any]], shown: str) -> str:
-    """Show how far a drain is: volumes no longer needed here of all that were, and the
-    copies this node is sending; the line shown."""
-    done = len(needed) - len(waiting)
-    moving = [t for t in transfers if t["direction"] == "out"]
-    sent = sum(t["bytes_done"] for t in moving)
-    detail = f"{size(sent)} sent, " if moving else ""
-    if bar.enabled:
-        bar.update("draining", done, len(needed), detail + f"waiting for {', '.join(waiting)}")
-        return shown
-    lines = [f"drain: {done} of {len(needed)} volumes copied elsewhere; waiting for {', '.join(waiting)}",
-             *(f"drain:   {transfer_line(t)}" for t in moving)]
-    text = "\n".join(lines)
-    if text != shown:
-        print(text, file=out, flush=True)
-    return text
+class DrainView:
+    """How far a drain is: volumes no longer needed on the node of all that were, and the
+    copies the node sends for them. On a terminal a bar; otherwise a line whenever that
+    changed, then the transfers of this node below it, and each copy once it ended."""
+
+    def __init__(self, out: TextIO, since: float) -> None:
+        self.out = out
+        self.bar = ProgressBar(out)
+        self.since = since
+        self.needed: set[str] = set()
+        self.sending = False
+        """Copies for the drained volumes are still going out from this node."""
+        self._shown = ""
+        self._ended: set[int] = set()
+
+    def show(self, waiting: list[str], running: list[dict[str, Any]], ended: list[dict[str, Any]]) -> None:
+        self.needed |= set(waiting)
+        mine = [t for t in running if t["direction"] == "out" and t["volume"] in self.needed]
+        self.sending = bool(mine)
+        done = len(self.needed) - len(waiting)
+        if waiting:
+            head = f"drain: {done} of {len(self.needed)} volumes copied elsewhere; waiting for {', '.join(waiting)}"
+        elif self.needed:
+            head = f"drain: {done} of {len(self.needed)} volumes copied elsewhere; " + (
+                "ending the copies it sends" if mine else "no volume needs this node any more")
+        else:
+            return
+        if self.bar.enabled:
+            sent = f"{size(sum(t['bytes_done'] for t in mine))} sent; " if mine else ""
+            self.bar.update("draining", done, len(self.needed), sent + head.partition("; ")[2])
+            return
+        for t in ended:
+            if (t["id"] not in self._ended and t["direction"] == "out" and t["volume"] in self.needed
+                    and t["started"] >= self.since):
+                self._ended.add(t["id"])
+                print(f"drain:   {transfer_line(t)}", file=self.out, flush=True)
+        text = "\n".join([head, *(f"drain:   {transfer_line(t)}" for t in mine)])
+        if text != self._shown:
+            print(text, file=self.out, flush=True)
+            self._shown = text
+
+    def finish(self) -> None:
+        self.bar.finish()
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

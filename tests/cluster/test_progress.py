@@ -78,4 +78,7 @@ def test_a_drain_shows_the_copy_it_causes_on_both_nodes(pair: Cluster) -> None:
     lines = err.splitlines()
     assert any(line.startswith("drain: 0 of 1 volumes copied elsewhere; waiting for moving") for line in lines), err
     assert lines[-1] == "drain: 1 of 1 volumes copied elsewhere; no volume needs this node any more", err
+    # the copy a sent, once it ended (whenever the drain's polls fell), with its numbers
+    assert f"drain:   moving  drain → {b.node_id[:8]}  48.0 MiB of 48.0 MiB (100%), " \
+           f"{sent['records_done']} of {sent['records_done']} rows, done in" in err, err
     assert '"still_here": []' in out
