@@ -2,10 +2,13 @@
 
 A fake clock drives time: rates over the window, the ETA from what is left, totals not
 known (no percent, no ETA), a stalled transfer whose rate falls to 0, idle expiry, and
-the context manager that ends a transfer done or failed.
+the context manager that ends a transfer done or failed; and what ``cfs node drain
+--wait`` prints from the transfers it is shown.
 """
 
 from __future__ import annotations
+
+import io
 
 import pytest
 
@@ -15,6 +18,7 @@ from cfs.types import ChunkId, NodeId
 from mountd.cluster.progress import (
     KEEP_FINISHED, WINDOW_SECONDS, Direction, TransferKind, Transfers, copied_bytes,
 )
+from tools.cli import DrainView
 from tools.progress import transfer_line
 
 PEER = NodeId(bytes(range(16)))
@@ -147,3 +151,39 @@ def test_a_copy_counts_the_bytes_in_use_of_its_block_rows() -> None:
             (int(Table.BLOCKS), b"k3", encode_block(None, 0, reserved=8192)),
             (int(Table.INODES), b"k4", b"not a block row")]
     assert copied_bytes(rows) == 4096 + 512 + 8192
+
+
+def test_a_drain_shows_a_line_per_change_and_each_copy_it_sent_once_ended(transfers: Transfers,
+                                                                          clock: Clock) -> None:
+    out = io.StringIO()                    # not a terminal: lines, no bar
+    view = DrainView(out, since=1.7e9)
+    view.show(["data", "logs"], [], [])
+    view.show(["data", "logs"], [], [])    # nothing changed: nothing printed
+    copy = transfers.start("data", TransferKind.DRAIN, Direction.OUT, PEER, whole=True, bytes_total=4 << 20)
+    clock.now += 1.0
+    copy.advance(1 << 20, 100)
+    view.show(["data", "logs"], [s.to_json() for s in transfers.snapshot()], [])
+    assert view.sending
+    clock.now += 1.0
+    copy.advance(3 << 20, 300)
+    copy.finish()
+    ended = [s.to_json() for s in transfers.finished()]
+    view.show(["logs"], [], ended)
+    view.show([], [], ended)               # printed once only
+    assert not view.sending
+    assert out.getvalue().splitlines() == [
+        "drain: 0 of 2 volumes copied elsewhere; waiting for data, logs",
+        "drain: 0 of 2 volumes copied elsewhere; waiting for data, logs",
+        f"drain:   data  drain → {PEER.hex()[:8]}  1.0 MiB of 4.0 MiB (25%), 100 rows, 1.0 MiB/s, ETA 3 s",
+        f"drain:   data  drain → {PEER.hex()[:8]}  4.0 MiB of 4.0 MiB (100%), 400 of 400 rows, done in 2 s",
+        "drain: 1 of 2 volumes copied elsewhere; waiting for logs",
+        "drain: 2 of 2 volumes copied elsewhere; no volume needs this node any more",
+    ]
+
+
+def test_a_drain_leaves_out_copies_that_ended_before_it_began(transfers: Transfers) -> None:
+    transfers.start("data", TransferKind.DRAIN, Direction.OUT, PEER, whole=True).finish()   # at wall 1.7e9
+    out = io.StringIO()
+    view = DrainView(out, since=1.7e9 + 60)
+    view.show(["data"], [], [s.to_json() for s in transfers.finished()])
+    assert out.getvalue().splitlines() == ["drain: 0 of 1 volumes copied elsewhere; waiting for data"]
