@@ -74,9 +74,14 @@ class Direction(enum.Enum):
 class TransferState:
     """One transfer as it stood when ``Transfers.snapshot()`` was taken.
 
-    ``peer`` is the other node (hex id); ``started`` is wall-clock (seconds since the
-    epoch); ``bytes_total``, ``records_total``, ``percent``, the rates and ``eta_seconds``
-    are None when not known. ``state``: running, done or failed (``error`` says why)."""
+    ``id`` is unique on the node while it runs; ``kind`` a ``TransferKind`` value,
+    ``direction`` a ``Direction`` value; ``peer`` is the other node (hex id). ``whole``:
+    a whole-volume copy, whose records are rows (see the module doc). ``started`` is
+    wall-clock (seconds since the epoch), ``elapsed_seconds`` monotonic. ``bytes_total``,
+    ``records_total``, ``percent``, the rates (per second, over the last
+    ``WINDOW_SECONDS``) and ``eta_seconds`` are None when not known; ``percent`` and the
+    ETA follow the bytes when their total is known, else the records. ``state``: running,
+    done (totals then equal what was counted) or failed (``error`` says why)."""
 
     id: int
     volume: str
