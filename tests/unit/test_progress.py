@@ -187,3 +187,22 @@ def test_a_drain_leaves_out_copies_that_ended_before_it_began(transfers: Transfe
     view = DrainView(out, since=1.7e9 + 60)
     view.show(["data"], [], [s.to_json() for s in transfers.finished()])
     assert out.getvalue().splitlines() == ["drain: 0 of 1 volumes copied elsewhere; waiting for data"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_a_drain_is_a_bar(transfers: Transfers) -> None:
+    out = Terminal()
+    view = DrainView(out, since=0)
+    copy = transfers.start("data", TransferKind.DRAIN, Direction.OUT, PEER, whole=True, bytes_total=4 << 20)
+    copy.advance(1 << 20, 100)
+    view.show(["data", "logs"], [s.to_json() for s in transfers.snapshot()], [])
+    view.show(["logs"], [], [])
+    view.finish()
+    frames = out.getvalue().split("\r")[1:]
+    assert frames[0].startswith("draining     [") and "] 0/2  1.0 MiB sent; waiting for data, logs" in frames[0]
+    assert "] 1/2  waiting for logs" in frames[1] and frames[1].endswith("\n")
+    assert "drain:" not in out.getvalue()
