@@ -1,10 +1,12 @@
 """The node daemon's composition root and lifecycle.
 
-Start-up: take the data directory's lock (one daemon per data directory), detach mounts
-a crashed predecessor left behind, open the store, free orphans, mount the node's FUSE
-session, then inside one trio nursery run the FUSE workers, the control socket, the
-commit timer and the signal watcher, and bind the recorded volume mounts again; then
-watch the mount table for volumes unmounted by umount(8) (NodeService.watch_unmounts).
+Start-up: take the data directory's lock (one daemon per data directory), bind the
+metrics port if asked (``--metrics``: a taken port fails here, before any mount), detach
+mounts a crashed predecessor left behind, open the store, free orphans, mount the node's
+FUSE session, then inside one trio nursery run the FUSE workers, the control socket, the
+metrics server, the commit timer and the signal watcher, and bind the recorded volume
+mounts again; then watch the mount table for volumes unmounted by umount(8)
+(NodeService.watch_unmounts).
 
 Stop (SIGTERM/SIGINT): detach every volume mount, end the FUSE session, commit and
 close the store, remove the socket; exit status 0. A crash (kill -9) leaves the store
