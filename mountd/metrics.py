@@ -25,7 +25,8 @@ whole before the next request is read. prometheus_client's own HTTP server would
 a thread, reading the store's batch from another thread than its owner. Resource
 handling: one task per connection, closed after its one answer or after
 ``REQUEST_TIMEOUT``. Error handling: a malformed request gets 400, another path 404,
-another method 405; nothing a client sends reaches past its connection's task.
+another method 405, a failure to collect 500 (and a traceback in the log); nothing a
+client sends reaches past its connection's task.
 """
 
 from __future__ import annotations
@@ -289,7 +290,11 @@ class MetricsServer:
             return 405, b"only GET and HEAD\n", "text/plain"
         path = request.target.split(b"?", 1)[0]
         if path == b"/metrics":
-            return 200, self.metrics.exposition(), CONTENT_TYPE_LATEST
+            try:
+                return 200, self.metrics.exposition(), CONTENT_TYPE_LATEST
+            except Exception as exc:  # a bug, or a store error: this scrape fails, the node does not
+                log.exception("could not collect the metrics")
+                return 500, f"could not collect the metrics: {exc!r} (see the daemon log)\n".encode(), "text/plain"
         if path == b"/":
             return 200, b"cfs node metrics: /metrics\n", "text/plain"
         return 404, b"not found: the metrics are at /metrics\n", "text/plain"
