@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from cfs.errors import CfsError
 from cfs.fuse.counters import LATENCY_BOUNDS_NS, FuseCounters, OpStats
 from mountd.metrics import families
 from tools import stats
@@ -113,3 +115,10 @@ def test_exposition_parses_with_conventional_names() -> None:
     assert parsed[("cfs_replication_lag_records", (("replica", "aa"), ("volume", "v")))] == 3
     assert parsed[("cfs_peer_connections", (("direction", "out"),))] == 2
     assert all(name.startswith("cfs_") for name, _labels in parsed)
+
+
+@pytest.mark.parametrize("interval,count,words", [(0, 1, "--interval"), (-1, None, "--interval"),
+                                                  (1, 0, "--count")])
+def test_stats_refuses_bad_arguments_before_asking(interval: float, count: int | None, words: str) -> None:
+    with pytest.raises(CfsError, match=words):
+        stats.run(Path("/nonexistent/mountd.sock"), interval, count, as_json=False)
