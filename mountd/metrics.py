@@ -100,6 +100,7 @@ class NodeMetrics:
             "writing": writing,
             "peers": {"sent_bytes": dict(links.sent_bytes), "received_bytes": dict(links.received_bytes),
                       "connections": dict(links.open), "rejected": links.rejected,
+                      "shipped_bytes": links.shipped_bytes,
                       "copies": links.copies, "copied_bytes": links.copied_bytes},
             "heal": {"rounds": healer.rounds, "shipped_records": sum(healer.shipped.values())},
         }
@@ -225,6 +226,8 @@ def _peer_families(peers: dict[str, Any], heal: dict[str, int]) -> Iterator[Metr
     yield connections
     yield _counter("cfs_peer_rejected_connections", "Peer connections ended for what the peer sent "
                    "(a frame that failed its MAC or was malformed, a failed handshake)", peers["rejected"])
+    yield _counter("cfs_replication_shipped_bytes", "Change-log record and chunk bytes shipped to replicas "
+                   "(whole-volume copies apart)", peers["shipped_bytes"])
     yield _gauge("cfs_copies_in_flight", "Whole-volume copies this node is sending", peers["copies"])
     yield _counter("cfs_copy_sent_bytes", "Row and chunk bytes of whole-volume copies sent", peers["copied_bytes"])
     yield _counter("cfs_heal_rounds", "Self-heal rounds run", heal["rounds"])

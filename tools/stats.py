@@ -3,9 +3,9 @@
 Each line is the difference of two samples of the daemon's counters (the ``stats``
 control operation, ``mountd.metrics.NodeMetrics.sample``: the same numbers its
 Prometheus metrics show), divided by the time between them: requests per second, their
-mean latency, MiB/s read and written through FUSE, the chunk cache's hit ratio,
-deduplicated and shipped bytes per second; and, as they are now, the worst replica lag
-of the volumes this node writes. It needs no ``--metrics``.
+mean latency, MiB/s read and written through FUSE, the chunk cache's hit ratio, MiB/s
+deduplicated and shipped to replicas (records, chunks, whole copies); and, as they are
+now, the worst replica lag of the volumes this node writes. It needs no ``--metrics``.
 
 ``rates`` is the arithmetic, apart from the socket and the clock, so it is tested alone.
 """
@@ -59,8 +59,9 @@ def rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
         "write_mib_per_second": per_second(after["fuse"]["written_bytes"], before["fuse"]["written_bytes"], MiB),
         "cache_hit_ratio": round(hits / (hits + misses), 3) if hits + misses else None,
         "dedup_mib_per_second": per_second(store["dedup_bytes"], old_store["dedup_bytes"], MiB),
-        "shipped_mib_per_second": per_second(after["peers"]["sent_bytes"]["out"],
-                                             before["peers"]["sent_bytes"]["out"], MiB),
+        "shipped_mib_per_second": per_second(after["peers"]["shipped_bytes"] + after["peers"]["copied_bytes"],
+                                             before["peers"]["shipped_bytes"] + before["peers"]["copied_bytes"],
+                                             MiB),
         "replication_lag_records": max((lag["records"] for lag in lags), default=0),
         "replication_lag_seconds": max((lag["seconds"] for lag in lags), default=0.0),
         "degraded": sorted(name for name, volume in after["writing"].items() if volume["degraded"]),

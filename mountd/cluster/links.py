@@ -85,6 +85,9 @@ class LinkCounters:
     rejected: int = 0
     """Connections ended because of what the peer sent: a frame that failed its MAC, was
     malformed or over the size limit, or a failed handshake (``Rejected``)."""
+    shipped_bytes: int = 0
+    """Change-log records and chunks shipped to replicas (``VolumeReplicator``: a writer's,
+    or the self-healer's), not counting whole-volume copies."""
     copies: int = 0
     """Whole-volume copies this node is sending now (``mountd.cluster.replicator.send_copy``,
     through the pool)."""

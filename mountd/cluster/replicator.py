@@ -236,6 +236,7 @@ class VolumeReplicator:
             return False
         for batch in _batches(self.records.chunks_named(records)):
             await self.pool.request(target, PutChunks(batch), timeout=self.timeout)
+            self.pool.counters.shipped_bytes += sum(len(data) for _cid, data in batch)
         try:
             reply = await self.pool.request(target, AppendLog(self.record.volume_id, self.epoch, records),
                                             timeout=self.timeout)
@@ -246,6 +247,7 @@ class VolumeReplicator:
             return True
         assert isinstance(reply, LogAck)
         self.acked[target] = reply.applied_seq
+        self.pool.counters.shipped_bytes += sum(len(raw) for _seq, raw in records)
         return True
 
     def _next_records(self, target: NodeId) -> list[tuple[int, bytes]] | None:

@@ -34,6 +34,8 @@ def test_replication_metrics_move(cluster_base: Path) -> None:
         shipped = value(after_a, "cfs_peer_sent_bytes_total", direction="out") - value(
             before_a, "cfs_peer_sent_bytes_total", direction="out")
         assert shipped >= 1 << 20
+        assert value(after_a, "cfs_replication_shipped_bytes_total") - value(
+            before_a, "cfs_replication_shipped_bytes_total") >= 1 << 20
         assert value(after_r, "cfs_peer_received_bytes_total", direction="in") - value(
             before_r, "cfs_peer_received_bytes_total", direction="in") >= 1 << 20
         assert value(after_a, "cfs_peer_connections", direction="out") >= 1

@@ -333,6 +333,7 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
             assert not rep.failing, rep.failing
             assert "VolumeCopy" not in b_handler.requests and "AppendLog" in b_handler.requests
             assert rep.acked[bid] == a.applied(vol.slot)
+            assert links.shipped_bytes >= 5000  # the record, and its chunk
     trio.run(replicate)
     assert_same(a, vol.slot, b, brec.slot)
 

@@ -32,8 +32,9 @@ def sample(at: float, *, ops: dict[str, tuple[int, float]] | None = None, read: 
                   "cache_limit_bytes": 64},
         "volumes": {"v": {"used_bytes": 4096, "size_bytes": 0}},
         "writing": writing or {},
-        "peers": {"sent_bytes": {"in": 0, "out": shipped}, "received_bytes": {"in": 0, "out": 0},
-                  "connections": {"in": 1, "out": 2}, "rejected": 0, "copies": 0, "copied_bytes": 0},
+        "peers": {"sent_bytes": {"in": 0, "out": 0}, "received_bytes": {"in": 0, "out": 0},
+                  "connections": {"in": 1, "out": 2}, "rejected": 0, "shipped_bytes": shipped, "copies": 0,
+                  "copied_bytes": shipped // 2},
         "heal": {"rounds": 0, "shipped_records": 0},
     }
 
@@ -55,12 +56,12 @@ def test_rates_between_two_samples() -> None:
     assert r["write_mib_per_second"] == 4.0
     assert r["cache_hit_ratio"] == 0.75  # 30 hits of 40 reads
     assert r["dedup_mib_per_second"] == 1.0
-    assert r["shipped_mib_per_second"] == 2.0
+    assert r["shipped_mib_per_second"] == 3.0  # records and chunks, and half as much again as copies
     assert (r["replication_lag_records"], r["replication_lag_seconds"]) == (7, 4.0)
     assert r["degraded"] == ["v"]
     row = stats.line(r)
     assert len(row.split("  ")[0]) <= len(stats.header())
-    assert row.split() == ["150", "6.667", "2.0", "4.0", "75%", "1.0", "2.0", "7", "4.0", "v"]
+    assert row.split() == ["150", "6.667", "2.0", "4.0", "75%", "1.0", "3.0", "7", "4.0", "v"]
 
 
 def test_rates_when_idle_and_out_of_order() -> None:
