@@ -10,8 +10,10 @@ Where the numbers live (nothing here keeps a number of its own):
 * each volume's bytes in use and size limit: ``Filesystem.volume_space``;
 * what the node writes, its lease epochs, degraded volumes, replica lag:
   ``ClusterNode.writers`` and each ``VolumeReplicator.lag``;
-* peer traffic, open and rejected connections, whole-volume copies:
-  ``ClusterNode.links`` (``mountd.cluster.links.LinkCounters``); self-heal: ``Healer``.
+* peer traffic, open and rejected connections, bytes shipped, whole-volume copies:
+  ``ClusterNode.links`` (``mountd.cluster.links.LinkCounters``); self-heal: ``Healer``;
+  bulk transfers in flight (copies, healing, catch-up): ``ClusterNode.transfers``
+  (``mountd.cluster.progress``).
 
 ``NodeMetrics.sample`` reads them all at once (the ``stats`` control operation returns
 it); ``families`` turns a sample into Prometheus metric families, at scrape time, for a
@@ -103,6 +105,8 @@ class NodeMetrics:
                       "shipped_bytes": links.shipped_bytes,
                       "copies": links.copies, "copied_bytes": links.copied_bytes},
             "heal": {"rounds": healer.rounds, "shipped_records": sum(healer.shipped.values())},
+            "transfers": [{"kind": t.kind, "direction": t.direction, "bytes_done": t.bytes_done,
+                           "bytes_total": t.bytes_total} for t in self.cluster.transfers.snapshot()],
         }
 
     def exposition(self) -> bytes:
@@ -125,6 +129,7 @@ def families(sample: dict[str, Any], fuse: FuseCounters) -> Iterator[Metric]:
     yield from _store_families(sample["store"])
     yield from _volume_families(sample["volumes"], sample["writing"])
     yield from _peer_families(sample["peers"], sample["heal"])
+    yield from _transfer_families(sample["transfers"])
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -232,6 +237,30 @@ def _peer_families(peers: dict[str, Any], heal: dict[str, int]) -> Iterator[Metr
     yield _counter("cfs_copy_sent_bytes", "Row and chunk bytes of whole-volume copies sent", peers["copied_bytes"])
     yield _counter("cfs_heal_rounds", "Self-heal rounds run", heal["rounds"])
     yield _counter("cfs_heal_shipped_records", "Change-log records the self-healer shipped", heal["shipped_records"])
+
+
+def _transfer_families(transfers: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The bulk transfers in flight (mountd.cluster.progress), summed by kind and direction."""
+    running = GaugeMetricFamily("cfs_transfers_running", "Bulk transfers in flight: whole-volume copies, "
+                                "healing, catch-up", labels=["kind", "direction"])
+    done = GaugeMetricFamily("cfs_transfer_done_bytes", "Bytes the transfers in flight have moved",
+                             labels=["kind", "direction"])
+    left = GaugeMetricFamily("cfs_transfer_remaining_bytes", "Bytes the transfers in flight have still to "
+                             "move, of those whose total is known", labels=["kind", "direction"])
+    sums: dict[tuple[str, str], list[int]] = {}
+    for t in transfers:
+        entry = sums.setdefault((t["kind"], t["direction"]), [0, 0, 0])
+        entry[0] += 1
+        entry[1] += t["bytes_done"]
+        if t["bytes_total"] is not None:
+            entry[2] += max(0, t["bytes_total"] - t["bytes_done"])
+    for (kind, direction), (count, moved, remaining) in sorted(sums.items()):
+        running.add_metric([kind, direction], count)
+        done.add_metric([kind, direction], moved)
+        left.add_metric([kind, direction], remaining)
+    yield running
+    yield done
+    yield left
 
 
 # --- the HTTP endpoint ---------------------------------------------------------------

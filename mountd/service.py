@@ -451,6 +451,8 @@ class NodeService:
                 "members_refreshed": None if self.cluster.members.refreshed_ns is None
                 else _iso(self.cluster.members.refreshed_ns / 1e9),
                 "self_heal": {"rounds": self.cluster.healer.rounds, "copied": self.cluster.healer.shipped},
+                "transfers": [t.to_json() for t in self.cluster.transfers.snapshot()],
+                "transfers_ended": [t.to_json() for t in self.cluster.transfers.finished()],
             },
         }
 
@@ -467,12 +469,16 @@ class NodeService:
 
     async def node_drain(self, draining: bool = True) -> dict[str, Any]:
         """Mark the node draining (or not). ``still_here`` lists what keeps it from leaving:
-        volumes it writes (unmount or move them) and copies not yet made elsewhere."""
+        volumes it writes (unmount or move them) and copies not yet made elsewhere;
+        ``transfers`` the copies in flight on this node, ``transfers_ended`` the last ones
+        that ended (copies between other nodes show in their ``cfs status``)."""
         await self.cluster.coord.set_draining(self.cluster.node_id, bool(draining))
         waiting: list[str] = []
         if draining:
             waiting = sorted(set(self.cluster.writing()) | set(await self.cluster.healer.still_needed()))
-        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining), "still_here": waiting}
+        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining), "still_here": waiting,
+                "transfers": [t.to_json() for t in self.cluster.transfers.snapshot()],
+                "transfers_ended": [t.to_json() for t in self.cluster.transfers.finished()]}
 
     async def fsck(self, volume: str | None, repair: bool,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:

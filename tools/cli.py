@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cfs import check
 from cfs.errors import CfsError
@@ -25,7 +25,7 @@ from mountd.config import DaemonConfig, default_data_dir
 from tools.bench import runner as bench
 from tools import stats
 from tools.client import DaemonNotRunning, call
-from tools.progress import ProgressBar
+from tools.progress import ProgressBar, size, transfer_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,16 +203,69 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     raise CfsError(f"unknown command {args.command}")
 
 
-def drain(sock: Path, draining: bool, wait: float) -> Any:
-    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere."""
+def drain(sock: Path, draining: bool, wait: float, out: TextIO = sys.stderr) -> Any:
+    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere (and
+    the copies this node sends for it ended), showing progress on ``out`` (``DrainView``)."""
     deadline = time.monotonic() + wait
-    while True:
-        result = call(sock, "node.drain", {"draining": draining})
-        if not result["still_here"] or time.monotonic() >= deadline:
-            if wait and result["still_here"]:
-                raise CfsError(f"still needed here after {wait:g} s: {', '.join(result['still_here'])}")
-            return result
-        time.sleep(1.0)
+    view = DrainView(out, since=time.time())
+    try:
+        while True:
+            result = call(sock, "node.drain", {"draining": draining})
+            waiting = result["still_here"]
+            if wait:
+                view.show(waiting, result.get("transfers", []), result.get("transfers_ended", []))
+            if (not waiting and not view.sending) or time.monotonic() >= deadline:
+                if wait and waiting:
+                    raise CfsError(f"still needed here after {wait:g} s: {', '.join(waiting)}")
+                return result
+            time.sleep(1.0)
+    finally:
+        view.finish()
+
+
+class DrainView:
+    """How far a drain is: volumes no longer needed on the node of all that were, and the
+    copies the node sends for them. On a terminal a bar; otherwise a line whenever that
+    changed, then the transfers of this node below it, and each copy once it ended."""
+
+    def __init__(self, out: TextIO, since: float) -> None:
+        self.out = out
+        self.bar = ProgressBar(out)
+        self.since = since
+        self.needed: set[str] = set()
+        self.sending = False
+        """Copies for the drained volumes are still going out from this node."""
+        self._shown = ""
+        self._ended: set[int] = set()
+
+    def show(self, waiting: list[str], running: list[dict[str, Any]], ended: list[dict[str, Any]]) -> None:
+        self.needed |= set(waiting)
+        mine = [t for t in running if t["direction"] == "out" and t["volume"] in self.needed]
+        self.sending = bool(mine)
+        done = len(self.needed) - len(waiting)
+        if waiting:
+            head = f"drain: {done} of {len(self.needed)} volumes copied elsewhere; waiting for {', '.join(waiting)}"
+        elif self.needed:
+            head = f"drain: {done} of {len(self.needed)} volumes copied elsewhere; " + (
+                "ending the copies it sends" if mine else "no volume needs this node any more")
+        else:
+            return
+        if self.bar.enabled:
+            sent = f"{size(sum(t['bytes_done'] for t in mine))} sent; " if mine else ""
+            self.bar.update("draining", done, len(self.needed), sent + head.partition("; ")[2])
+            return
+        for t in ended:
+            if (t["id"] not in self._ended and t["direction"] == "out" and t["volume"] in self.needed
+                    and t["started"] >= self.since):
+                self._ended.add(t["id"])
+                print(f"drain:   {transfer_line(t)}", file=self.out, flush=True)
+        text = "\n".join([head, *(f"drain:   {transfer_line(t)}" for t in mine)])
+        if text != self._shown:
+            print(text, file=self.out, flush=True)
+            self._shown = text
+
+    def finish(self) -> None:
+        self.bar.finish()
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
@@ -280,6 +333,18 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     elif args.command == "fsck":
         for line in result.get("lines", []):
             print(line)
+    elif args.command == "status":
+        cluster = dict(result.get("cluster", {}))
+        transfers = cluster.pop("transfers", [])
+        ended = cluster.pop("transfers_ended", [])
+        print_mapping({**result, "cluster": cluster})
+        print("transfers:" if transfers else "transfers: -")
+        for t in transfers:
+            print(f"  {transfer_line(t)}")
+        if ended:
+            print("transfers ended:")
+            for t in ended[-5:]:
+                print(f"  {transfer_line(t)}")
     elif args.command == "node" and args.node_command == "ls":
         print_table(("NODE", "ADDRESS", "STATE", "CAPACITY", "CHUNKS"),
                     [(n["node_id"][:12] + (" *" if n["self"] else ""), n["address"] or "-", n["state_text"],

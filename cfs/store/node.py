@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator
 
 from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block, pack_u64, unpack_u64
 from cfs.errors import ChunkNotHere, Corrupted, CorruptRecord, VolumeNotFound
-from cfs.store import catalog, chunks, replica
+from cfs.store import catalog, changelog, chunks, replica
 from cfs.store.store import Store, View
 from cfs.store.tables import Table
 from cfs.types import ChunkId, Slot, VolumeId
@@ -59,6 +59,8 @@ class CopySource:
         self._view = view
         self.seq, self.next_local = replica.copy_origin(view, record.slot)
         """The copy holds the volume after record ``seq``; ``next_local``: its next inode."""
+        self.used_bytes = changelog.used_bytes(view, record.slot)
+        """The volume's bytes in use as of the copy (a copy's progress is measured in them)."""
         self._slot = record.slot
 
     def rows(self) -> Iterator[tuple[int, bytes, bytes]]:

@@ -1,8 +1,9 @@
 """This node's part in the cluster: registration, members, peers, and its volume writers.
 
 ``ClusterNode`` owns the node's coordination session, its member table (``Members``),
-its peer connections (``PeerPool``, ``PeerServer``) and the table of the volumes it
-writes: one ``VolumeWriter`` each (mountd.cluster.writer), which owns that volume's
+its peer connections (``PeerPool``, ``PeerServer``), the progress of its bulk transfers
+(``Transfers``: copies, healing, catch-up; ``cfs status`` and metrics read it) and the
+table of the volumes it writes: one ``VolumeWriter`` each (mountd.cluster.writer), which owns that volume's
 lease, fencing, catch-up and shipping. The same object runs a single node (the embedded
 ``LocalCoordinator``: one node, every volume has one copy, no peers) and a cluster
 member (``EtcdCoordinator``, a peer listener, replicators, the self-healer).
@@ -56,6 +57,7 @@ from mountd.cluster.handler import PeerHandler
 from mountd.cluster.healer import Healer
 from mountd.cluster.links import LinkCounters, PeerError, PeerPool, PeerServer, PeerUnavailable
 from mountd.cluster.members import Members
+from mountd.cluster.progress import TransferKind, Transfers
 from mountd.cluster.replicator import send_copy
 from mountd.cluster.writer import (
     RELEASE_TIMEOUT, Eviction, VolumeWriter, WriterContext, WriterState, open_read_only,
@@ -109,8 +111,10 @@ class ClusterNode:
         self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self.members.address,
                              counters=self.links)
         self.fetcher = ChunkFetcher(records, self.pool, self.members)
+        self.transfers = Transfers()
+        """Copies, heal rounds and catch-ups in flight here (and the last few that ended)."""
         self._context = WriterContext(records, fs, self.pool, self.members, self.fetcher, evictions,
-                                      config.clustered, config.replication_timeout)
+                                      config.clustered, config.replication_timeout, self.transfers)
         self.session: NodeSession | None = None
         self._writers: dict[VolumeId, VolumeWriter] = {}
         """The volumes this node writes (open, fenced or closing)."""
@@ -121,10 +125,10 @@ class ClusterNode:
         self._nursery: trio.Nursery | None = None
         self.healer = Healer(records, self.members, self.pool, coord, writes=self.writes,
                              drop_copy=self.drop_copy, interval=max(2.0, config.lease_ttl / 2),
-                             replication_timeout=config.replication_timeout)
+                             replication_timeout=config.replication_timeout, transfers=self.transfers)
         self.handler = PeerHandler(records, adopt=self._adopt, writing_epoch=self._writing_epoch,
                                    on_fenced=self._fenced, release=self._release, push_copy=self._push_copy,
-                                   take_snapshot=self._take_snapshot)
+                                   take_snapshot=self._take_snapshot, transfers=self.transfers)
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -627,7 +631,9 @@ class ClusterNode:
     async def _push_copy(self, peer: NodeId, record: VolumeRecord, epoch: int) -> int:
         """The peer handler's ``PushCopy``: copy the volume whole to ``peer``."""
         try:
-            return await send_copy(self.records, self.pool, record, epoch, peer)
+            kind = TransferKind.SNAPSHOT if is_snapshot_name(record.name) else TransferKind.CATCH_UP
+            return await send_copy(self.records, self.pool, record, epoch, peer, transfers=self.transfers,
+                                   kind=kind)
         except (PeerUnavailable, PeerError) as exc:
             raise ReplicationError(
                 f"volume {record.name!r}: the copy to node {peer.hex()[:8]} failed: {exc}") from None

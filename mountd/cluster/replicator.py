@@ -22,6 +22,9 @@ then goes on from S. S is the head when the copy starts, so the records after it
 after the checkpoint (which waits for this replica) and stay in the log; should they
 be gone anyway, the next round copies again.
 
+Progress: whole copies, and the records a healer's round (``ship_once``) ships, are
+entries of the node's ``Transfers`` (mountd.cluster.progress), advanced after each part.
+
 Concurrency: one task (``run``) ships; fsync callers only wait on ``_progress``. The
 store is read between awaits, through ``NodeRecords``; a whole-volume copy reads a
 snapshot (``NodeRecords.copy_source``) that holds across awaits.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Iterator
 
 import trio
@@ -46,6 +50,7 @@ from cfs.store import CopySource, NodeRecords, Table
 from cfs.types import ChunkId, NodeId
 from mountd.cluster.handler import MAX_RECORD_BYTES
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
+from mountd.cluster.progress import Direction, Transfer, TransferKind, Transfers, describe
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,10 @@ class VolumeReplicator:
 
     def __init__(self, records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int, *,
                  targets: Callable[[], list[NodeId]], on_fenced: Callable[[int], None],
-                 timeout: float) -> None:
+                 timeout: float, transfers: Transfers | None = None,
+                 kind: TransferKind = TransferKind.REPLICA) -> None:
+        """``transfers``: the node's, where whole copies (and a healer's rounds) show
+        their progress as ``kind``; None: not shown."""
         self.records = records
         self.pool = pool
         self.record = record
@@ -78,6 +86,11 @@ class VolumeReplicator:
         """Whole-volume copies sent: target -> the sequence the last one held."""
         self.fenced_by: int | None = None
         """The newer epoch a replica reported: this node may not write the volume any more."""
+        self.transfers = transfers
+        self.kind = kind
+        self._rounds: dict[NodeId, Transfer] = {}
+        """Records shipped in a ``ship_once`` round, per target (only there: the writer's
+        steady shipping is replication lag, not a transfer)."""
         self.behind_since: dict[NodeId, float] = {}
         """Replica -> the ``time.monotonic()`` at which it was first seen lacking records
         since it last held them all (checked at each shipping round, at least every 0.5 s,
@@ -181,16 +194,15 @@ class VolumeReplicator:
         """One round to every target (the healer's use: a volume nobody writes)."""
         async with trio.open_nursery() as nursery:
             for target in self.targets():
-                nursery.start_soon(self._ship_to, target)
+                nursery.start_soon(self._ship_to, target, self.transfers is not None)
 
     def _signal_progress(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
 
-    async def _ship_to(self, target: NodeId) -> None:
+    async def _ship_to(self, target: NodeId, tracked: bool = False) -> None:
         try:
-            while await self._ship_batch(target):
-                self._signal_progress()
+            await self._ship_all(target, tracked)
             self.failing.pop(target, None)
             targets = self.targets()
             for gone in [t for t in self.failing if t not in targets]:
@@ -212,6 +224,34 @@ class VolumeReplicator:
                 return
             self._failed(target, str(exc))
 
+    async def _ship_all(self, target: NodeId, tracked: bool) -> None:
+        """Ship until ``target`` has everything; ``tracked``: the records shipped are a
+        transfer (ended, done or failed, when this returns or raises)."""
+        try:
+            while await self._ship_batch(target, tracked=tracked):
+                self._signal_progress()
+        except BaseException as exc:
+            self._end_round(target, describe(exc))
+            raise
+        self._end_round(target, None)
+
+    def _end_round(self, target: NodeId, error: str | None) -> None:
+        transfer = self._rounds.pop(target, None)
+        if transfer is not None and error is None:
+            transfer.finish()
+        elif transfer is not None:
+            transfer.fail(error or "failed")
+
+    def _shipped(self, target: NodeId, records: list[tuple[int, bytes]], chunk_bytes: int) -> None:
+        """A healer's round sent ``records`` (and their chunks) to ``target``."""
+        assert self.transfers is not None
+        transfer = self._rounds.get(target)
+        if transfer is None:
+            left = self.head() - records[0][0] + 1
+            transfer = self._rounds[target] = self.transfers.start(
+                self.record.name, self.kind, Direction.OUT, target, whole=False, records_total=left)
+        transfer.advance(sum(len(raw) for _seq, raw in records) + chunk_bytes, len(records))
+
     def _failed(self, target: NodeId, reason: str) -> None:
         if self.failing.get(target) != reason:
             log.warning("volume %s: replica %s: %s", self.record.name, target.hex()[:8], reason)
@@ -222,8 +262,9 @@ class VolumeReplicator:
             log.warning("volume %s is degraded: %s", self.record.name, reason)
         self.degraded = reason
 
-    async def _ship_batch(self, target: NodeId) -> bool:
-        """Send the next records ``target`` lacks; False when it has everything."""
+    async def _ship_batch(self, target: NodeId, *, tracked: bool = False) -> bool:
+        """Send the next records ``target`` lacks; False when it has everything.
+        ``tracked``: count them in a transfer (``_shipped``)."""
         if target not in self.acked:
             info = await self.pool.request(target, VolumeInfo(self.record.volume_id), timeout=self.timeout)
             assert isinstance(info, VolumeInfoReply)
@@ -234,9 +275,10 @@ class VolumeReplicator:
             return True
         if not records:
             return False
+        chunk_bytes = 0
         for batch in _batches(self.records.chunks_named(records)):
             await self.pool.request(target, PutChunks(batch), timeout=self.timeout)
-            self.pool.counters.shipped_bytes += sum(len(data) for _cid, data in batch)
+            chunk_bytes += sum(len(data) for _cid, data in batch)
         try:
             reply = await self.pool.request(target, AppendLog(self.record.volume_id, self.epoch, records),
                                             timeout=self.timeout)
@@ -247,7 +289,9 @@ class VolumeReplicator:
             return True
         assert isinstance(reply, LogAck)
         self.acked[target] = reply.applied_seq
-        self.pool.counters.shipped_bytes += sum(len(raw) for _seq, raw in records)
+        self.pool.counters.shipped_bytes += chunk_bytes + sum(len(raw) for _seq, raw in records)
+        if tracked:
+            self._shipped(target, records, chunk_bytes)
         return True
 
     def _next_records(self, target: NodeId) -> list[tuple[int, bytes]] | None:
@@ -264,7 +308,8 @@ class VolumeReplicator:
     async def _copy_to(self, target: NodeId) -> None:
         log.info("volume %s: replica %s needs records from %d on, which the log no longer holds: "
                  "copying the volume whole", self.record.name, target.hex()[:8], self.acked[target] + 1)
-        seq = await send_copy(self.records, self.pool, self.record, self.epoch, target)
+        seq = await send_copy(self.records, self.pool, self.record, self.epoch, target,
+                              transfers=self.transfers, kind=self.kind)
         self.acked[target] = self.copies[target] = seq
         log.info("volume %s: copied whole to %s, up to record %d", self.record.name, target.hex()[:8], seq)
 
@@ -276,31 +321,33 @@ class VolumeReplicator:
 
 
 async def send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int,
-                    target: NodeId) -> int:
+                    target: NodeId, *, transfers: Transfers | None = None,
+                    kind: TransferKind = TransferKind.REPLICA) -> int:
     """``_send_copy``, counted in the pool's ``LinkCounters.copies`` while it runs."""
     pool.counters.copies += 1
     try:
-        return await _send_copy(records, pool, record, epoch, target)
+        return await _send_copy(records, pool, record, epoch, target, transfers, kind)
     finally:
         pool.counters.copies -= 1
 
 
 async def _send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int,
-                     target: NodeId) -> int:
+                     target: NodeId, transfers: Transfers | None, kind: TransferKind) -> int:
     """Copy the volume whole to ``target`` under lease ``epoch``; the sequence S it holds.
 
     The rows are read from a snapshot of a commit made now (``NodeRecords.copy_source``),
     so that it is the volume's state at its head S; the snapshot does not change while
-    the parts go out, across awaits, while this node keeps writing. Each part's chunks
+    the parts go out, across awaits, while this node keeps writing. With ``transfers``,
+    the copy is an entry there (``kind``), its total the volume's bytes in use. Each part's chunks
     are pushed ahead of it; those this node does not hold, or holds damaged, are left
     for the target to mark remote and fetch from another node. Raises
     PeerError/PeerUnavailable (the target refused or went away: the next attempt starts
     over) and ReplicationError (this node's copy is incomplete itself).
     """
-    with records.copy_source(record) as source:
+    with records.copy_source(record) as source, _tracked(transfers, kind, record, target, source) as transfer:
         copy_id = int.from_bytes(os.urandom(8), "big") or 1
         pages = _copy_pages(source)
-        page, cids = next(pages, ([], []))
+        page, cids, used = next(pages, ([], [], 0))
         first = True
         while True:
             following = next(pages, None)
@@ -311,34 +358,47 @@ async def _send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord,
                               following is None, page)
             reply = await pool.request(target, part)
             pool.counters.copied_bytes += sum(len(key) + len(value) for _table, key, value in page)
+            if transfer is not None:
+                transfer.advance(used, len(page))
             if following is None:
                 break
-            (page, cids), first = following, False
+            (page, cids, used), first = following, False
     assert isinstance(reply, LogAck)
     return source.seq
 
 
-def _copy_pages(source: CopySource) -> Iterator[tuple[list[CopyRow], list[bytes]]]:
+def _tracked(transfers: Transfers | None, kind: TransferKind, record: VolumeRecord, target: NodeId,
+             source: CopySource) -> AbstractContextManager[Transfer | None]:
+    """The copy's entry in ``transfers`` (ended with the block), or nothing."""
+    if transfers is None:
+        return nullcontext()
+    return transfers.start(record.name, kind, Direction.OUT, target, whole=True, bytes_total=source.used_bytes)
+
+
+def _copy_pages(source: CopySource) -> Iterator[tuple[list[CopyRow], list[bytes], int]]:
     """The volume's rows in parts of about COPY_ROW_BYTES, each with the chunks its block
-    rows name first in the copy (so each chunk is pushed once)."""
+    rows name first in the copy (so each chunk is pushed once), and the bytes in use its
+    block rows count (``mountd.cluster.progress.copied_bytes``)."""
     seen: set[bytes] = set()
     page: list[CopyRow] = []
     cids: list[bytes] = []
-    row_bytes = chunk_bytes = 0
+    row_bytes = chunk_bytes = used = 0
     for table, key, value in source.rows():
         if page and (row_bytes >= COPY_ROW_BYTES or chunk_bytes >= COPY_CHUNK_BYTES):
-            yield page, cids
-            page, cids, row_bytes, chunk_bytes = [], [], 0, 0
+            yield page, cids, used
+            page, cids, row_bytes, chunk_bytes, used = [], [], 0, 0, 0
         page.append((table, key, value))
         row_bytes += COPY_ROW_OVERHEAD + len(key) + len(value)
         if table == Table.BLOCKS:
-            for cid, length in decode_block(value).chunks():
+            block = decode_block(value)
+            used += block.units * 512
+            for cid, length in block.chunks():
                 if cid not in seen:
                     seen.add(cid)
                     cids.append(cid)
                     chunk_bytes += length
     if page:
-        yield page, cids
+        yield page, cids, used
 
 
 def _held(source: CopySource, cids: list[bytes]) -> list[tuple[ChunkId, bytes]]:

@@ -10,7 +10,8 @@ volume's life on a node (snapshots, CSI's publish and stage) belongs here:
   lacks from the node that has the most (chunks it lacks stay remote, fetched when read
   and in the background); if that node's log no longer reaches back to this node's
   copy, or this copy is an interrupted whole-volume copy, have it push a whole copy
-  first (``PushCopy``); take the size limit the catalog gives the volume (it may have been
+  first (``PushCopy``); the records replayed show as a catch-up in the node's
+  ``Transfers``; take the size limit the catalog gives the volume (it may have been
   raised while another node wrote it). A failure on the way releases the lease.
 * WRITING: the volume takes writes here. Background work runs in the writer's own
   nursery (``run``): the replicator ships records to the replicas, the lease is watched
@@ -53,6 +54,7 @@ from cfs.types import NodeId, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
+from mountd.cluster.progress import Direction, Transfer, TransferKind, Transfers
 from mountd.cluster.replicator import VolumeReplicator
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class WriterContext:
     evictions: trio.MemorySendChannel[Eviction]
     clustered: bool
     replication_timeout: float
+    transfers: Transfers | None = None
+    """Where catch-ups and the replicator's whole copies show their progress."""
 
 
 class WriterState(enum.Enum):
@@ -159,7 +163,7 @@ class VolumeWriter:
             writer.replicator = VolumeReplicator(
                 ctx.records, ctx.pool, record, lease.epoch,
                 targets=lambda: placement.choose(spec.volume_id, ctx.members.live_peers(), spec.replicas - 1),
-                on_fenced=writer.fence, timeout=ctx.replication_timeout)
+                on_fenced=writer.fence, timeout=ctx.replication_timeout, transfers=ctx.transfers)
         writer.state = WriterState.WRITING
         log.info("volume %s: writing here with epoch %d", name, lease.epoch)
         return writer
@@ -195,7 +199,21 @@ class VolumeWriter:
             await self._pull_copy(source)
             pulls += 1
         mine = records.applied_seq(slot)
-        while mine < applied[source]:
+        if mine >= applied[source]:
+            return
+        if self.ctx.transfers is None:
+            await self._replay(source, applied[source], pulls, None)
+            return
+        with self.ctx.transfers.start(self.name, TransferKind.CATCH_UP, Direction.IN, source, whole=False,
+                                      records_total=applied[source] - mine) as transfer:
+            await self._replay(source, applied[source], pulls, transfer)
+
+    async def _replay(self, source: NodeId, last: int, pulls: int, transfer: Transfer | None) -> None:
+        """Fetch and replay ``source``'s records up to ``last`` (a whole copy first if its
+        log does not reach back), counted in ``transfer``."""
+        records, slot = self.ctx.records, self.record.slot
+        mine = records.applied_seq(slot)
+        while mine < last:
             try:
                 reply = await self.ctx.pool.request(
                     source, FetchLog(self.record.volume_id, self.epoch, mine, FETCH_BYTES))
@@ -203,6 +221,8 @@ class VolumeWriter:
                 if not reply.records:
                     break
                 records.apply_records(self.record, self.epoch, reply.records, durable=False)
+                if transfer is not None:
+                    transfer.advance(sum(len(raw) for _seq, raw in reply.records), len(reply.records))
             except (PeerError, LogTrimmed) as exc:
                 if (isinstance(exc, PeerError) and exc.code != ErrorCode.TRIMMED) or pulls >= MAX_COPY_PULLS:
                     raise

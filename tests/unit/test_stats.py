@@ -36,6 +36,8 @@ def sample(at: float, *, ops: dict[str, tuple[int, float]] | None = None, read: 
                   "connections": {"in": 1, "out": 2}, "rejected": 0, "shipped_bytes": shipped, "copies": 0,
                   "copied_bytes": shipped // 2},
         "heal": {"rounds": 0, "shipped_records": 0},
+        "transfers": [{"kind": "heal", "direction": "out", "bytes_done": 10, "bytes_total": 30},
+                      {"kind": "heal", "direction": "out", "bytes_done": 5, "bytes_total": None}],
     }
 
 
@@ -115,6 +117,10 @@ def test_exposition_parses_with_conventional_names() -> None:
     assert parsed[("cfs_volume_lease_epoch", (("volume", "v"),))] == 4
     assert parsed[("cfs_replication_lag_records", (("replica", "aa"), ("volume", "v")))] == 3
     assert parsed[("cfs_peer_connections", (("direction", "out"),))] == 2
+    heal = (("direction", "out"), ("kind", "heal"))
+    assert parsed[("cfs_transfers_running", heal)] == 2
+    assert parsed[("cfs_transfer_done_bytes", heal)] == 15
+    assert parsed[("cfs_transfer_remaining_bytes", heal)] == 20  # the one whose total is known
     assert all(name.startswith("cfs_") for name, _labels in parsed)
 
 
