@@ -27,7 +27,8 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 class ControlServer:
-    def __init__(self, path: Path, service: NodeService) -> None:
+    def __init__(self, path: Path, service: NodeService, *, stats: Handler | None = None) -> None:
+        """``stats``: the ``stats`` operation (mountd.metrics.NodeMetrics.stats)."""
         self.path = path
         self.service = service
         self.ops: dict[str, Handler] = {
@@ -53,6 +54,8 @@ class ControlServer:
             "node.ls": service.node_ls,
             "node.drain": service.node_drain,
         }
+        if stats is not None:
+            self.ops["stats"] = stats
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = await unixsock.listen(self.path, "control")

@@ -1,10 +1,12 @@
 """The node daemon's composition root and lifecycle.
 
-Start-up: take the data directory's lock (one daemon per data directory), detach mounts
-a crashed predecessor left behind, open the store, free orphans, mount the node's FUSE
-session, then inside one trio nursery run the FUSE workers, the control socket, the
-commit timer and the signal watcher, and bind the recorded volume mounts again; then
-watch the mount table for volumes unmounted by umount(8) (NodeService.watch_unmounts).
+Start-up: take the data directory's lock (one daemon per data directory), bind the
+metrics port if asked (``--metrics``: a taken port fails here, before any mount), detach
+mounts a crashed predecessor left behind, open the store, free orphans, mount the node's
+FUSE session, then inside one trio nursery run the FUSE workers, the control socket, the
+metrics server, the commit timer and the signal watcher, and bind the recorded volume
+mounts again; then watch the mount table for volumes unmounted by umount(8)
+(NodeService.watch_unmounts).
 
 Stop (SIGTERM/SIGINT): detach every volume mount, end the FUSE session, commit and
 close the store, remove the socket; exit status 0. A crash (kill -9) leaves the store
@@ -29,12 +31,14 @@ from cfs.errors import CfsError
 from cfs.fs import Filesystem
 from cfs.fuse import lifecycle, session, tuning
 from cfs.fuse.adapter import Operations
+from cfs.fuse.counters import FuseCounters
 from cfs.store import NodeRecords, Store
 from mountd import mounts
 from mountd.cluster.node import ClusterNode
 from mountd.cluster.writer import Eviction
 from mountd.config import DaemonConfig
 from mountd.control import ControlServer
+from mountd.metrics import MetricsServer, NodeMetrics, bind
 from mountd.plugin import PluginServer, VolumeDriver
 from mountd.service import NodeService
 
@@ -61,11 +65,16 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self._lock_fd: int | None = None
+        self.counters = FuseCounters()
+        """The FUSE adapter's counts, read by the node's metrics (mountd.metrics)."""
+        self._metrics_socket: socket.socket | None = None
 
     def run(self) -> int:
         self._prepare_data_dir()
         self._lock()
         try:
+            if self.config.metrics is not None:
+                self._metrics_socket = bind(*self.config.metrics)  # a taken port fails before any mount
             self._clean_stale_mounts()
             self.config.fuse_root.mkdir(exist_ok=True, mode=0o700)
             store = Store(self.config.store_dir, self.config.store)
@@ -85,6 +94,8 @@ class Daemon:
             finally:
                 store.close()
         finally:
+            if self._metrics_socket is not None:
+                self._metrics_socket.close()
             self._unlock()
         log.info("stopped")
         return 0
@@ -132,7 +143,7 @@ class Daemon:
 
     def _mount_fuse(self, fs: Filesystem, cluster: ClusterNode, workers: session.Workers) -> None:
         try:
-            lifecycle.mount(Operations(fs, cluster, workers=workers), self.config.fuse_root,
+            lifecycle.mount(Operations(fs, cluster, workers=workers, counters=self.counters), self.config.fuse_root,
                             allow_other=os.geteuid() == 0)
         except RuntimeError as exc:
             raise DaemonError(f"cannot mount FUSE at {self.config.fuse_root}: {exc} "
@@ -146,7 +157,8 @@ class Daemon:
     async def _serve(self, fs: Filesystem, records: NodeRecords, cluster: ClusterNode,
                      evictions: trio.MemoryReceiveChannel[Eviction], workers: session.Workers) -> None:
         service = NodeService(self.config, fs, records, cluster)
-        control = ControlServer(self.config.socket_path, service)
+        metrics = NodeMetrics(self.counters, fs, records, cluster)
+        control = ControlServer(self.config.socket_path, service, stats=metrics.stats)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fuse, nursery, workers)
             nursery.start_soon(self._commit_timer, fs)
@@ -159,6 +171,8 @@ class Daemon:
             if self.config.plugin_socket is not None:
                 driver = VolumeDriver(service, self.config.plugin_mount_root)
                 await nursery.start(PluginServer(self.config.plugin_socket, driver).serve)
+            if self._metrics_socket is not None:
+                await nursery.start(MetricsServer(self._metrics_socket, metrics).serve)
             await nursery.start(control.serve)
             log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
             _notify_ready()

@@ -23,6 +23,7 @@ from cfs.store import Store
 from mountd import main as mountd_main
 from mountd.config import DaemonConfig, default_data_dir
 from tools.bench import runner as bench
+from tools import stats
 from tools.client import DaemonNotRunning, call
 from tools.progress import ProgressBar, size, transfer_line
 
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = sub.add_parser("fsck", parents=[common], help="check (and repair) the store")
     fsck.add_argument("volume", nargs="?", default=None)
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed without guessing")
+    live = sub.add_parser("stats", parents=[common], help="a live view of the node: requests, throughput, "
+                          "latency, cache hits, replication lag, one line per interval")
+    live.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="seconds per line (default: 1)")
+    live.add_argument("--count", type=int, default=None, metavar="N",
+                      help="print N lines and exit (default: until interrupted)")
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark suite on the disk, C FUSE and cfs"))
     csi = sub.add_parser("csi", parents=[common], help="serve the Container Storage Interface (Kubernetes, Nomad) "
                          "for the daemon of --data-dir")
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir = data_dir
             return mountd_main.run(args)
         config = DaemonConfig(data_dir=Path(data_dir).absolute())
+        if args.command == "stats":  # prints as it goes
+            return stats.run(config.socket_path, args.interval, args.count, as_json)
         result = dispatch(args, config)
     except CfsError as exc:
         print(f"cfs: error: {exc}", file=sys.stderr)

@@ -55,7 +55,7 @@ from cfs.types import ChunkId, NodeId, Slot, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.handler import PeerHandler
 from mountd.cluster.healer import Healer
-from mountd.cluster.links import PeerError, PeerPool, PeerServer, PeerUnavailable
+from mountd.cluster.links import LinkCounters, PeerError, PeerPool, PeerServer, PeerUnavailable
 from mountd.cluster.members import Members
 from mountd.cluster.progress import TransferKind, Transfers
 from mountd.cluster.replicator import send_copy
@@ -106,7 +106,10 @@ class ClusterNode:
         self.config = config
         self.node_id = NodeId(records.node_id())
         self.members = Members(self.node_id, coord)
-        self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self.members.address)
+        self.links = LinkCounters()
+        """Traffic of every peer connection, inbound and outbound (for the node's metrics)."""
+        self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self.members.address,
+                             counters=self.links)
         self.fetcher = ChunkFetcher(records, self.pool, self.members)
         self.transfers = Transfers()
         """Copies, heal rounds and catch-ups in flight here (and the last few that ended)."""
@@ -146,7 +149,7 @@ class ClusterNode:
                     if self.config.listen is not None:
                         host, port = self.config.listen
                         server = PeerServer(host, port, self.node_id, self.config.secret or b"",
-                                            self.config.name, self.handler)
+                                            self.config.name, self.handler, counters=self.links)
                         await nursery.start(server.serve)
                     await self.members.refresh()
                     nursery.start_soon(self._watch_members)
@@ -666,6 +669,10 @@ class ClusterNode:
     def writing(self) -> dict[str, int]:
         """Volumes this node writes, with their lease epochs."""
         return {w.name: w.epoch for w in self._writers.values() if not w.fenced}
+
+    def writers(self) -> list[VolumeWriter]:
+        """The volumes this node writes (open, fenced or closing), for its metrics."""
+        return list(self._writers.values())
 
     def degraded(self) -> dict[str, str]:
         return {w.name: w.replicator.degraded for w in self._writers.values()

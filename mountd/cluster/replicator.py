@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Iterator
 
@@ -90,6 +91,10 @@ class VolumeReplicator:
         self._rounds: dict[NodeId, Transfer] = {}
         """Records shipped in a ``ship_once`` round, per target (only there: the writer's
         steady shipping is replication lag, not a transfer)."""
+        self.behind_since: dict[NodeId, float] = {}
+        """Replica -> the ``time.monotonic()`` at which it was first seen lacking records
+        since it last held them all (checked at each shipping round, at least every 0.5 s,
+        and at each ``lag``): how long it has been behind."""
         self._wake = trio.Event()
         self._progress = trio.Event()
 
@@ -138,6 +143,26 @@ class VolumeReplicator:
             raise VolumeLost(f"volume {self.record.name!r} is written by another node now "
                            f"(epoch {self.fenced_by}); this node's changes are refused")
 
+    def lag(self) -> dict[NodeId, tuple[int, float]]:
+        """Per replica: (records it has not acknowledged, seconds since it last held them
+        all, to the resolution of a shipping round). A replica not yet asked what it holds
+        counts as lacking every record."""
+        self._note_lag()
+        head, now = self.head(), time.monotonic()
+        out = {}
+        for target in self.targets():
+            records = max(0, head - self.acked.get(target, 0))
+            out[target] = (records, now - self.behind_since.get(target, now) if records else 0.0)
+        return out
+
+    def _note_lag(self) -> None:
+        head, now = self.head(), time.monotonic()
+        for target in self.targets():
+            if self.acked.get(target, -1) >= head:
+                self.behind_since.pop(target, None)
+            else:
+                self.behind_since.setdefault(target, now)
+
     def status(self) -> dict[str, object]:
         return {
             "epoch": self.epoch, "head": self.head(),
@@ -154,9 +179,11 @@ class VolumeReplicator:
             with trio.move_on_after(0.5):
                 await self._wake.wait()
             self._wake = trio.Event()
+            self._note_lag()
             async with trio.open_nursery() as nursery:
                 for target in self.targets():
                     nursery.start_soon(self._ship_to, target)
+            self._note_lag()
             if self.fenced_by is not None:
                 self.on_fenced(self.fenced_by)
                 return
@@ -262,6 +289,7 @@ class VolumeReplicator:
             return True
         assert isinstance(reply, LogAck)
         self.acked[target] = reply.applied_seq
+        self.pool.counters.shipped_bytes += chunk_bytes + sum(len(raw) for _seq, raw in records)
         if tracked:
             self._shipped(target, records, chunk_bytes)
         return True
@@ -295,6 +323,16 @@ class VolumeReplicator:
 async def send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int,
                     target: NodeId, *, transfers: Transfers | None = None,
                     kind: TransferKind = TransferKind.REPLICA) -> int:
+    """``_send_copy``, counted in the pool's ``LinkCounters.copies`` while it runs."""
+    pool.counters.copies += 1
+    try:
+        return await _send_copy(records, pool, record, epoch, target, transfers, kind)
+    finally:
+        pool.counters.copies -= 1
+
+
+async def _send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int,
+                     target: NodeId, transfers: Transfers | None, kind: TransferKind) -> int:
     """Copy the volume whole to ``target`` under lease ``epoch``; the sequence S it holds.
 
     The rows are read from a snapshot of a commit made now (``NodeRecords.copy_source``),
@@ -315,9 +353,11 @@ async def send_copy(records: NodeRecords, pool: PeerPool, record: VolumeRecord, 
             following = next(pages, None)
             for batch in _batches(_held(source, cids)):
                 await pool.request(target, PutChunks(batch))
+                pool.counters.copied_bytes += sum(len(data) for _cid, data in batch)
             part = VolumeCopy(record.volume_id, epoch, copy_id, source.seq, source.next_local, first,
                               following is None, page)
             reply = await pool.request(target, part)
+            pool.counters.copied_bytes += sum(len(key) + len(value) for _table, key, value in page)
             if transfer is not None:
                 transfer.advance(used, len(page))
             if following is None:

@@ -316,11 +316,15 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
         async with peer_network({aid: handler_for(a), bid: b_handler}) as pools:
             rep = VolumeReplicator(NodeRecords(a.store), pools[aid], vol.record, 1, targets=lambda: [bid],
                                    on_fenced=lambda _e: None, timeout=REPLICATION_TIMEOUT)
+            assert rep.lag()[bid][0] == a.applied(vol.slot)  # not asked yet: lacks every record
             await rep.ship_once()
             head = a.applied(vol.slot)
             assert not rep.failing, rep.failing
             assert rep.acked[bid] == head and rep.copies[bid] == head
             assert b_handler.requests.count("VolumeCopy") > 2 and "PutChunks" in b_handler.requests
+            links = pools[aid].counters  # the node's metrics: the copy is over, its bytes counted
+            assert links.copies == 0 and 0 < links.copied_bytes < links.sent_bytes["out"]
+            assert rep.lag() == {bid: (0, 0.0)}
             sweep(b)
             assert_same(a, vol.slot, b, brec.slot)
             assert_chunks_consistent(b.store)
@@ -331,6 +335,7 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
             assert not rep.failing, rep.failing
             assert "VolumeCopy" not in b_handler.requests and "AppendLog" in b_handler.requests
             assert rep.acked[bid] == a.applied(vol.slot)
+            assert links.shipped_bytes >= 5000  # the record, and its chunk
     trio.run(replicate)
     assert_same(a, vol.slot, b, brec.slot)
 
