@@ -20,6 +20,7 @@ import trio
 from cfs import check
 from cfs.coord.api import NODE_ID_LEN, Attachment, VolumeSpec
 from cfs.types import NodeId, VolumeId
+from cfs.durability import OPTION as DURABILITY, durability_of, parse_durability
 from cfs.errors import CfsError, NodeNotFound, UserError, VolumeBusy, VolumeNotFound
 from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
 from cfs.names import is_snapshot_name, split_snapshot_name, validate_catalog_name, validate_volume_name
@@ -31,8 +32,10 @@ from mountd.config import DaemonConfig
 
 log = logging.getLogger(__name__)
 
-CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas", "from"}
+CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas", "durability", "from"}
 """``size`` limits the bytes the volume holds (bytes, or 10G, 512M, 1GiB; 0: no limit): see cfs.fs.quota.
+``durability``: ``available`` (the default) or ``strict``, what an fsync promises when a
+replica does not answer (cfs.durability).
 ``from``: a snapshot (``VOLUME@SNAPSHOT``) or a volume to clone (cfs.store.snapshots)."""
 FROM_SOURCE = {"block_size", "uid", "gid", "mode"}
 """Options a clone takes from its source, not from the request."""
@@ -72,8 +75,7 @@ class NodeService:
         mode = int(str(opts.get("mode", "755")), 8) if _octal(opts.get("mode", "755")) else None
         if mode is None:
             raise UserError(f"option mode={opts['mode']!r} is not an octal permission like 755")
-        if "size" in opts:
-            opts["size"] = str(quota.parse_size(opts["size"]))
+        _normalise(opts)
         replicas = self._replicas_option(opts)
         record = await self.cluster.create_volume(
             name, block_size=block_size, uid=uid, gid=gid, mode=mode, replicas=replicas,
@@ -86,10 +88,9 @@ class NodeService:
         taken = sorted(FROM_SOURCE & set(opts))
         if taken:
             raise UserError(f"option(s) {', '.join(taken)} come from the volume or snapshot a clone is made "
-                            "from; a clone takes size and replicas")
+                            "from; a clone takes size, replicas and durability")
         replicas = self._replicas_option(opts)
-        if "size" in opts:
-            opts["size"] = str(quota.parse_size(opts["size"]))
+        _normalise(opts)
         options = {**{k: str(v) for k, v in opts.items()}, "from": source}  # shown by inspect; Docker compares it
         record = await self.cluster.clone_volume(name, source, options=options, replicas=replicas)
         log.info("created volume %s as a clone of %s", name, source)
@@ -281,7 +282,7 @@ class NodeService:
         return {
             "name": record.name, "id": record.volume_id.hex(), "block_size": record.block_size,
             "created": _iso(record.created_ns / 1e9), "options": record.options,
-            "mountpoints": self._mounted_at(name),
+            "durability": durability_of(record.options).value, "mountpoints": self._mounted_at(name),
             **self.fs.volume_space(name),  # used_bytes; size_bytes, the limit (0: none)
         }
 
@@ -523,8 +524,18 @@ def _describe_spec(name: str, spec: VolumeSpec) -> dict[str, Any]:
     """A volume as the cluster catalog has it (no copy on this node)."""
     size = spec.options.get("size", "0")
     return {"name": name, "id": spec.volume_id.hex(), "block_size": spec.block_size,
-            "created": _iso(spec.created_ns / 1e9), "options": dict(spec.options), "mountpoints": [],
+            "created": _iso(spec.created_ns / 1e9), "options": dict(spec.options),
+            "durability": durability_of(spec.options).value, "mountpoints": [],
             "used_bytes": 0, "size_bytes": int(size) if size.isdigit() else 0}
+
+
+def _normalise(opts: dict[str, Any]) -> None:
+    """Options kept as the volume's, validated and in the form the node reads: ``size`` in
+    bytes, ``durability`` by its mode's name (UserError for a value that means nothing)."""
+    if "size" in opts:
+        opts["size"] = str(quota.parse_size(opts["size"]))
+    if DURABILITY in opts:
+        opts[DURABILITY] = parse_durability(opts[DURABILITY]).value
 
 
 def _int_option(opts: dict[str, Any], key: str, default: int) -> int:

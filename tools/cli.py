@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
                              "size=10G (the most the volume may hold: ENOSPC beyond; 0: no limit), "
-                             "replicas=N (copies on distinct nodes; default 2 in a cluster of 2 or more)")
+                             "replicas=N (copies on distinct nodes; default 2 in a cluster of 2 or more), "
+                             "durability=available|strict (when a replica does not answer within the "
+                             "replication timeout, fsync succeeds and the volume is degraded, or fails with "
+                             "EIO; default available)")
     vsub.add_parser("ls", parents=[common], help="list volumes")
     inspect = vsub.add_parser("inspect", parents=[common], help="show a volume's details and usage")
     inspect.add_argument("name")

@@ -7,9 +7,15 @@ read from the store's current batch, so they may leave before this node commits 
 a record is durable once either side has it on disk.
 
 ``wait_replicated`` is what fsync waits on: every replica has acknowledged the volume's
-last record. If a replica cannot be reached, the wait ends after ``timeout`` seconds and
-the volume is marked *degraded* (shown by ``cfs volume inspect`` and ``cfs status``)
-instead of failing the fsync: the data is durable on the nodes that answered.
+last record, and there are as many replicas as the volume wants (``wanted``: fewer live
+nodes than that, and placement finds fewer targets). If not within ``timeout`` seconds,
+the wait ends False and the volume is marked *degraded* (shown by ``cfs volume inspect``
+and ``cfs status``): the data is durable on the nodes that answered. What the fsync
+then answers is the volume's durability (cfs.durability, decided by the writer): it
+succeeds (``available``) or fails with EIO (``strict``). A strict volume's wait also
+gives a replica already known to fail the whole timeout to answer, so that one that
+came back is waited for rather than refused; an available one does not wait for it
+again, so that a lost node does not cost every fsync the timeout.
 
 The checkpoint of the volume's log moves to the lowest acknowledged sequence, so
 records a replica has not acknowledged are kept for it.
@@ -68,10 +74,12 @@ class VolumeReplicator:
 
     def __init__(self, records: NodeRecords, pool: PeerPool, record: VolumeRecord, epoch: int, *,
                  targets: Callable[[], list[NodeId]], on_fenced: Callable[[int], None],
-                 timeout: float, transfers: Transfers | None = None,
+                 timeout: float, wanted: int = 0, strict: bool = False, transfers: Transfers | None = None,
                  kind: TransferKind = TransferKind.REPLICA) -> None:
-        """``transfers``: the node's, where whole copies (and a healer's rounds) show
-        their progress as ``kind``; None: not shown."""
+        """``wanted``: how many targets a replicated volume needs (``replicas - 1``; 0 for
+        a healer's round, which waits for nothing); ``strict``: its durability is
+        ``strict`` (see the module doc). ``transfers``: the node's, where whole copies (and
+        a healer's rounds) show their progress as ``kind``; None: not shown."""
         self.records = records
         self.pool = pool
         self.record = record
@@ -79,6 +87,8 @@ class VolumeReplicator:
         self.targets = targets
         self.on_fenced = on_fenced
         self.timeout = timeout
+        self.wanted = wanted
+        self.strict = strict
         self.acked: dict[NodeId, int] = {}
         self.failing: dict[NodeId, str] = {}
         self.degraded: str | None = None
@@ -117,25 +127,34 @@ class VolumeReplicator:
         targets = [t for t in self.targets() if not (reachable_only and t in self.failing)]
         return all(self.acked.get(t, -1) >= seq for t in targets)
 
+    def placed(self) -> bool:
+        """Placement finds as many replicas as the volume wants (enough live nodes)."""
+        return len(self.targets()) >= self.wanted
+
     async def wait_replicated(self) -> bool:
-        """Return when every replica holds the volume's records so far: True. Or False
-        after ``timeout``, the volume degraded (durable here and on the replicas that
-        answered). A replica already known to fail is not waited for again: the volume
-        is degraded until it answers."""
+        """Return when the volume's records so far are on as many replicas as it wants:
+        True. Or False after ``timeout`` (at once when too few nodes are live), the
+        volume degraded: durable here and on the replicas that answered. Unless strict,
+        a replica already known to fail is not waited for again: the volume is degraded
+        until it answers. VolumeLost if the writer was fenced meanwhile."""
         seq = self.head()
         self._check_fenced()
-        if self.caught_up(seq):
+        if self.placed() and self.caught_up(seq):
             return True
         self.notify()
         with trio.move_on_after(self.timeout):
-            while not self.caught_up(seq, reachable_only=True):
+            while not self.caught_up(seq, reachable_only=not self.strict):
                 progress = self._progress
                 await progress.wait()
                 self._check_fenced()
-            if self.caught_up(seq):
+            if self.placed() and self.caught_up(seq):
                 return True
-        lagging = [t.hex()[:8] for t in self.targets() if self.acked.get(t, -1) < seq]
-        self._degrade(f"replicas {', '.join(lagging)} did not acknowledge within {self.timeout:g} s")
+        targets = self.targets()
+        lagging = [t.hex()[:8] for t in targets if self.acked.get(t, -1) < seq]
+        reasons = [f"replicas {', '.join(lagging)} did not acknowledge within {self.timeout:g} s"] if lagging else []
+        if len(targets) < self.wanted:
+            reasons.append(f"{len(targets)} of the {self.wanted} other nodes it needs are live")
+        self._degrade("; ".join(reasons) or f"replicas did not acknowledge within {self.timeout:g} s")
         return False
 
     def _check_fenced(self) -> None:
@@ -207,7 +226,7 @@ class VolumeReplicator:
             targets = self.targets()
             for gone in [t for t in self.failing if t not in targets]:
                 del self.failing[gone]  # no longer a replica (dead, draining): nothing to wait for
-            if self.degraded and not self.failing and self.caught_up(self.head()):
+            if self.degraded and not self.failing and self.placed() and self.caught_up(self.head()):
                 log.info("volume %s: every replica caught up; no longer degraded", self.record.name)
                 self.degraded = None
         except (PeerUnavailable, ReplicationError) as exc:
@@ -259,7 +278,9 @@ class VolumeReplicator:
 
     def _degrade(self, reason: str) -> None:
         if self.degraded is None:
-            log.warning("volume %s is degraded: %s", self.record.name, reason)
+            log.warning("volume %s is degraded: %s%s", self.record.name, reason,
+                        "; durability=strict: its fsyncs fail with EIO until enough replicas acknowledge"
+                        if self.strict else "")
         self.degraded = reason
 
     async def _ship_batch(self, target: NodeId, *, tracked: bool = False) -> bool:

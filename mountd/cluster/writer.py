@@ -27,9 +27,12 @@ volume's life on a node (snapshots, CSI's publish and stage) belongs here:
 
 Durability promise (``replicated``, fsync's second half): an fsync, fdatasync, fsyncdir or
 close-after-write succeeds only while the writer is WRITING or CLOSING unfenced, and
-once the replicas acknowledged what was written (or the volume is marked degraded with
-its lease confirmed). A fenced or closed writer fails them with EIO (``VolumeLost``):
-what they would vouch for may have been thrown away.
+once the replicas acknowledged what was written, or, if they did not within the
+replication timeout, the volume is marked degraded, its lease confirmed, and its
+durability is ``available`` (cfs.durability). A ``strict`` volume fails them with EIO
+then (``NotReplicated``): the data stays here, shipped when the replicas answer. A
+fenced or closed writer fails them with EIO (``VolumeLost``): what they would vouch for
+may have been thrown away.
 
 Concurrency: runs on the trio thread; the node serialises open and close per volume
 (its per-name lock). ``fence`` may be called from any task at any time, and is final.
@@ -45,7 +48,10 @@ import trio
 
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Lease, NodeSession, VolumeSpec
-from cfs.errors import CfsError, LeaseHeld, LogTrimmed, ReplicationError, Unavailable, VolumeExists, VolumeLost
+from cfs.durability import Durability, durability_of
+from cfs.errors import (
+    CfsError, LeaseHeld, LogTrimmed, NotReplicated, ReplicationError, Unavailable, VolumeExists, VolumeLost,
+)
 from cfs.fs import Filesystem, quota
 from cfs.repl import placement
 from cfs.repl.wire import ErrorCode, Fence, FetchLog, LogAck, LogRecords, PushCopy, Release, VolumeInfo, VolumeInfoReply
@@ -111,6 +117,7 @@ class VolumeWriter:
         self.record = record
         self.spec = spec
         self.lease = lease
+        self.durability = durability_of(spec.options)
         self.state = WriterState.OPENING
         self.users = 1
         self.fenced_by: int | None = None
@@ -163,7 +170,8 @@ class VolumeWriter:
             writer.replicator = VolumeReplicator(
                 ctx.records, ctx.pool, record, lease.epoch,
                 targets=lambda: placement.choose(spec.volume_id, ctx.members.live_peers(), spec.replicas - 1),
-                on_fenced=writer.fence, timeout=ctx.replication_timeout, transfers=ctx.transfers)
+                on_fenced=writer.fence, timeout=ctx.replication_timeout, wanted=spec.replicas - 1,
+                strict=writer.durability is Durability.STRICT, transfers=ctx.transfers)
         writer.state = WriterState.WRITING
         log.info("volume %s: writing here with epoch %d", name, lease.epoch)
         return writer
@@ -303,11 +311,16 @@ class VolumeWriter:
 
     async def replicated(self) -> None:
         """fsync's second half: return once what was written is on the replicas (or the
-        volume is degraded with its lease confirmed); VolumeLost (EIO) if this writer
-        was fenced or has closed (see the module doc)."""
+        volume is degraded with its lease confirmed, and its durability is available);
+        NotReplicated (EIO) if it is strict and they did not acknowledge in time;
+        VolumeLost (EIO) if this writer was fenced or has closed (see the module doc)."""
         self.check_alive()
         if self.replicator is not None and not await self.replicator.wait_replicated():
             await self._confirm_lease()
+            self.check_alive()
+            if self.durability is Durability.STRICT:
+                raise NotReplicated(f"volume {self.name!r} (durability=strict): not on {self.spec.replicas} "
+                                    f"nodes within the replication timeout ({self.replicator.degraded or 'degraded'})")
         self.check_alive()  # fenced while waiting: the replicas refused these records
 
     def check_alive(self) -> None:
