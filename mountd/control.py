@@ -52,6 +52,7 @@ class ControlServer:
             "status": service.status,
             "node.ls": service.node_ls,
             "node.drain": service.node_drain,
+            "node.stop": service.node_stop,
         }
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -57,6 +57,7 @@ from mountd.cluster.healer import Healer
 from mountd.cluster.links import PeerError, PeerPool, PeerServer, PeerUnavailable
 from mountd.cluster.members import Members
 from mountd.cluster.replicator import send_copy
+from mountd.cluster.stopping import Stopping
 from mountd.cluster.writer import (
     RELEASE_TIMEOUT, Eviction, VolumeWriter, WriterContext, WriterState, open_read_only,
 )
@@ -97,8 +98,10 @@ class ClusterConfig:
 
 class ClusterNode:
     def __init__(self, fs: Filesystem, records: NodeRecords, coord: Coordinator, config: ClusterConfig,
-                 evictions: trio.MemorySendChannel[Eviction]) -> None:
+                 evictions: trio.MemorySendChannel[Eviction], stopping: Stopping | None = None) -> None:
         self.fs = fs
+        self.stopping = stopping or Stopping()
+        """The node's stop, which bounds every wait of ``stop`` and of the writers' closes."""
         self.records = records
         self.coord = coord
         self.config = config
@@ -107,7 +110,7 @@ class ClusterNode:
         self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self.members.address)
         self.fetcher = ChunkFetcher(records, self.pool, self.members)
         self._context = WriterContext(records, fs, self.pool, self.members, self.fetcher, evictions,
-                                      config.clustered, config.replication_timeout)
+                                      config.clustered, config.replication_timeout, self.stopping)
         self.session: NodeSession | None = None
         self._writers: dict[VolumeId, VolumeWriter] = {}
         """The volumes this node writes (open, fenced or closing)."""
@@ -189,6 +192,8 @@ class ClusterNode:
 
     async def _watch_registration(self, session: NodeSession) -> None:
         await session.lost.wait()
+        if self.stopping.stopping:
+            return  # our own unregister (``stop``)
         log.error("this node lost its cluster registration: every volume stops taking writes")
         for writer in list(self._writers.values()):
             writer.fence(writer.epoch + 1)
@@ -217,7 +222,7 @@ class ClusterNode:
                                                gid=gid, mode=mode, volume_id=volume_id,
                                                created_ns=spec.created_ns, replicated=replicas > 1)
             except BaseException:
-                with trio.CancelScope(shield=True):
+                with self.stopping.bounded(shield=True):
                     await self.coord.delete_volume(name)
                 raise
             if self.config.clustered:
@@ -291,7 +296,7 @@ class ClusterNode:
             copied = await open_read_only(self._context, full, snap)
             return self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
         finally:
-            with trio.CancelScope(shield=True):
+            with self.stopping.bounded(shield=True):  # cut short, the next start finishes the removal
                 try:
                     await self.remove_volume(full)
                 except CfsError as exc:
@@ -429,6 +434,8 @@ class ClusterNode:
     async def open_volume(self, name: str, *, takeover: bool = False) -> VolumeRecord:
         """Make this node the volume's writer (mountd.cluster.writer); counted per user."""
         async with self._lock(name):
+            if self.stopping.asked.is_set():
+                raise Unavailable(f"volume {name!r} is not opened: this node is stopping")
             spec = await self.coord.get_volume(name)
             if spec is None:
                 raise VolumeNotFound(f"no volume named {name!r}")
@@ -479,13 +486,48 @@ class ClusterNode:
             writer.users -= 1
             if writer.users > 0 and not writer.fenced:
                 return
-            self.records.make_room()
-            try:
-                await writer.close()
-            finally:
-                del self._writers[writer.record.volume_id]
-                if not self.config.clustered:
-                    self._by_slot.pop(writer.record.slot, None)  # one copy: the store is the truth
+            await self._close_writer(writer)
+
+    async def _close_writer(self, writer: VolumeWriter) -> None:
+        """Close ``writer`` and take it out of the table; under its name's lock."""
+        self.records.make_room()
+        try:
+            await writer.close()
+        finally:
+            del self._writers[writer.record.volume_id]
+            if not self.config.clustered:
+                self._by_slot.pop(writer.record.slot, None)  # one copy: the store is the truth
+
+    async def stop(self) -> None:
+        """The node's part of a stop (mountd.cluster.stopping), after the host mounts are
+        detached and the store committed: close every writer at once, whoever uses it
+        (each flushes, waits for its replicas and releases its lease, bounded by the
+        stop), then unregister if etcd answers in time. Peers are served until the
+        daemon's nursery ends, so peers that stop at the same moment still get answers."""
+        try:
+            with self.stopping.bounded() as closing:
+                async with trio.open_nursery() as nursery:
+                    for writer in list(self._writers.values()):
+                        nursery.start_soon(self._close_at_stop, writer)
+            if closing.cancelled_caught:
+                for writer in self._writers.values():
+                    log.warning("volume %s: still %s at the stop's deadline; given up (its lease lapses with "
+                                "this node's registration)", writer.name, writer.state.value)
+        finally:
+            if self.session is not None:
+                with self.stopping.bounded(shield=True) as leaving:
+                    await self.session.unregister()
+                if leaving.cancelled_caught:
+                    log.warning("node %s: not unregistered before the stop's deadline; its registration lapses "
+                                "in %g s", self.node_id.hex()[:8], self.config.lease_ttl)
+
+    async def _close_at_stop(self, writer: VolumeWriter) -> None:
+        async with self._lock(writer.name):
+            if self._writers.get(writer.record.volume_id) is writer:
+                try:
+                    await self._close_writer(writer)
+                except CfsError as exc:
+                    log.error("volume %s: could not close it: %s", writer.name, exc)
 
     async def drop_copy(self, record: VolumeRecord, seq: int, *, removed: bool = False, seen: bool = False) -> bool:
         """Drop this node's copy of a volume (up to ``seq``: unchanged since the healer saw
