@@ -119,6 +119,8 @@ class ClusterNode:
         fsync of a file opened under it fails (``replicated``)."""
         self._locks: dict[str, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
+        self._leaving = False
+        """``stop`` unregisters: the registration's end is no loss then."""
         self.healer = Healer(records, self.members, self.pool, coord, writes=self.writes,
                              drop_copy=self.drop_copy, interval=max(2.0, config.lease_ttl / 2),
                              replication_timeout=config.replication_timeout)
@@ -192,8 +194,8 @@ class ClusterNode:
 
     async def _watch_registration(self, session: NodeSession) -> None:
         await session.lost.wait()
-        if self.stopping.stopping:
-            return  # our own unregister (``stop``)
+        if self._leaving:
+            return  # our own unregister (``stop``): every writer is closed already
         log.error("this node lost its cluster registration: every volume stops taking writes")
         for writer in list(self._writers.values()):
             writer.fence(writer.epoch + 1)
@@ -515,6 +517,7 @@ class ClusterNode:
                                 "this node's registration)", writer.name, writer.state.value)
         finally:
             if self.session is not None:
+                self._leaving = True
                 with self.stopping.bounded(shield=True) as leaving:
                     await self.session.unregister()
                 if leaving.cancelled_caught:

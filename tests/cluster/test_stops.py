@@ -183,3 +183,34 @@ def test_a_stop_while_etcd_does_not_answer_is_bounded(cluster: Cluster) -> None:
     assert a.log_lines("lease (epoch 1) not released"), a.log()
     assert a.log_lines("not unregistered before the stop's deadline"), a.log()
     assert not a.log_lines("left for catch-up"), a.log()
+
+
+@STOPS
+def test_a_stop_during_the_start_cuts_it_short(cluster: Cluster) -> None:
+    """a starts again while its replicas are frozen: mounting its volume again waits on
+    them (fencing, catch-up). A SIGTERM then ends the start, and the stop keeps its bound."""
+    a, path, others = frozen_replicas_and_records(cluster)
+    assert_stopped_in_time(signal_and_time([a]), STOP_TIMEOUT + TEARDOWN)
+
+    def start() -> None:
+        try:
+            a.start()
+        except RuntimeError:  # it exits (0) before it serves: what the test wants
+            pass
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        wait_for("a to take the volume's lease again", lambda: a.log_lines("holds volume 'vol' with epoch 2"),
+                 timeout=60, interval=0.05)
+        assert not a.log_lines("remounted volume vol"), "the start was not slow enough to be cut short"
+        results = signal_and_time([a])
+    finally:
+        starting.join()
+    assert_stopped_in_time(results, STOP_TIMEOUT + TEARDOWN)
+    assert mounts_under(a.base) == []
+    assert a.log_text().count("stop took") == 2
+
+    for node in others:
+        node.resume()
+    a.start()
+    assert all((path / name).is_dir() for name in ("one", "two", "three"))
