@@ -157,7 +157,7 @@ class Daemon:
             nursery.start_soon(self._fuse, nursery, workers)
             nursery.start_soon(self._commit_timer, fs)
             with trio.CancelScope() as starting:  # a stop asked for during the start cuts it short
-                nursery.start_soon(_cancel_when_asked, stopping, starting)
+                nursery.start_soon(self._cancel_when_asked, stopping, starting)
                 await nursery.start(cluster.run)
                 nursery.start_soon(service.run_evictions, evictions)
                 await self._tune_fuse()
@@ -177,7 +177,6 @@ class Daemon:
         """Detach the host mounts, commit, then the cluster's part (ClusterNode.stop), all
         bounded by ``--stop-timeout``; the control socket and the peers are served until
         the end (a peer stopping at the same moment may still wait for this node)."""
-        started = trio.current_time()
         stopping.start(self.config.stop_timeout)
         log.info("stopping (%s) within %g s: unmounting volumes", stopping.why, self.config.stop_timeout)
         _notify(b"STOPPING=1")
@@ -187,7 +186,7 @@ class Daemon:
         except CfsError as exc:
             log.error("could not store everything written before stopping: %s", exc)
         await cluster.stop()
-        log.info("stop took %.1f s%s", trio.current_time() - started,
+        log.info("stop took %.1f s%s", trio.current_time() - (stopping.started_at or 0.0),
                  " (cut short by a second signal)" if stopping.at_once else "")
 
     async def _fuse(self, nursery: trio.Nursery, workers: session.Workers) -> None:
@@ -223,10 +222,11 @@ class Daemon:
                     log.warning("received %s while stopping: stopping at once, without waiting for peers or etcd", name)
                     stopping.now()
 
-
-async def _cancel_when_asked(stopping: Stopping, scope: trio.CancelScope) -> None:
-    await stopping.asked.wait()
-    scope.cancel()
+    async def _cancel_when_asked(self, stopping: Stopping, starting: trio.CancelScope) -> None:
+        """The stop's clock starts when it is asked for, also while the start unwinds."""
+        await stopping.asked.wait()
+        stopping.start(self.config.stop_timeout)
+        starting.cancel()
 
 
 def _notify(state: bytes) -> None:

@@ -137,24 +137,28 @@ class ClusterNode:
         info = NodeInfo(self.node_id, self.config.advertise or "", capacity=self.records.capacity())
         async with self.coord.session(info) as session:
             self.session = session
-            await self._finish_removals()
-            await self._finish_publications()
-            await self._publish_local_volumes()
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                if self.config.clustered:
-                    await nursery.start(self.pool.run)
-                    if self.config.listen is not None:
-                        host, port = self.config.listen
-                        server = PeerServer(host, port, self.node_id, self.config.secret or b"",
-                                            self.config.name, self.handler)
-                        await nursery.start(server.serve)
-                    await self.members.refresh()
-                    nursery.start_soon(self._watch_members)
-                    nursery.start_soon(self.healer.run)
-                nursery.start_soon(self._watch_registration, session)
-                task_status.started()
-                await trio.sleep(math.inf)
+            try:
+                await self._finish_removals()
+                await self._finish_publications()
+                await self._publish_local_volumes()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    if self.config.clustered:
+                        await nursery.start(self.pool.run)
+                        if self.config.listen is not None:
+                            host, port = self.config.listen
+                            server = PeerServer(host, port, self.node_id, self.config.secret or b"",
+                                                self.config.name, self.handler)
+                            await nursery.start(server.serve)
+                        await self.members.refresh()
+                        nursery.start_soon(self._watch_members)
+                        nursery.start_soon(self.healer.run)
+                    nursery.start_soon(self._watch_registration, session)
+                    task_status.started()
+                    await trio.sleep(math.inf)
+            finally:
+                if self.stopping.stopping:
+                    await self._leave()  # a stop cut the start short: bounded, unlike the session's own
 
     async def _finish_publications(self) -> None:
         """At start: enter in the catalog the snapshots and clones made here that a crash
@@ -516,13 +520,18 @@ class ClusterNode:
                     log.warning("volume %s: still %s at the stop's deadline; given up (its lease lapses with "
                                 "this node's registration)", writer.name, writer.state.value)
         finally:
-            if self.session is not None:
-                self._leaving = True
-                with self.stopping.bounded(shield=True) as leaving:
-                    await self.session.unregister()
-                if leaving.cancelled_caught:
-                    log.warning("node %s: not unregistered before the stop's deadline; its registration lapses "
-                                "in %g s", self.node_id.hex()[:8], self.config.lease_ttl)
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """Unregister, once, bounded by the stop."""
+        if self.session is None or self._leaving:
+            return
+        self._leaving = True
+        with self.stopping.bounded(shield=True) as leaving:
+            await self.session.unregister()
+        if leaving.cancelled_caught:
+            log.warning("node %s: not unregistered before the stop's deadline; its registration lapses "
+                        "in %g s", self.node_id.hex()[:8], self.config.lease_ttl)
 
     async def _close_at_stop(self, writer: VolumeWriter) -> None:
         async with self._lock(writer.name):

@@ -60,7 +60,10 @@ class Stopping:
             self.asked.set()
 
     def start(self, timeout: float) -> None:
-        """The stop starts now and must be over ``timeout`` seconds from now."""
+        """The stop starts now and must be over ``timeout`` seconds from now (once: a
+        second call changes nothing)."""
+        if self.started_at is not None:
+            return
         self.started_at = trio.current_time()
         self.timeout = timeout
         for scope, share in self._scopes.items():
