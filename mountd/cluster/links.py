@@ -123,7 +123,15 @@ class PeerConnection:
                 while True:
                     event = self.session.next_event()
                     if event is NEED_DATA:
-                        data = await self.stream.receive_some(RECEIVE_SIZE)
+                        try:
+                            data = await self.stream.receive_some(RECEIVE_SIZE)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                            # Here, not around the nursery, where trio wraps it in an
+                            # ExceptionGroup: a peer that resets the connection (one that
+                            # stops with our bytes unread) took the whole node down.
+                            log.info("peer %s: connection lost (%s)", self.name, exc)
+                            nursery.cancel_scope.cancel()
+                            return
                         self.session.receive_data(data)
                     elif isinstance(event, ReplyReceived):
                         waiter = self._waiters.pop(event.request_id, None)
@@ -140,8 +148,6 @@ class PeerConnection:
                     elif isinstance(event, Closed):
                         nursery.cancel_scope.cancel()
                         return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.info("peer %s: connection lost (%s)", self.name, exc)
         finally:
             self.closed.set()
             for waiter in self._waiters.values():
