@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from tests.cluster.cluster import (
     replicated,
     wait_for,
 )
+from tests.cluster.test_cluster import run_writer_until
+from tests.mount.test_crash import logged_facts, verify
 from tests.node import mounts_under
 
 pytestmark = pytest.mark.mount
@@ -50,6 +53,8 @@ def signal_and_time(nodes: list[Member], signum: int = signal.SIGTERM) -> dict[s
     from the signal to the exit)}. A daemon still running after the bound and a margin is
     killed (status None), so the test fails instead of hanging."""
     results: dict[str, tuple[int | None, float]] = {}
+    logs.clear()
+    logs.update({node.name: node for node in nodes})
 
     def wait(node: Member, sent: float) -> None:
         assert node.proc is not None
@@ -72,30 +77,47 @@ def signal_and_time(nodes: list[Member], signum: int = signal.SIGTERM) -> dict[s
     return results
 
 
+logs: dict[str, Member] = {}
+"""The nodes of the last ``signal_and_time``: their logs go with a failure."""
+
+
 def assert_stopped_in_time(results: dict[str, tuple[int | None, float]], bound: float) -> None:
     print("stop times:", {name: f"{took:.2f} s" for name, (_status, took) in results.items()})
     for name, (status, took) in results.items():
-        assert status == 0, f"node {name} exited with {status} after {took:.1f} s"
-        assert took <= bound, f"node {name} took {took:.1f} s to stop (bound {bound:g} s)"
+        assert status == 0, f"node {name} exited with {status} after {took:.1f} s:\n{logs[name].log()[-6000:]}"
+        assert took <= bound, f"node {name} took {took:.1f} s to stop (bound {bound:g} s):\n{logs[name].log()[-6000:]}"
 
 
 @STOPS
 def test_three_nodes_stopped_at_once_exit_in_time_and_keep_everything(cluster: Cluster) -> None:
-    """Each node writes a volume replicated to the two others; all three get SIGTERM at
-    the same moment, while each waits on peers that are themselves stopping. Each exits 0
-    within the bound, leaves no mount, and after a restart every fsync'd byte is there."""
+    """Each node writes two volumes, one replicated to both other nodes, one to either
+    (which one changes as nodes leave), and a program writes and fsyncs on each node
+    while all three get SIGTERM at the same moment: each waits on peers that are
+    themselves stopping. Each exits 0 within the bound and leaves no mount; after a
+    restart every fsync'd byte is there."""
     trees: dict[str, tuple[Path, dict[str, str]]] = {}
     for seed, node in enumerate(cluster.nodes):
-        name = f"vol-{node.name}"
-        create_volume(node, name, replicas=3)
-        path = mount(node, name)
-        trees[node.name] = (path, make_tree(path, seed=seed, dirs=2))
-    for node in cluster.nodes:
-        wait_for(f"{node.name}'s replicas", lambda node=node: replicated(node, f"vol-{node.name}"), timeout=30)
-    for node in cluster.nodes:  # records the replicas have not seen yet when the signal comes
-        (trees[node.name][0] / "made-just-before-the-stop").mkdir()
-
-    results = signal_and_time(cluster.nodes)
+        for replicas in (3, 2):
+            name = f"vol-{node.name}{replicas}"
+            create_volume(node, name, replicas=replicas)
+            path = mount(node, name)
+            trees[name] = (path, make_tree(path, seed=10 * seed + replicas, dirs=1))
+    for name in trees:
+        node = cluster[name[4]]
+        wait_for(f"{name}'s replicas", lambda node=node, name=name: replicated(node, name), timeout=30)
+    writers: dict[str, tuple[Path, Path, subprocess.Popen[bytes]]] = {}
+    try:
+        for name, (path, _tree) in trees.items():
+            (path / "made-just-before-the-stop").mkdir()  # a record the replicas have not seen yet
+            if name.endswith("3"):  # a program still writing and fsyncing when the stop comes
+                log = cluster.base / f"{name}.facts"
+                (path / "w").mkdir()
+                writers[name] = (path / "w", log, run_writer_until(path / "w", log, facts=5))
+        results = signal_and_time(cluster.nodes)
+    finally:
+        for _path, _log, writer in writers.values():
+            writer.kill()
+            writer.wait()
     assert_stopped_in_time(results, STOP_TIMEOUT + TEARDOWN)
     for node in cluster.nodes:
         assert mounts_under(node.base) == [], f"{node.name} left mounts behind"
@@ -104,11 +126,14 @@ def test_three_nodes_stopped_at_once_exit_in_time_and_keep_everything(cluster: C
     for node in cluster.nodes:
         node.start()
     cluster.wait_members(3)
-    for node in cluster.nodes:
-        path, expected = trees[node.name]
-        assert node.is_mounted(path), f"{node.name} did not mount its volume again"
+    for name, (path, expected) in trees.items():
+        assert cluster[name[4]].is_mounted(path), f"{name} was not mounted again"
         assert_tree(path, expected)
         assert (path / "made-just-before-the-stop").is_dir()
+    for name, (path, log, _writer) in writers.items():
+        facts = logged_facts(log)
+        assert len(facts) >= 5
+        assert verify(path, facts) > 0, name
     assert_clean(*cluster.nodes)
 
 
