@@ -15,8 +15,9 @@ Every error cfs raises on purpose is a ``CfsError``, of one of these kinds, neve
   - ``NoSpace``: the disk, the store map or the volume's size limit is full. The
     operation that hit it is rolled back and the caller gets ENOSPC; the store stays
     usable once space is freed.
-  - ``ReadOnly`` (EROFS: a volume this node may not change) and ``VolumeLost`` (EIO:
-    an fsync this node can no longer vouch for).
+  - ``ReadOnly`` (EROFS: a volume this node may not change), ``VolumeLost`` (EIO:
+    an fsync this node can no longer vouch for) and ``NotReplicated`` (EIO: an fsync of
+    a ``durability=strict`` volume that too few replicas acknowledged).
 
 * ``UserError``: bad input to the command line, the control API or the Docker plugin
   (names, paths, options, unknown volumes), with a message meant for a person.
@@ -114,6 +115,15 @@ class VolumeLost(FsError):
     """This node no longer writes the volume (fenced, taken over, or closed): an fsync or
     a close after writing cannot vouch for what was written through it, so it fails
     with EIO, never with success (mountd.cluster.writer)."""
+
+    errno = _errno.EIO
+
+
+class NotReplicated(FsError):
+    """A volume with ``durability=strict``: fewer than its ``replicas`` nodes acknowledged
+    what was written within the replication timeout, so an fsync or a close after
+    writing cannot claim it durable and fails with EIO. The data stays stored here and
+    goes to the replicas when they answer (cfs.durability)."""
 
     errno = _errno.EIO
 

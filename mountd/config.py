@@ -45,6 +45,8 @@ class DaemonConfig:
     plugin_enabled: bool = True
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     """Cluster membership (etcd, peer address, secret); the default is a single node."""
+    metrics: tuple[str, int] | None = None
+    """Where to serve Prometheus metrics over HTTP (``--metrics HOST:PORT``); None: not served."""
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     """Seconds a stop may wait for replicas and etcd (mountd.cluster.stopping)."""
 

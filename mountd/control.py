@@ -27,7 +27,8 @@ Handler = Callable[..., Awaitable[Any]]
 
 
 class ControlServer:
-    def __init__(self, path: Path, service: NodeService) -> None:
+    def __init__(self, path: Path, service: NodeService, *, stats: Handler | None = None) -> None:
+        """``stats``: the ``stats`` operation (mountd.metrics.NodeMetrics.stats)."""
         self.path = path
         self.service = service
         self.ops: dict[str, Handler] = {
@@ -54,6 +55,8 @@ class ControlServer:
             "node.drain": service.node_drain,
             "node.stop": service.node_stop,
         }
+        if stats is not None:
+            self.ops["stats"] = stats
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = await unixsock.listen(self.path, "control")
@@ -75,6 +78,12 @@ class ControlServer:
                 refused = True
             except (trio.BrokenResourceError, trio.TooSlowError):
                 return
+            except Exception as exc:
+                # Whatever a client sends, the error stays in its connection: one that
+                # reached the server's nursery would stop the daemon and every mount.
+                log.exception("bug while reading a control request")
+                reply = protocol.error(f"internal error: {exc!r} (see the daemon log)", "InternalError")
+                refused = True
             try:
                 await stream.send_all(reply)
                 if refused:

@@ -1,9 +1,12 @@
 """The node daemon's composition root and lifecycle.
 
-Start-up: take the data directory's lock (one daemon per data directory), detach mounts
-a crashed predecessor left behind, open the store, free orphans, mount the node's FUSE
-session, then inside one trio nursery run the FUSE workers, the control socket, the
-commit timer and the signal watcher, and bind the recorded volume mounts again.
+Start-up: take the data directory's lock (one daemon per data directory), bind the
+metrics port if asked (``--metrics``: a taken port fails here, before any mount), detach
+mounts a crashed predecessor left behind, open the store, free orphans, mount the node's
+FUSE session, then inside one trio nursery run the FUSE workers, the control socket, the
+metrics server, the commit timer and the signal watcher, and bind the recorded volume
+mounts again; then watch the mount table for volumes unmounted by umount(8)
+(NodeService.watch_unmounts).
 
 Stop (SIGTERM, SIGINT, ``cfs node stop``; also during the start, which it cuts short):
 detach every volume mount, commit, close every writer (wait for its replicas, release
@@ -32,6 +35,7 @@ from cfs.errors import CfsError
 from cfs.fs import Filesystem
 from cfs.fuse import lifecycle, session, tuning
 from cfs.fuse.adapter import Operations
+from cfs.fuse.counters import FuseCounters
 from cfs.store import NodeRecords, Store
 from mountd import mounts
 from mountd.cluster.node import ClusterNode
@@ -39,6 +43,7 @@ from mountd.cluster.stopping import Stopping
 from mountd.cluster.writer import Eviction
 from mountd.config import DaemonConfig
 from mountd.control import ControlServer
+from mountd.metrics import MetricsServer, NodeMetrics, bind
 from mountd.plugin import PluginServer, VolumeDriver
 from mountd.service import NodeService
 
@@ -65,11 +70,16 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self._lock_fd: int | None = None
+        self.counters = FuseCounters()
+        """The FUSE adapter's counts, read by the node's metrics (mountd.metrics)."""
+        self._metrics_socket: socket.socket | None = None
 
     def run(self) -> int:
         self._prepare_data_dir()
         self._lock()
         try:
+            if self.config.metrics is not None:
+                self._metrics_socket = bind(*self.config.metrics)  # a taken port fails before any mount
             self._clean_stale_mounts()
             self.config.fuse_root.mkdir(exist_ok=True, mode=0o700)
             store = Store(self.config.store_dir, self.config.store)
@@ -89,6 +99,8 @@ class Daemon:
             finally:
                 store.close()
         finally:
+            if self._metrics_socket is not None:
+                self._metrics_socket.close()
             self._unlock()
         log.info("stopped")
         return 0
@@ -136,7 +148,7 @@ class Daemon:
 
     def _mount_fuse(self, fs: Filesystem, cluster: ClusterNode, workers: session.Workers) -> None:
         try:
-            lifecycle.mount(Operations(fs, cluster, workers=workers), self.config.fuse_root,
+            lifecycle.mount(Operations(fs, cluster, workers=workers, counters=self.counters), self.config.fuse_root,
                             allow_other=os.geteuid() == 0)
         except RuntimeError as exc:
             raise DaemonError(f"cannot mount FUSE at {self.config.fuse_root}: {exc} "
@@ -150,7 +162,8 @@ class Daemon:
     async def _serve(self, fs: Filesystem, records: NodeRecords, cluster: ClusterNode,
                      evictions: trio.MemoryReceiveChannel[Eviction], workers: session.Workers) -> None:
         service = NodeService(self.config, fs, records, cluster)
-        control = ControlServer(self.config.socket_path, service)
+        metrics = NodeMetrics(self.counters, fs, records, cluster)
+        control = ControlServer(self.config.socket_path, service, stats=metrics.stats)
         stopping = cluster.stopping
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, stopping)
@@ -163,9 +176,12 @@ class Daemon:
                 await self._tune_fuse()
                 # Mounts first, socket second: a client that can talk to us finds them in place.
                 await service.restore_mounts()
+                nursery.start_soon(service.watch_unmounts)
                 if self.config.plugin_socket is not None:
                     driver = VolumeDriver(service, self.config.plugin_mount_root)
                     await nursery.start(PluginServer(self.config.plugin_socket, driver).serve)
+                if self._metrics_socket is not None:
+                    await nursery.start(MetricsServer(self._metrics_socket, metrics).serve)
                 await nursery.start(control.serve)
                 log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
                 _notify(b"READY=1")

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve the Docker volume plugin here (default: /run/docker/plugins/cfs.sock "
                              "for the data directory /var/lib/cfs, DATA_DIR/plugin.sock for any other)")
     parser.add_argument("--no-plugin", action="store_true", help="do not serve the Docker volume plugin")
+    parser.add_argument("--metrics", metavar="HOST:PORT", default=None,
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served; "
+                             "cfs stats works without)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--stop-timeout", type=float, default=DEFAULT_STOP_TIMEOUT, metavar="SECONDS",
                         help="how long a stop (SIGTERM, cfs node stop) may wait for replicas to acknowledge and "
@@ -77,6 +80,7 @@ def config_from(args: argparse.Namespace) -> DaemonConfig:
                                           changelog_retain=args.changelog_retain),
                         plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
                         plugin_enabled=not args.no_plugin, cluster=cluster_config(args),
+                        metrics=None if args.metrics is None else _host_port("--metrics", args.metrics),
                         stop_timeout=args.stop_timeout)
 
 

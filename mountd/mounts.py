@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import select
 from pathlib import Path
 
 from cfs.errors import UserError
@@ -84,9 +85,16 @@ def check_target(path: str) -> Path:
     target = target.resolve()
     if is_mount_point(target):
         raise UserError(f"{target} is already a mount point")
-    if any(os.scandir(target)):
-        raise UserError(f"mount point {target} is not empty")
-    return target
+    return target  # not empty is fine: the mount hides what is there, as mount(8)'s always did
+
+
+def wait_for_change(table: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for this namespace's mount table to change (a mount
+    or unmount anywhere in it: the kernel marks an open /proc/self/mountinfo ``POLLPRI``
+    once per change). ``table`` is a descriptor of that file; True if it changed."""
+    poller = select.poll()
+    poller.register(table, select.POLLPRI | select.POLLERR)
+    return bool(poller.poll(int(timeout * 1000)))
 
 
 def bind(source: Path, target: Path, read_only: bool = False) -> None:

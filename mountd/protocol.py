@@ -67,6 +67,10 @@ def _parse(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # ``[`` a thousand times deep is within MAX_LINE and beyond the parser's recursion
+        # limit: a client's mistake (or malice), never the daemon's crash.
+        raise ProtocolError("not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")
     return message

@@ -20,6 +20,7 @@ import trio
 from cfs import check
 from cfs.coord.api import NODE_ID_LEN, Attachment, VolumeSpec
 from cfs.types import NodeId, VolumeId
+from cfs.durability import OPTION as DURABILITY, durability_of, parse_durability
 from cfs.errors import CfsError, NodeNotFound, UserError, VolumeBusy, VolumeNotFound
 from cfs.fs import DEFAULT_BLOCK_SIZE, Filesystem, quota
 from cfs.names import is_snapshot_name, split_snapshot_name, validate_catalog_name, validate_volume_name
@@ -31,14 +32,19 @@ from mountd.config import DaemonConfig
 
 log = logging.getLogger(__name__)
 
-CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas", "from"}
+CREATE_OPTIONS = {"block_size", "uid", "gid", "mode", "size", "replicas", "durability", "from"}
 """``size`` limits the bytes the volume holds (bytes, or 10G, 512M, 1GiB; 0: no limit): see cfs.fs.quota.
+``durability``: ``available`` (the default) or ``strict``, what an fsync promises when a
+replica does not answer (cfs.durability).
 ``from``: a snapshot (``VOLUME@SNAPSHOT``) or a volume to clone (cfs.store.snapshots)."""
 FROM_SOURCE = {"block_size", "uid", "gid", "mode"}
 """Options a clone takes from its source, not from the request."""
 
 
 MAX_REPLICAS = 5
+
+WATCH_SECONDS = 0.5
+"""How long ``watch_unmounts``' worker thread waits for a change before it looks up."""
 
 
 class NodeService:
@@ -49,6 +55,9 @@ class NodeService:
         self.cluster = cluster
         self.started = time.time()
         self._mount_lock = trio.Lock()
+        self._bound: set[str] = set()
+        """The recorded mounts this run bound and has not let go. One that leaves the mount
+        table was unmounted from outside (umount(8)): ``_forget_unmounted`` forgets it."""
 
     # --- volumes -------------------------------------------------------------------
 
@@ -66,8 +75,7 @@ class NodeService:
         mode = int(str(opts.get("mode", "755")), 8) if _octal(opts.get("mode", "755")) else None
         if mode is None:
             raise UserError(f"option mode={opts['mode']!r} is not an octal permission like 755")
-        if "size" in opts:
-            opts["size"] = str(quota.parse_size(opts["size"]))
+        _normalise(opts)
         replicas = self._replicas_option(opts)
         record = await self.cluster.create_volume(
             name, block_size=block_size, uid=uid, gid=gid, mode=mode, replicas=replicas,
@@ -80,10 +88,9 @@ class NodeService:
         taken = sorted(FROM_SOURCE & set(opts))
         if taken:
             raise UserError(f"option(s) {', '.join(taken)} come from the volume or snapshot a clone is made "
-                            "from; a clone takes size and replicas")
+                            "from; a clone takes size, replicas and durability")
         replicas = self._replicas_option(opts)
-        if "size" in opts:
-            opts["size"] = str(quota.parse_size(opts["size"]))
+        _normalise(opts)
         options = {**{k: str(v) for k, v in opts.items()}, "from": source}  # shown by inspect; Docker compares it
         record = await self.cluster.clone_volume(name, source, options=options, replicas=replicas)
         log.info("created volume %s as a clone of %s", name, source)
@@ -275,7 +282,7 @@ class NodeService:
         return {
             "name": record.name, "id": record.volume_id.hex(), "block_size": record.block_size,
             "created": _iso(record.created_ns / 1e9), "options": record.options,
-            "mountpoints": self._mounted_at(name),
+            "durability": durability_of(record.options).value, "mountpoints": self._mounted_at(name),
             **self.fs.volume_space(name),  # used_bytes; size_bytes, the limit (0: none)
         }
 
@@ -293,6 +300,7 @@ class NodeService:
         if is_snapshot_name(name):
             read_only = True  # a snapshot never changes
         async with self._mount_lock:
+            await self._forget_unmounted()  # a umount(8) of this path or volume a moment ago
             target = await trio.to_thread.run_sync(mounts.check_target, path)
             await self.cluster.open_volume(name, takeover=bool(takeover))
             try:
@@ -302,6 +310,7 @@ class NodeService:
                     await self.cluster.close_volume(name)
                 raise
             self.records.record_mount(str(target), name, read_only)
+            self._bound.add(str(target))
         log.info("mounted volume %s at %s%s", name, target, " (read-only)" if read_only else "")
         return {"volume": name, "mountpoint": str(target), "read_only": read_only}
 
@@ -327,9 +336,49 @@ class NodeService:
                 except OSError as exc:
                     raise UserError(f"cannot unmount {key}: {exc.strerror} (is a process using it?)") from None
             self.records.drop_mount(key)
+            self._bound.discard(key)
             await self.cluster.close_volume(name)
         log.info("unmounted volume %s from %s", name, key)
         return {"volume": name, "mountpoint": key}
+
+    async def watch_unmounts(self) -> None:
+        """Forget the mounts unmounted from outside cfs, as they go.
+
+        A plain ``umount DIR`` (umount(8), or umount2 by any program: systemd at shutdown,
+        ``umount -l``) detaches a volume's bind mount without a word to the FUSE session,
+        which serves every volume and goes on. The mount table tells: each change to it
+        wakes this task (``mounts.wait_for_change``, in a worker thread that looks up every
+        ``WATCH_SECONDS`` so that a stop does not wait for it longer), and a mount this run
+        made that is gone is dropped from the records and its volume closed, which lets
+        its lease go. ``mount`` does the same first, so a mount right after a umount(8)
+        never waits for this task."""
+        table = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while True:
+                if await trio.to_thread.run_sync(mounts.wait_for_change, table, WATCH_SECONDS):
+                    async with self._mount_lock:
+                        await self._forget_unmounted()
+        finally:
+            os.close(table)
+
+    async def _forget_unmounted(self) -> None:
+        """Drop the mounts of ``_bound`` that left the mount table (the mount lock held)."""
+        if not self._bound:
+            return
+        points = await trio.to_thread.run_sync(mounts.mount_points)
+        for path in sorted(self._bound - points):
+            if path not in self._bound:  # let go meanwhile (unbind_all at a stop)
+                continue
+            self._bound.discard(path)
+            recorded = self._recorded().get(path)
+            if recorded is None:
+                continue
+            self.records.drop_mount(path)
+            log.info("volume %s was unmounted from %s outside cfs (umount): forgot the mount", recorded[0], path)
+            try:
+                await self.cluster.close_volume(recorded[0])
+            except CfsError as exc:
+                log.error("could not close volume %s: %s", recorded[0], exc)
 
     async def restore_mounts(self) -> None:
         """Bind again every recorded mount (after a restart, clean or not)."""
@@ -342,6 +391,7 @@ class NodeService:
                 continue
             try:
                 await trio.to_thread.run_sync(mounts.bind, self.config.fuse_root / name, target, read_only)
+                self._bound.add(path)
                 log.info("remounted volume %s at %s", name, path)
             except OSError as exc:
                 await self.cluster.close_volume(name)
@@ -360,11 +410,14 @@ class NodeService:
                     except OSError as exc:
                         log.error("could not unmount %s: %s", path, exc)
                     self.records.drop_mount(path)
+                    self._bound.discard(path)
                     log.warning("unmounted volume %s from %s: %s", name, path, eviction.reason)
                     await self.cluster.close_volume(name)
 
     async def unbind_all(self) -> None:
-        """Detach every volume mount before the FUSE session ends, keeping the records."""
+        """Detach every volume mount before the FUSE session ends, keeping the records
+        (bound again at the next start: ``watch_unmounts`` must not forget them)."""
+        self._bound.clear()
         for path in sorted(self._recorded()):
             target = Path(path)
             try:
@@ -391,6 +444,8 @@ class NodeService:
                 "members_refreshed": None if self.cluster.members.refreshed_ns is None
                 else _iso(self.cluster.members.refreshed_ns / 1e9),
                 "self_heal": {"rounds": self.cluster.healer.rounds, "copied": self.cluster.healer.shipped},
+                "transfers": [t.to_json() for t in self.cluster.transfers.snapshot()],
+                "transfers_ended": [t.to_json() for t in self.cluster.transfers.finished()],
             },
         }
 
@@ -415,12 +470,16 @@ class NodeService:
 
     async def node_drain(self, draining: bool = True) -> dict[str, Any]:
         """Mark the node draining (or not). ``still_here`` lists what keeps it from leaving:
-        volumes it writes (unmount or move them) and copies not yet made elsewhere."""
+        volumes it writes (unmount or move them) and copies not yet made elsewhere;
+        ``transfers`` the copies in flight on this node, ``transfers_ended`` the last ones
+        that ended (copies between other nodes show in their ``cfs status``)."""
         await self.cluster.coord.set_draining(self.cluster.node_id, bool(draining))
         waiting: list[str] = []
         if draining:
             waiting = sorted(set(self.cluster.writing()) | set(await self.cluster.healer.still_needed()))
-        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining), "still_here": waiting}
+        return {"node_id": self.cluster.node_id.hex(), "draining": bool(draining), "still_here": waiting,
+                "transfers": [t.to_json() for t in self.cluster.transfers.snapshot()],
+                "transfers_ended": [t.to_json() for t in self.cluster.transfers.finished()]}
 
     async def fsck(self, volume: str | None, repair: bool,
                    progress: Callable[[str, int, int], None]) -> dict[str, Any]:
@@ -465,8 +524,18 @@ def _describe_spec(name: str, spec: VolumeSpec) -> dict[str, Any]:
     """A volume as the cluster catalog has it (no copy on this node)."""
     size = spec.options.get("size", "0")
     return {"name": name, "id": spec.volume_id.hex(), "block_size": spec.block_size,
-            "created": _iso(spec.created_ns / 1e9), "options": dict(spec.options), "mountpoints": [],
+            "created": _iso(spec.created_ns / 1e9), "options": dict(spec.options),
+            "durability": durability_of(spec.options).value, "mountpoints": [],
             "used_bytes": 0, "size_bytes": int(size) if size.isdigit() else 0}
+
+
+def _normalise(opts: dict[str, Any]) -> None:
+    """Options kept as the volume's, validated and in the form the node reads: ``size`` in
+    bytes, ``durability`` by its mode's name (UserError for a value that means nothing)."""
+    if "size" in opts:
+        opts["size"] = str(quota.parse_size(opts["size"]))
+    if DURABILITY in opts:
+        opts[DURABILITY] = parse_durability(opts[DURABILITY]).value
 
 
 def _int_option(opts: dict[str, Any], key: str, default: int) -> int:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cfs import check
 from cfs.errors import CfsError
@@ -23,9 +23,10 @@ from cfs.store import Store
 from mountd import main as mountd_main
 from mountd.config import DaemonConfig, default_data_dir
 from tools.bench import runner as bench
+from tools import stats
 from tools.client import DaemonNotRunning, call
 from tools import stop
-from tools.progress import ProgressBar
+from tools.progress import ProgressBar, size, transfer_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="volume option: block_size=BYTES, uid=N, gid=N, mode=OCTAL, "
                              "size=10G (the most the volume may hold: ENOSPC beyond; 0: no limit), "
-                             "replicas=N (copies on distinct nodes; default 2 in a cluster of 2 or more)")
+                             "replicas=N (copies on distinct nodes; default 2 in a cluster of 2 or more), "
+                             "durability=available|strict (when a replica does not answer within the "
+                             "replication timeout, fsync succeeds and the volume is degraded, or fails with "
+                             "EIO; default available)")
     vsub.add_parser("ls", parents=[common], help="list volumes")
     inspect = vsub.add_parser("inspect", parents=[common], help="show a volume's details and usage")
     inspect.add_argument("name")
@@ -89,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     srm.add_argument("name", metavar="VOLUME@SNAPSHOT")
 
     mount = sub.add_parser("mount", parents=[common],
-                           help="mount a volume (or a snapshot, VOLUME@SNAPSHOT, read-only) on an empty directory")
+                           help="mount a volume (or a snapshot, VOLUME@SNAPSHOT, read-only) on a directory "
+                                "(what is in it is hidden until umount, as with mount(8))")
     mount.add_argument("name")
     mount.add_argument("dir")
     mount.add_argument("--read-only", action="store_true", help="mount read-only")
@@ -101,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     fsck = sub.add_parser("fsck", parents=[common], help="check (and repair) the store")
     fsck.add_argument("volume", nargs="?", default=None)
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed without guessing")
+    live = sub.add_parser("stats", parents=[common], help="a live view of the node: requests, throughput, "
+                          "latency, cache hits, replication lag, one line per interval")
+    live.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="seconds per line (default: 1)")
+    live.add_argument("--count", type=int, default=None, metavar="N",
+                      help="print N lines and exit (default: until interrupted)")
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark suite on the disk, C FUSE and cfs"))
     csi = sub.add_parser("csi", parents=[common], help="serve the Container Storage Interface (Kubernetes, Nomad) "
                          "for the daemon of --data-dir")
@@ -131,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir = data_dir
             return mountd_main.run(args)
         config = DaemonConfig(data_dir=Path(data_dir).absolute())
+        if args.command == "stats":  # prints as it goes
+            return stats.run(config.socket_path, args.interval, args.count, as_json)
         result = dispatch(args, config)
     except CfsError as exc:
         print(f"cfs: error: {exc}", file=sys.stderr)
@@ -202,16 +214,69 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     raise CfsError(f"unknown command {args.command}")
 
 
-def drain(sock: Path, draining: bool, wait: float) -> Any:
-    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere."""
+def drain(sock: Path, draining: bool, wait: float, out: TextIO = sys.stderr) -> Any:
+    """Mark the node draining; with ``wait``, poll until its data is copied elsewhere (and
+    the copies this node sends for it ended), showing progress on ``out`` (``DrainView``)."""
     deadline = time.monotonic() + wait
-    while True:
-        result = call(sock, "node.drain", {"draining": draining})
-        if not result["still_here"] or time.monotonic() >= deadline:
-            if wait and result["still_here"]:
-                raise CfsError(f"still needed here after {wait:g} s: {', '.join(result['still_here'])}")
-            return result
-        time.sleep(1.0)
+    view = DrainView(out, since=time.time())
+    try:
+        while True:
+            result = call(sock, "node.drain", {"draining": draining})
+            waiting = result["still_here"]
+            if wait:
+                view.show(waiting, result.get("transfers", []), result.get("transfers_ended", []))
+            if (not waiting and not view.sending) or time.monotonic() >= deadline:
+                if wait and waiting:
+                    raise CfsError(f"still needed here after {wait:g} s: {', '.join(waiting)}")
+                return result
+            time.sleep(1.0)
+    finally:
+        view.finish()
+
+
+class DrainView:
+    """How far a drain is: volumes no longer needed on the node of all that were, and the
+    copies the node sends for them. On a terminal a bar; otherwise a line whenever that
+    changed, then the transfers of this node below it, and each copy once it ended."""
+
+    def __init__(self, out: TextIO, since: float) -> None:
+        self.out = out
+        self.bar = ProgressBar(out)
+        self.since = since
+        self.needed: set[str] = set()
+        self.sending = False
+        """Copies for the drained volumes are still going out from this node."""
+        self._shown = ""
+        self._ended: set[int] = set()
+
+    def show(self, waiting: list[str], running: list[dict[str, Any]], ended: list[dict[str, Any]]) -> None:
+        self.needed |= set(waiting)
+        mine = [t for t in running if t["direction"] == "out" and t["volume"] in self.needed]
+        self.sending = bool(mine)
+        done = len(self.needed) - len(waiting)
+        if waiting:
+            head = f"drain: {done} of {len(self.needed)} volumes copied elsewhere; waiting for {', '.join(waiting)}"
+        elif self.needed:
+            head = f"drain: {done} of {len(self.needed)} volumes copied elsewhere; " + (
+                "ending the copies it sends" if mine else "no volume needs this node any more")
+        else:
+            return
+        if self.bar.enabled:
+            sent = f"{size(sum(t['bytes_done'] for t in mine))} sent; " if mine else ""
+            self.bar.update("draining", done, len(self.needed), sent + head.partition("; ")[2])
+            return
+        for t in ended:
+            if (t["id"] not in self._ended and t["direction"] == "out" and t["volume"] in self.needed
+                    and t["started"] >= self.since):
+                self._ended.add(t["id"])
+                print(f"drain:   {transfer_line(t)}", file=self.out, flush=True)
+        text = "\n".join([head, *(f"drain:   {transfer_line(t)}" for t in mine)])
+        if text != self._shown:
+            print(text, file=self.out, flush=True)
+            self._shown = text
+
+    def finish(self) -> None:
+        self.bar.finish()
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:
@@ -281,6 +346,18 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
             print(line)
     elif args.command == "node" and args.node_command == "stop":
         print(f"stopped the cfs daemon (pid {result['pid']}) in {result['seconds']:g} s")
+    elif args.command == "status":
+        cluster = dict(result.get("cluster", {}))
+        transfers = cluster.pop("transfers", [])
+        ended = cluster.pop("transfers_ended", [])
+        print_mapping({**result, "cluster": cluster})
+        print("transfers:" if transfers else "transfers: -")
+        for t in transfers:
+            print(f"  {transfer_line(t)}")
+        if ended:
+            print("transfers ended:")
+            for t in ended[-5:]:
+                print(f"  {transfer_line(t)}")
     elif args.command == "node" and args.node_command == "ls":
         print_table(("NODE", "ADDRESS", "STATE", "CAPACITY", "CHUNKS"),
                     [(n["node_id"][:12] + (" *" if n["self"] else ""), n["address"] or "-", n["state_text"],
@@ -298,14 +375,28 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def print_mapping(mapping: dict[str, Any], indent: str = "") -> None:
+    """Nested keys indented; nothing (None, "", an empty list or mapping) shown as "-"."""
     for key, value in mapping.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             print(f"{indent}{key}:")
             print_mapping(value, indent + "  ")
         elif isinstance(value, list):
             print(f"{indent}{key}: {', '.join(map(str, value)) or '-'}")
         else:
-            print(f"{indent}{key}: {value}")
+            print(f"{indent}{key}: {human_value(key, value)}")
+
+
+def human_value(key: str, value: Any) -> str:
+    """A scalar as a person reads it: yes/no for flags, "-" for nothing.
+
+    ``degraded`` is the reason a volume is degraded, or None when it is not: "no"."""
+    if value is None:
+        return "no" if key == "degraded" else "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value == "" or value == {}:
+        return "-"
+    return str(value)
 
 
 if __name__ == "__main__":

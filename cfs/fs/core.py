@@ -36,7 +36,7 @@ from cfs.codec import Inode, VolumeRecord, decode_block, decode_dirent, ino_key
 from cfs.errors import (
     Corrupted, CrossDevice, Exists, FileTooBig, FsError, InvalidArgument, IsADirectory, NoAttribute, NoDevice,
     NotADirectory, NoSpace, NotEmpty, NotFound, NotPermitted, NotSupported, ReadOnly, RemoteChunk, TooManyLinks,
-    VolumeBusy, VolumeNotFound,
+    VolumeBusy, VolumeLost, VolumeNotFound,
 )
 from cfs.fs import data, dirs, inodes, quota, xattrs
 from cfs.fs.attrs import Attr, Caller, SetAttr
@@ -291,10 +291,18 @@ class Filesystem:
         return used, max(0, LOCAL_MASK + 1 - changelog.load_state(view, record.slot).next_local)
 
     def _volume(self, slot: Slot) -> VolumeRecord:
+        """The volume of ``slot``. VolumeLost (EIO) when it is gone while files of it are
+        open: it was removed under them (``remove_volume(force=True)``, a fenced copy
+        dropped), and a write or fsync through such a handle must fail as an I/O error,
+        not as "no such file" (slots are never reused, so the handle can name nothing
+        else)."""
         record = self._volumes.get(slot)
         if record is None:
             found = catalog.by_slot(self.store.view(), slot)
             if found is None:
+                if any(slot_of(ino) == slot for ino in self.opens):
+                    raise VolumeLost(f"volume slot {slot} was removed while files of it were open; "
+                                     "their handles fail")
                 raise NotFound(f"volume slot {slot} does not exist")
             self._volumes[slot] = record = found
         return record

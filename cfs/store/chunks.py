@@ -39,6 +39,7 @@ def put(op: Op, data: bytes, cid: ChunkId | None = None) -> ChunkId:
     else:
         refcount, length = decode_chunkref(raw)
         op.put(Table.CHUNKREFS, cid, encode_chunkref(refcount + 1, length))
+        op.deduped_bytes += len(data)
         _heal_if_damaged(op, cid, data)
     return cid
 

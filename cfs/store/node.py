@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator
 
 from cfs.codec import ROW_PUT, Change, VolumeRecord, decode_block, pack_u64, unpack_u64
 from cfs.errors import ChunkNotHere, Corrupted, CorruptRecord, VolumeNotFound
-from cfs.store import catalog, chunks, replica
+from cfs.store import catalog, changelog, chunks, replica
 from cfs.store.store import Store, View
 from cfs.store.tables import Table
 from cfs.types import ChunkId, Slot, VolumeId
@@ -59,6 +59,8 @@ class CopySource:
         self._view = view
         self.seq, self.next_local = replica.copy_origin(view, record.slot)
         """The copy holds the volume after record ``seq``; ``next_local``: its next inode."""
+        self.used_bytes = changelog.used_bytes(view, record.slot)
+        """The volume's bytes in use as of the copy (a copy's progress is measured in them)."""
         self._slot = record.slot
 
     def rows(self) -> Iterator[tuple[int, bytes, bytes]]:
@@ -90,6 +92,23 @@ class NodeRecords:
             "free_bytes": self.store.free_bytes(), "reserve_bytes": self.store.reserve_bytes(),
             "reserve_file_bytes": self.store.reserve_file.held, "commits": self.store.commits,
             "pending_bytes": self.store.pending_bytes, "low_space": self.store.low_space,
+        }
+
+    def metrics(self) -> dict[str, int]:
+        """The store's numbers for the node's metrics (mountd.metrics): its disk, the LMDB
+        map and pages in it, the chunk cache, the bytes deduplication kept from storing.
+        Cheap enough for every scrape: a statvfs and a page count of each table."""
+        store = self.store
+        st = store.statvfs()
+        page = store.page_size()
+        cache = store.chunk_cache.statistics()
+        return {
+            "disk_bytes": st.f_blocks * st.f_frsize, "disk_free_bytes": st.f_bavail * st.f_frsize,
+            "free_bytes": store.free_bytes(), "reserve_bytes": store.reserve_bytes(),
+            "map_bytes": int(store.env.info()["map_size"]), "used_pages_bytes": store.used_pages() * page,
+            "free_pages_bytes": store.free_pages() * page, "commits": store.commits,
+            "dedup_bytes": store.dedup_bytes, "cache_hits": cache["hits"], "cache_misses": cache["misses"],
+            "cache_bytes": cache["bytes"], "cache_limit_bytes": cache["limit_bytes"],
         }
 
     def capacity(self) -> int:

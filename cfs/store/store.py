@@ -112,6 +112,9 @@ class Store:
         self._bytes_since_check = 0
         self._headroom = 0
         self.commits = 0
+        self.dedup_bytes = 0
+        """Bytes not stored since the store was opened because their chunk was there
+        already (``chunks.put``), counted as operations end (a rolled-back one does not count)."""
         self.frozen_slots: set[Slot] = set()
         """Volumes this node must not change: replicas of another node's writer, and
         volumes whose lease was lost. Any logged write to them raises ReadOnly (EROFS),
@@ -209,6 +212,7 @@ class Store:
     def _op_ended(self, op: "Op") -> None:
         """After an operation committed into the batch: count its data, commit when due."""
         self.pending_bytes += op.added_bytes
+        self.dedup_bytes += op.deduped_bytes
         self._bytes_since_check += op.added_bytes
         if self.low_space or self.pending_bytes >= self.config.commit_bytes:
             self.commit()
@@ -469,6 +473,7 @@ class Op(View):
     def __init__(self, store: Store, txn: lmdb.Transaction[bytes]) -> None:
         super().__init__(store, txn)
         self.added_bytes = 0
+        self.deduped_bytes = 0
         self._rows: dict[int, list[tuple[int, int, bytes, bytes]] | None] = {}
         """Per volume changed: the rows to record, or None if it keeps no change log."""
         self.replication_changed: set[int] = set()

@@ -20,6 +20,10 @@ the node's ``mountd.cluster.replicator.send_copy``), which answers once the copy
 complete. A copy in progress here is reported as no copy (``VolumeInfoReply.known``
 False, applied 0).
 
+Progress: each whole copy being received is an entry of the node's ``Transfers``
+(kind ``incoming``, or ``snapshot``), advanced by each part: no totals (a part carries
+none), and ended as failed if no part came for ``COPY_IDLE_SECONDS``.
+
 Snapshots: ``TakeSnapshot`` asks this node, which writes the volume, to snapshot it and
 enter the snapshot in the catalog (``take_snapshot``, the node's ``create_snapshot``
 without forwarding); a name taken is EXISTS, a volume unknown NOT_FOUND, one this node
@@ -45,6 +49,7 @@ from cfs.repl.wire import (
 from cfs.names import is_snapshot_name
 from cfs.store import NodeRecords
 from cfs.types import NodeId, VolumeId
+from mountd.cluster.progress import Direction, Transfer, TransferKind, Transfers, copied_bytes, describe
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ MAX_REPLY_BYTES = 4 * MAX_CHUNK_SIZE
 MAX_RECORD_BYTES = DEFAULT_MAX_PAYLOAD - 64 * 1024
 """The largest change record that is shipped as a record; larger ones (rare: an operation
 touching ~100,000 rows) make the volume travel as a whole-volume copy."""
+COPY_IDLE_SECONDS = 120.0
+"""A copy being received that got no part for this long is over (its sender went away)."""
 
 
 class PeerHandler:
@@ -63,7 +70,8 @@ class PeerHandler:
                  on_fenced: Callable[[VolumeId, int], None],
                  release: Callable[[VolumeId, int], Awaitable[None]],
                  push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None,
-                 take_snapshot: Callable[[VolumeId, str], Awaitable[VolumeId]] | None = None) -> None:
+                 take_snapshot: Callable[[VolumeId, str], Awaitable[VolumeId]] | None = None,
+                 transfers: Transfers | None = None) -> None:
         """``adopt``: the local record of a volume, created from the cluster catalog if
         this node has none (None: no such volume). ``writing_epoch``: the epoch under
         which this node writes the volume, None if it does not. ``on_fenced``: this node's
@@ -71,7 +79,8 @@ class PeerHandler:
         volume because another node is taking it over. ``push_copy``: copy the volume
         whole to a node under an epoch, returning the sequence the copy holds (None:
         ``PushCopy`` is refused). ``take_snapshot``: snapshot a volume this node writes
-        under a name, returning the snapshot's id (None: ``TakeSnapshot`` is refused)."""
+        under a name, returning the snapshot's id (None: ``TakeSnapshot`` is refused).
+        ``transfers``: the node's, where copies being received show (None: nowhere)."""
         self.records = records
         self.adopt = adopt
         self.writing_epoch = writing_epoch
@@ -79,6 +88,9 @@ class PeerHandler:
         self.release = release
         self.push_copy = push_copy
         self.take_snapshot = take_snapshot
+        self.transfers = transfers
+        self._incoming: dict[int, Transfer] = {}
+        """Copies being received, by copy id."""
 
     async def __call__(self, peer: NodeId, request: Request) -> Reply:
         try:
@@ -186,13 +198,38 @@ class PeerHandler:
         if request.first:
             log.info("volume %s: receiving a whole copy (up to record %d) from node %s",
                      record.name, request.snapshot_seq, peer.hex()[:8])
-        self.records.receive_copy(record, request.epoch, request.copy_id, request.snapshot_seq,
-                                  first=request.first, last=request.last, rows=request.rows,
-                                  next_local=request.next_local)
+        transfer = self._incoming_transfer(peer, record, request)
+        try:
+            self.records.receive_copy(record, request.epoch, request.copy_id, request.snapshot_seq,
+                                      first=request.first, last=request.last, rows=request.rows,
+                                      next_local=request.next_local)
+        except Exception as exc:
+            if transfer is not None:
+                transfer.fail(describe(exc))
+            raise
+        if transfer is not None:
+            transfer.advance(copied_bytes(request.rows), len(request.rows))
+            if request.last:
+                transfer.finish()
         if not request.last:
             return Ack()
         log.info("volume %s: whole copy up to record %d received", record.name, request.snapshot_seq)
         return LogAck(record.volume_id, request.snapshot_seq)
+
+    def _incoming_transfer(self, peer: NodeId, record: VolumeRecord, request: VolumeCopy) -> Transfer | None:
+        """The entry of the copy ``request`` is a part of (begun by its first part)."""
+        if self.transfers is None:
+            return None
+        for copy_id in [c for c, t in self._incoming.items() if t.over]:
+            del self._incoming[copy_id]  # failed, or expired
+        if request.first:
+            for other in self._incoming.values():
+                if other.volume == record.name:
+                    other.fail("replaced by another copy")
+            kind = TransferKind.SNAPSHOT if is_snapshot_name(record.name) else TransferKind.INCOMING
+            self._incoming[request.copy_id] = self.transfers.start(
+                record.name, kind, Direction.IN, peer, whole=True, idle_limit=COPY_IDLE_SECONDS)
+        return self._incoming.pop(request.copy_id, None) if request.last else self._incoming.get(request.copy_id)
 
     def _complete(self, record: VolumeRecord) -> bool:
         return not self.records.incomplete(record.slot) and self.records.applied_seq(record.slot) > 0

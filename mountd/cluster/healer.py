@@ -21,7 +21,10 @@ here is never a source.
 Shipping uses the epoch of the last writer (the highest this node has seen), which every
 replica accepts unless a newer writer appeared meanwhile; then the round stops.
 
-Dependencies are handed in: the node's records, members, peer pool and coordinator,
+What a round ships shows in the node's ``Transfers`` (kind ``drain`` while this node
+drains, ``heal`` otherwise).
+
+Dependencies are handed in: the node's records, members, peer pool, coordinator and transfers,
 and two calls only the node can answer, ``writes`` (whether it writes a volume) and
 ``drop_copy`` (drop a copy, unless a mount got there first: True if it went).
 """
@@ -43,6 +46,7 @@ from cfs.store import NodeRecords
 from cfs.types import NodeId, VolumeId
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
+from mountd.cluster.progress import TransferKind, Transfers
 from mountd.cluster.replicator import VolumeReplicator
 
 log = logging.getLogger(__name__)
@@ -54,7 +58,7 @@ class Healer:
     def __init__(self, records: NodeRecords, members: Members, pool: PeerPool, coord: Coordinator, *,
                  writes: Callable[[VolumeId], bool],
                  drop_copy: Callable[..., Awaitable[bool]],
-                 interval: float, replication_timeout: float) -> None:
+                 interval: float, replication_timeout: float, transfers: Transfers | None = None) -> None:
         self.records = records
         self.members = members
         self.pool = pool
@@ -63,6 +67,7 @@ class Healer:
         self.drop_copy = drop_copy
         self.interval = interval
         self.replication_timeout = replication_timeout
+        self.transfers = transfers
         self.rounds = 0
         self._cataloged: set[VolumeId] = set()
         """Snapshots seen in the catalog: once gone from it they were removed, and their
@@ -161,7 +166,8 @@ class Healer:
                  ", ".join(n.hex()[:8] for n in targets))
         rep = VolumeReplicator(self.records, self.pool, record, epoch,
                                targets=lambda: targets, on_fenced=lambda _epoch: None,
-                               timeout=self.replication_timeout)
+                               timeout=self.replication_timeout, transfers=self.transfers,
+                               kind=TransferKind.DRAIN if draining else TransferKind.HEAL)
         await rep.ship_once()
         self.shipped[record.name] = best
 

@@ -68,6 +68,34 @@ class PeerError(CfsError):
 
 
 @dataclass
+class LinkCounters:
+    """Traffic of the node's peer connections since the daemon started, for its metrics.
+
+    By direction: ``out``, the connections this node dialled, which carry its requests
+    (shipping records and chunks to replicas, whole-volume copies, chunk fetches) and
+    their replies; ``in``, the ones peers dialled. Made by ``ClusterNode``, handed to its
+    ``PeerPool`` and ``PeerServer``, and from them to each ``PeerConnection``, which counts
+    as it sends and reads; plain integers, all on the trio thread.
+    """
+
+    sent_bytes: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
+    received_bytes: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
+    open: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0})
+    """Authenticated connections being served now."""
+    rejected: int = 0
+    """Connections ended because of what the peer sent: a frame that failed its MAC, was
+    malformed or over the size limit, or a failed handshake (``Rejected``)."""
+    shipped_bytes: int = 0
+    """Change-log records and chunks shipped to replicas (``VolumeReplicator``: a writer's,
+    or the self-healer's), not counting whole-volume copies."""
+    copies: int = 0
+    """Whole-volume copies this node is sending now (``mountd.cluster.replicator.send_copy``,
+    through the pool)."""
+    copied_bytes: int = 0
+    """Row and chunk bytes those copies sent."""
+
+
+@dataclass
 class _Waiter:
     done: trio.Event = field(default_factory=trio.Event)
     reply: Reply | None = None
@@ -76,10 +104,14 @@ class _Waiter:
 class PeerConnection:
     """One authenticated connection; ``request`` from any task while ``run`` reads."""
 
-    def __init__(self, stream: trio.abc.Stream, session: Session, name: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, session: Session, name: str, *,
+                 counters: LinkCounters, direction: str) -> None:
         self.stream = stream
         self.session = session
         self.name = name
+        self.counters = counters
+        self.direction = direction
+        """``out``: this node dialled it; ``in``: a peer did."""
         self.peer: NodeId | None = None
         self._send_lock = trio.Lock()
         self._waiters: dict[int, _Waiter] = {}
@@ -89,7 +121,13 @@ class PeerConnection:
         async with self._send_lock:
             data = self.session.data_to_send()
             if data:
+                self.counters.sent_bytes[self.direction] += len(data)
                 await self.stream.send_all(data)
+
+    async def _receive(self) -> None:
+        data = await self.stream.receive_some(RECEIVE_SIZE)
+        self.counters.received_bytes[self.direction] += len(data)
+        self.session.receive_data(data)
 
     async def handshake(self) -> NodeId:
         """Exchange Hello/Auth; raises ProtocolError (refused) or PeerUnavailable."""
@@ -100,11 +138,12 @@ class PeerConnection:
                     event = self.session.next_event()
                     await self._flush()
                     if event is NEED_DATA:
-                        self.session.receive_data(await self.stream.receive_some(RECEIVE_SIZE))
+                        await self._receive()
                     elif isinstance(event, Authenticated):
                         self.peer = event.peer_node_id
                         return event.peer_node_id
                     elif isinstance(event, Rejected):
+                        self.counters.rejected += 1
                         raise event.error
                     elif isinstance(event, Closed):
                         raise PeerUnavailable(f"{self.name} closed the connection during the handshake")
@@ -118,13 +157,14 @@ class PeerConnection:
     async def run(self, handler: Handler | None) -> None:
         """Read until the connection ends; answer requests with ``handler`` (None: refuse them)."""
         limiter = trio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self.counters.open[self.direction] += 1
         try:
             async with trio.open_nursery() as nursery:
                 while True:
                     event = self.session.next_event()
                     if event is NEED_DATA:
                         try:
-                            data = await self.stream.receive_some(RECEIVE_SIZE)
+                            await self._receive()
                         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                             # Here, not around the nursery, where trio wraps it in an
                             # ExceptionGroup: a peer that resets the connection (one that
@@ -132,7 +172,6 @@ class PeerConnection:
                             log.info("peer %s: connection lost (%s)", self.name, exc)
                             nursery.cancel_scope.cancel()
                             return
-                        self.session.receive_data(data)
                     elif isinstance(event, ReplyReceived):
                         waiter = self._waiters.pop(event.request_id, None)
                         if waiter is not None:
@@ -142,6 +181,7 @@ class PeerConnection:
                         await limiter.acquire()  # back-pressure: stop reading until a slot frees
                         nursery.start_soon(self._answer, handler, event, limiter)
                     elif isinstance(event, Rejected):
+                        self.counters.rejected += 1
                         log.warning("peer %s: disconnected: %s", self.name, event.reason)
                         nursery.cancel_scope.cancel()
                         return
@@ -149,6 +189,7 @@ class PeerConnection:
                         nursery.cancel_scope.cancel()
                         return
         finally:
+            self.counters.open[self.direction] -= 1
             self.closed.set()
             for waiter in self._waiters.values():
                 waiter.done.set()
@@ -207,10 +248,11 @@ class PeerServer:
     """Accepts peer connections on ``host:port`` and answers them with ``handler``."""
 
     def __init__(self, host: str, port: int, node_id: NodeId, secret: bytes, cluster: str,
-                 handler: Handler) -> None:
+                 handler: Handler, *, counters: LinkCounters | None = None) -> None:
         self.host, self.port = host, port
         self.node_id, self.secret, self.cluster = node_id, secret, cluster
         self.handler = handler
+        self.counters = counters if counters is not None else LinkCounters()
 
     async def serve(self, *,
                     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -234,7 +276,7 @@ class PeerServer:
         except OSError:
             address = "?"
         session = Session("responder", self.node_id, self.secret, cluster=self.cluster)
-        conn = PeerConnection(stream, session, address)
+        conn = PeerConnection(stream, session, address, counters=self.counters, direction="in")
         try:
             peer = await conn.handshake()
         except (ProtocolError, PeerUnavailable) as exc:
@@ -254,9 +296,10 @@ class PeerPool:
     """
 
     def __init__(self, node_id: NodeId, secret: bytes, cluster: str,
-                 addresses: Callable[[NodeId], str | None]) -> None:
+                 addresses: Callable[[NodeId], str | None], *, counters: LinkCounters | None = None) -> None:
         self.node_id, self.secret, self.cluster = node_id, secret, cluster
         self.addresses = addresses
+        self.counters = counters if counters is not None else LinkCounters()
         self._conns: dict[NodeId, PeerConnection] = {}
         self._dialing: dict[NodeId, trio.Lock] = {}
         self._failed: dict[NodeId, tuple[float, str]] = {}
@@ -303,7 +346,8 @@ class PeerPool:
         except (OSError, trio.TooSlowError, ValueError) as exc:
             raise PeerUnavailable(f"cannot connect to node {peer.hex()[:8]} at {address}: {exc or 'timeout'}") from None
         session = Session("initiator", self.node_id, self.secret, cluster=self.cluster, expected_peer=peer)
-        conn = PeerConnection(stream, session, f"{peer.hex()[:8]}@{address}")
+        conn = PeerConnection(stream, session, f"{peer.hex()[:8]}@{address}", counters=self.counters,
+                              direction="out")
         try:
             await conn.handshake()
         except ProtocolError as exc:

@@ -1,8 +1,9 @@
 """This node's part in the cluster: registration, members, peers, and its volume writers.
 
 ``ClusterNode`` owns the node's coordination session, its member table (``Members``),
-its peer connections (``PeerPool``, ``PeerServer``) and the table of the volumes it
-writes: one ``VolumeWriter`` each (mountd.cluster.writer), which owns that volume's
+its peer connections (``PeerPool``, ``PeerServer``), the progress of its bulk transfers
+(``Transfers``: copies, healing, catch-up; ``cfs status`` and metrics read it) and the
+table of the volumes it writes: one ``VolumeWriter`` each (mountd.cluster.writer), which owns that volume's
 lease, fencing, catch-up and shipping. The same object runs a single node (the embedded
 ``LocalCoordinator``: one node, every volume has one copy, no peers) and a cluster
 member (``EtcdCoordinator``, a peer listener, replicators, the self-healer).
@@ -54,8 +55,9 @@ from cfs.types import ChunkId, NodeId, Slot, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.handler import PeerHandler
 from mountd.cluster.healer import Healer
-from mountd.cluster.links import PeerError, PeerPool, PeerServer, PeerUnavailable
+from mountd.cluster.links import LinkCounters, PeerError, PeerPool, PeerServer, PeerUnavailable
 from mountd.cluster.members import Members
+from mountd.cluster.progress import TransferKind, Transfers
 from mountd.cluster.replicator import send_copy
 from mountd.cluster.stopping import Stopping
 from mountd.cluster.writer import (
@@ -107,10 +109,16 @@ class ClusterNode:
         self.config = config
         self.node_id = NodeId(records.node_id())
         self.members = Members(self.node_id, coord)
-        self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self.members.address)
+        self.links = LinkCounters()
+        """Traffic of every peer connection, inbound and outbound (for the node's metrics)."""
+        self.pool = PeerPool(self.node_id, config.secret or b"", config.name, self.members.address,
+                             counters=self.links)
         self.fetcher = ChunkFetcher(records, self.pool, self.members)
+        self.transfers = Transfers()
+        """Copies, heal rounds and catch-ups in flight here (and the last few that ended)."""
         self._context = WriterContext(records, fs, self.pool, self.members, self.fetcher, evictions,
-                                      config.clustered, config.replication_timeout, self.stopping)
+                                      config.clustered, config.replication_timeout, self.transfers,
+                                      self.stopping)
         self.session: NodeSession | None = None
         self._writers: dict[VolumeId, VolumeWriter] = {}
         """The volumes this node writes (open, fenced or closing)."""
@@ -123,10 +131,10 @@ class ClusterNode:
         """``stop`` unregisters: the registration's end is no loss then."""
         self.healer = Healer(records, self.members, self.pool, coord, writes=self.writes,
                              drop_copy=self.drop_copy, interval=max(2.0, config.lease_ttl / 2),
-                             replication_timeout=config.replication_timeout)
+                             replication_timeout=config.replication_timeout, transfers=self.transfers)
         self.handler = PeerHandler(records, adopt=self._adopt, writing_epoch=self._writing_epoch,
                                    on_fenced=self._fenced, release=self._release, push_copy=self._push_copy,
-                                   take_snapshot=self._take_snapshot)
+                                   take_snapshot=self._take_snapshot, transfers=self.transfers)
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -148,7 +156,7 @@ class ClusterNode:
                         if self.config.listen is not None:
                             host, port = self.config.listen
                             server = PeerServer(host, port, self.node_id, self.config.secret or b"",
-                                                self.config.name, self.handler)
+                                                self.config.name, self.handler, counters=self.links)
                             await nursery.start(server.serve)
                         await self.members.refresh()
                         nursery.start_soon(self._watch_members)
@@ -678,7 +686,9 @@ class ClusterNode:
     async def _push_copy(self, peer: NodeId, record: VolumeRecord, epoch: int) -> int:
         """The peer handler's ``PushCopy``: copy the volume whole to ``peer``."""
         try:
-            return await send_copy(self.records, self.pool, record, epoch, peer)
+            kind = TransferKind.SNAPSHOT if is_snapshot_name(record.name) else TransferKind.CATCH_UP
+            return await send_copy(self.records, self.pool, record, epoch, peer, transfers=self.transfers,
+                                   kind=kind)
         except (PeerUnavailable, PeerError) as exc:
             raise ReplicationError(
                 f"volume {record.name!r}: the copy to node {peer.hex()[:8]} failed: {exc}") from None
@@ -714,6 +724,10 @@ class ClusterNode:
     def writing(self) -> dict[str, int]:
         """Volumes this node writes, with their lease epochs."""
         return {w.name: w.epoch for w in self._writers.values() if not w.fenced}
+
+    def writers(self) -> list[VolumeWriter]:
+        """The volumes this node writes (open, fenced or closing), for its metrics."""
+        return list(self._writers.values())
 
     def degraded(self) -> dict[str, str]:
         return {w.name: w.replicator.degraded for w in self._writers.values()

@@ -10,7 +10,8 @@ volume's life on a node (snapshots, CSI's publish and stage) belongs here:
   lacks from the node that has the most (chunks it lacks stay remote, fetched when read
   and in the background); if that node's log no longer reaches back to this node's
   copy, or this copy is an interrupted whole-volume copy, have it push a whole copy
-  first (``PushCopy``); take the size limit the catalog gives the volume (it may have been
+  first (``PushCopy``); the records replayed show as a catch-up in the node's
+  ``Transfers``; take the size limit the catalog gives the volume (it may have been
   raised while another node wrote it). A failure on the way releases the lease.
 * WRITING: the volume takes writes here. Background work runs in the writer's own
   nursery (``run``): the replicator ships records to the replicas, the lease is watched
@@ -26,9 +27,12 @@ volume's life on a node (snapshots, CSI's publish and stage) belongs here:
 
 Durability promise (``replicated``, fsync's second half): an fsync, fdatasync, fsyncdir or
 close-after-write succeeds only while the writer is WRITING or CLOSING unfenced, and
-once the replicas acknowledged what was written (or the volume is marked degraded with
-its lease confirmed). A fenced or closed writer fails them with EIO (``VolumeLost``):
-what they would vouch for may have been thrown away.
+once the replicas acknowledged what was written, or, if they did not within the
+replication timeout, the volume is marked degraded, its lease confirmed, and its
+durability is ``available`` (cfs.durability). A ``strict`` volume fails them with EIO
+then (``NotReplicated``): the data stays here, shipped when the replicas answer. A
+fenced or closed writer fails them with EIO (``VolumeLost``): what they would vouch for
+may have been thrown away.
 
 Concurrency: runs on the trio thread; the node serialises open and close per volume
 (its per-name lock). ``fence`` may be called from any task at any time, and is final.
@@ -44,7 +48,10 @@ import trio
 
 from cfs.codec import VolumeRecord
 from cfs.coord.api import Lease, NodeSession, VolumeSpec
-from cfs.errors import CfsError, LeaseHeld, LogTrimmed, ReplicationError, Unavailable, VolumeExists, VolumeLost
+from cfs.durability import Durability, durability_of
+from cfs.errors import (
+    CfsError, LeaseHeld, LogTrimmed, NotReplicated, ReplicationError, Unavailable, VolumeExists, VolumeLost,
+)
 from cfs.fs import Filesystem, quota
 from cfs.repl import placement
 from cfs.repl.wire import ErrorCode, Fence, FetchLog, LogAck, LogRecords, PushCopy, Release, VolumeInfo, VolumeInfoReply
@@ -53,6 +60,7 @@ from cfs.types import NodeId, VolumeId
 from mountd.cluster.fetch import ChunkFetcher
 from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
+from mountd.cluster.progress import Direction, Transfer, TransferKind, Transfers
 from mountd.cluster.replicator import VolumeReplicator
 from mountd.cluster.stopping import REPLICAS_SHARE, Stopping
 
@@ -88,6 +96,8 @@ class WriterContext:
     evictions: trio.MemorySendChannel[Eviction]
     clustered: bool
     replication_timeout: float
+    transfers: Transfers | None = None
+    """Where catch-ups and the replicator's whole copies show their progress."""
     stopping: Stopping = field(default_factory=Stopping)
     """The node's stop: what a writer waits for while the node stops is bounded by it."""
 
@@ -110,6 +120,7 @@ class VolumeWriter:
         self.record = record
         self.spec = spec
         self.lease = lease
+        self.durability = durability_of(spec.options)
         self.state = WriterState.OPENING
         self.users = 1
         self.fenced_by: int | None = None
@@ -162,7 +173,8 @@ class VolumeWriter:
             writer.replicator = VolumeReplicator(
                 ctx.records, ctx.pool, record, lease.epoch,
                 targets=lambda: placement.choose(spec.volume_id, ctx.members.live_peers(), spec.replicas - 1),
-                on_fenced=writer.fence, timeout=ctx.replication_timeout)
+                on_fenced=writer.fence, timeout=ctx.replication_timeout, wanted=spec.replicas - 1,
+                strict=writer.durability is Durability.STRICT, transfers=ctx.transfers)
         writer.state = WriterState.WRITING
         log.info("volume %s: writing here with epoch %d", name, lease.epoch)
         return writer
@@ -198,7 +210,21 @@ class VolumeWriter:
             await self._pull_copy(source)
             pulls += 1
         mine = records.applied_seq(slot)
-        while mine < applied[source]:
+        if mine >= applied[source]:
+            return
+        if self.ctx.transfers is None:
+            await self._replay(source, applied[source], pulls, None)
+            return
+        with self.ctx.transfers.start(self.name, TransferKind.CATCH_UP, Direction.IN, source, whole=False,
+                                      records_total=applied[source] - mine) as transfer:
+            await self._replay(source, applied[source], pulls, transfer)
+
+    async def _replay(self, source: NodeId, last: int, pulls: int, transfer: Transfer | None) -> None:
+        """Fetch and replay ``source``'s records up to ``last`` (a whole copy first if its
+        log does not reach back), counted in ``transfer``."""
+        records, slot = self.ctx.records, self.record.slot
+        mine = records.applied_seq(slot)
+        while mine < last:
             try:
                 reply = await self.ctx.pool.request(
                     source, FetchLog(self.record.volume_id, self.epoch, mine, FETCH_BYTES))
@@ -206,6 +232,8 @@ class VolumeWriter:
                 if not reply.records:
                     break
                 records.apply_records(self.record, self.epoch, reply.records, durable=False)
+                if transfer is not None:
+                    transfer.advance(sum(len(raw) for _seq, raw in reply.records), len(reply.records))
             except (PeerError, LogTrimmed) as exc:
                 if (isinstance(exc, PeerError) and exc.code != ErrorCode.TRIMMED) or pulls >= MAX_COPY_PULLS:
                     raise
@@ -286,11 +314,16 @@ class VolumeWriter:
 
     async def replicated(self) -> None:
         """fsync's second half: return once what was written is on the replicas (or the
-        volume is degraded with its lease confirmed); VolumeLost (EIO) if this writer
-        was fenced or has closed (see the module doc)."""
+        volume is degraded with its lease confirmed, and its durability is available);
+        NotReplicated (EIO) if it is strict and they did not acknowledge in time;
+        VolumeLost (EIO) if this writer was fenced or has closed (see the module doc)."""
         self.check_alive()
         if self.replicator is not None and not await self.replicator.wait_replicated():
             await self._confirm_lease()
+            self.check_alive()
+            if self.durability is Durability.STRICT:
+                raise NotReplicated(f"volume {self.name!r} (durability=strict): not on {self.spec.replicas} "
+                                    f"nodes within the replication timeout ({self.replicator.degraded or 'degraded'})")
         self.check_alive()  # fenced while waiting: the replicas refused these records
 
     def check_alive(self) -> None:

@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 
+from cfs.durability import OPTION as DURABILITY, parse_durability
 from cfs.errors import CfsError, UserError, VolumeNotFound
 from cfs.fs.quota import parse_size
 from cfs.names import validate_volume_name
@@ -327,7 +328,8 @@ def _options(request: Request) -> dict[str, str]:
 def _differences(requested: dict[str, str], info: dict[str, Any]) -> list[str]:
     """The requested options an existing volume does not have, compared by what they mean
     (``size=1G`` is ``size=1073741824``, ``mode=0750`` is ``mode=750``)."""
-    have = {"block_size": str(info["block_size"]), "replicas": str(info["replicas"]), **info["options"]}
+    have = {"block_size": str(info["block_size"]), "replicas": str(info["replicas"]),
+            DURABILITY: info[DURABILITY], **info["options"]}
     differ = []
     for key, value in sorted(requested.items()):
         if key not in have or _meaning(key, have[key]) != _meaning(key, value):
@@ -344,6 +346,8 @@ def _meaning(key: str, raw: str) -> object:
             return int(raw, 8)
         if key in ("block_size", "uid", "gid", "replicas"):
             return int(raw)
+        if key == DURABILITY:
+            return parse_durability(raw)
     except (UserError, ValueError):
         pass
     return raw

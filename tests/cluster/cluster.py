@@ -102,14 +102,17 @@ class Member(Node):
 
     def __init__(self, base: Path, name: str, *, etcd_url: str, secret_file: Path, lease_ttl: int,
                  replication_timeout: float, host: str = "127.0.0.1", wrapper: list[str] | None = None,
-                 daemon_args: list[str] | None = None) -> None:
+                 daemon_args: list[str] | None = None, metrics: bool = False) -> None:
+        """``metrics``: serve Prometheus metrics on a port of its own (``metrics_port``)."""
         self.name = name
         self.host = host
         self.port = free_port()
+        self.metrics_port = free_port() if metrics else None
+        metrics_args = ["--metrics", f"{host}:{self.metrics_port}"] if metrics else []
         super().__init__(base, wrapper=wrapper, extra_args=[
             "--etcd", etcd_url, "--listen", f"{host}:{self.port}", "--secret-file", str(secret_file),
             "--lease-ttl", str(lease_ttl), "--replication-timeout", str(replication_timeout),
-            "--no-plugin", *(daemon_args or [])])
+            "--no-plugin", *metrics_args, *(daemon_args or [])])
         self.node_id = ""
         self.frozen = False
 
@@ -190,11 +193,13 @@ class Cluster:
 
     def __init__(self, base: Path, *, lease_ttl: int = LEASE_TTL,
                  replication_timeout: float = REPLICATION_TIMEOUT, network: Network | None = None,
-                 daemon_args: list[str] | None = None) -> None:
+                 daemon_args: list[str] | None = None, metrics: bool = False) -> None:
         """``network``: put each node in a network namespace of its own (``tests.cluster.netns``);
         the cluster closes it last. ``daemon_args``: more ``cfs-mountd`` options for every node
-        (e.g. ``["--changelog-retain", "5"]``)."""
+        (e.g. ``["--changelog-retain", "5"]``). ``metrics``: every node serves ``--metrics``
+        on a port of its own (``Member.metrics_port``)."""
         self.daemon_args = list(daemon_args or [])
+        self.metrics = metrics
         self.base = base
         self.network = network
         self.lease_ttl = lease_ttl
@@ -230,7 +235,7 @@ class Cluster:
             host, wrapper = self.network.attach(name) if self.network else ("127.0.0.1", None)
             member = Member(self.base / name, name, etcd_url=self.etcd.url, secret_file=secret_file,
                             lease_ttl=self.lease_ttl, replication_timeout=self.replication_timeout,
-                            host=host, wrapper=wrapper, daemon_args=self.daemon_args)
+                            host=host, wrapper=wrapper, daemon_args=self.daemon_args, metrics=self.metrics)
             self.nodes.append(member)
             new.append(member)
         _parallel(lambda m: m.start(), new)

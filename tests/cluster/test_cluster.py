@@ -200,6 +200,12 @@ def test_fenced_writer_is_refused_and_unmounts(cluster: Cluster) -> None:
     fenced, unmounts and drops its copy, and neither b nor r ever shows a byte of that
     write: the file is there, empty, as it was made durable before the freeze.
 
+    While a is frozen the write(2) waits in the kernel for a's answer to a GETXATTR
+    (security.capability: the kernel's check whether the write must drop privileges); its
+    WRITE request is sent only once a answered that, after it resumed, so it may reach a
+    at any point of the fence: before it (then the fsync fails), after it (EROFS), or
+    after a dropped its copy (EIO; it used to be ENOENT, which failed this test under load).
+
     With the short etcd lease, a's registration is gone when it resumes (the test waits
     until b lists a as down). With one that outlives the freeze (checked: a is still up),
     a still believes it holds the volume: it learns otherwise from etcd's lease record or

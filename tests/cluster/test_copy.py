@@ -7,16 +7,20 @@ cannot be brought up by records: a's replicator copies the volume to b whole, th
 ships records after the copy, and the volume does not stay degraded. b then takes the
 volume over and serves every file by itself; fsck is clean there. A second case: a
 node that takes a volume over while its copy is older than any retained log asks for a
-whole copy before it fetches the rest.
+whole copy before it fetches the rest. Both ends of each copy show it among the
+transfers that ended (``cfs status``), with the same bytes.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from tests.cluster.cluster import (
     EXPIRY_TTL,
     Cluster,
+    Member,
     assert_clean,
     assert_tree,
     create_volume,
@@ -31,6 +35,12 @@ from tests.cluster.cluster import (
 )
 
 pytestmark = pytest.mark.mount
+
+def ended(node: Member, kind: str, direction: str, peer: Member) -> list[dict[str, Any]]:
+    """The transfers of volume vol with ``peer`` that ``node`` shows as ended, done."""
+    return [t for t in node.status()["cluster"]["transfers_ended"] if t["volume"] == "vol" and t["kind"] == kind
+            and t["direction"] == direction and t["peer"] == peer.node_id and t["state"] == "done"]
+
 
 RETAIN = 5
 SMALL_LOG = {"daemon_args": ["--changelog-retain", str(RETAIN)]}
@@ -57,6 +67,10 @@ def test_a_new_replica_is_copied_whole_after_a_node_loss(cluster: Cluster) -> No
                     timeout=3 * cluster.lease_ttl + 30)
     assert b.node_id in repl["copied"], repl
     assert any("copying the volume whole" in line for line in a.log_lines("whole"))
+    # both ends showed it: a sent it against the volume's bytes in use, b counted the same
+    [sent] = ended(a, "replica", "out", b)
+    [received] = ended(b, "incoming", "in", a)
+    assert sent["bytes_done"] == sent["bytes_total"] == received["bytes_done"] > 0
     wait_for("the volume to be whole again", lambda: a.inspect("vol")["replication"]["degraded"] is None,
              timeout=20)
 
@@ -91,4 +105,10 @@ def test_a_mount_far_behind_pulls_a_whole_copy(cluster: Cluster) -> None:
     mb = mount(b, takeover=True)
     assert_tree(mb, expected)
     assert any("copying the volume whole from it" in line for line in b.log_lines("whole"))
+    [source] = [n for n in (a, r) if ended(n, "catch-up", "out", b)]   # PushCopy, sent for b's catch-up
+    # b may have had a whole copy from the same source before (as a replica while r was
+    # away, if a's log had already moved past its beginning): the catch-up's is one of them
+    [sent] = ended(source, "catch-up", "out", b)
+    received = [t["bytes_done"] for t in ended(b, "incoming", "in", source)]
+    assert sent["bytes_total"] > 0 and sent["bytes_total"] in received, (sent, received)
     assert_clean(b)

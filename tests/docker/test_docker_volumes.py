@@ -80,7 +80,8 @@ def test_two_containers_use_the_volume_at_once(engine: Engine, plugin: Plugin) -
 def test_unknown_option_fails_with_the_plugins_message(engine: Engine, plugin: Plugin) -> None:
     done = engine.docker("volume", "create", "-d", plugin.name, "-o", "colour=blue", "v3", check=False)
     assert done.returncode != 0
-    assert b"unknown volume option(s): colour (known: block_size, from, gid, mode, replicas, size, uid)" in done.stderr
+    assert (b"unknown volume option(s): colour (known: block_size, durability, from, gid, mode, replicas, size, uid)"
+            in done.stderr)
     done = engine.docker("volume", "create", "-d", plugin.name, "-o", "size=lots", "v3", check=False)
     assert done.returncode != 0 and b"option size='lots' is not a size like 10G" in done.stderr
     done = engine.docker("volume", "create", "-d", plugin.name, "-o", "replicas=2", "v3", check=False)

@@ -72,12 +72,21 @@ def test_mount_point_errors(node: Node, short_tmp: Path) -> None:
     fails_with(node.cli("mount", "v", str(short_tmp / "missing"), check=False), "does not exist")
     (short_tmp / "file").write_text("x")
     fails_with(node.cli("mount", "v", str(short_tmp / "file"), check=False), "not a directory")
-    (short_tmp / "full").mkdir()
-    (short_tmp / "full" / "x").write_text("x")
-    fails_with(node.cli("mount", "v", str(short_tmp / "full"), check=False), "not empty")
     target = node.mount("v", short_tmp / "m", create=False)
     fails_with(node.cli("mount", "v", str(target), check=False), "already a mount point")
+    (short_tmp / "full").mkdir()
     fails_with(node.cli("umount", str(short_tmp / "full"), check=False), "not a cfs mount")
+
+
+def test_mount_over_a_non_empty_directory(node: Node, short_tmp: Path) -> None:
+    """As mount(8) does for every file system: what is there is hidden, and back after umount."""
+    node.cli("volume", "create", "v")
+    (short_tmp / "full").mkdir()
+    (short_tmp / "full" / "x").write_text("under")
+    target = node.mount("v", short_tmp / "full", create=False)
+    assert os.listdir(target) == []
+    node.cli("umount", str(target))
+    assert (target / "x").read_text() == "under"
 
 
 def test_daemon_not_running(short_tmp: Path) -> None:
@@ -183,4 +192,7 @@ def test_malformed_control_requests_do_not_hurt(node: Node) -> None:
     assert "JSON object" in raw(b"[1, 2]\n")["error"]
     assert "limit" in raw(b"x" * (2 << 20))["error"]
     assert "full request" in raw(b'{"op": "status"')["error"]
+    # A thousand '[' once killed the daemon (RecursionError out of json.loads).
+    assert "nested too deeply" in raw(b"[" * 1000 + b"\n")["error"]
+    assert "nested too deeply" in raw(b'{"op": "status", "args": ' + b'{"a":' * 5000 + b"\n")["error"]
     assert node.api("status")["pid"] == node.pid

@@ -26,3 +26,18 @@ def test_node_run_without_a_data_dir_takes_cfs_data_dir(monkeypatch: pytest.Monk
     monkeypatch.setenv("CFS_DATA_DIR", "/srv/from-env")
     args = cli.build_parser().parse_args(["node", "run"])
     assert config_from(args).data_dir == Path("/srv/from-env")
+
+
+def test_inspect_shows_nothing_as_a_dash_and_flags_as_words(capsys: pytest.CaptureFixture[str]) -> None:
+    # What a new user saw: "degraded: None", an empty "options:" header, a blank address.
+    cli.print_mapping({"options": {}, "replication": {"degraded": None, "fenced": False},
+                       "writer": {"address": "", "alive": True}, "mountpoints": []})
+    assert capsys.readouterr().out.splitlines() == [
+        "options: -", "replication:", "  degraded: no", "  fenced: no",
+        "writer:", "  address: -", "  alive: yes", "mountpoints: -"]
+
+
+def test_inspect_shows_why_a_volume_is_degraded(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.print_mapping({"degraded": "replica b did not acknowledge within 10 s", "options": {"size": "1G"}})
+    assert capsys.readouterr().out.splitlines() == [
+        "degraded: replica b did not acknowledge within 10 s", "options:", "  size: 1G"]

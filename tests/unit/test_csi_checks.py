@@ -99,6 +99,11 @@ def test_parameters() -> None:
     refused(Code.INVALID_ARGUMENT, checks.parameters, {"fstype": "ext4"}, match="unknown parameter(s) fstype")
     refused(Code.INVALID_ARGUMENT, checks.parameters, {"replicas": "two"}, match="not a whole number")
     refused(Code.INVALID_ARGUMENT, checks.parameters, {"replicas": "-1"}, match="not a whole number")
+    assert checks.parameters({"durability": " Strict "}) == {"durability": "strict"}
+    assert checks.parameters({"durability": "available", "replicas": "3"}) == {"durability": "available",
+                                                                                "replicas": "3"}
+    refused(Code.INVALID_ARGUMENT, checks.parameters, {"durability": "2"},
+            match="durability='2' is not a durability mode: use available or strict")
 
 
 def test_ids_and_names() -> None:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from cfs.errors import CrossDevice, InvalidName, NotFound, VolumeBusy, VolumeExists, VolumeNotFound
+from cfs.errors import CrossDevice, InvalidName, NotFound, VolumeBusy, VolumeExists, VolumeLost, VolumeNotFound
 from cfs.names import validate_volume_name
 from cfs.types import NODE_ROOT
 
@@ -71,6 +71,22 @@ def test_volume_with_open_unlinked_files_cannot_be_removed(vol: Vol) -> None:
     vol.fs.remove_volume("vol")
     assert vol.fs.volumes() == []
     assert chunk_refs(vol.store) == {}
+
+
+def test_handles_of_a_volume_removed_under_them_fail_with_eio_not_enoent(vol: Vol) -> None:
+    """A fenced copy is dropped while programs hold files of it open (``force``): a write
+    or fallocate through such a handle is an I/O error (EIO), never "no such file"
+    (ENOENT, which write(2) never answers and a program would take for a vanished name).
+    (Their fsync fails in the adapter, which asks the volume's writer first.)"""
+    ino = vol.create(b"f", b"data", keep_open=True)
+    vol.fs.remove_volume("vol", force=True)
+    for call in (lambda: vol.fs.write(ino, 0, b"late"), lambda: vol.fs.fallocate(ino, 0, 0, 10)):
+        with pytest.raises(VolumeLost) as refused:
+            call()
+        assert refused.value.errno == errno.EIO
+    vol.fs.release(ino)
+    with pytest.raises(NotFound):  # nothing holds the slot any more: an unknown inode, as any
+        vol.fs.write(ino, 0, b"late")
 
 
 @pytest.mark.parametrize("name", [

@@ -154,7 +154,7 @@ def test_create_refuses_unknown_options_and_passes_replicas_on(store: Store, tmp
     async def check(driver: VolumeDriver, service: NodeService) -> None:
         status, reply = await call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": {"colour": "blue"}})
         assert status == 500 and "unknown volume option(s): colour" in reply["Err"]
-        assert "(known: block_size, from, gid, mode, replicas, size, uid)" in reply["Err"]
+        assert "(known: block_size, durability, from, gid, mode, replicas, size, uid)" in reply["Err"]
         assert await names(service) == []
         assert (await call(driver, "/VolumeDriver.Create", {"Name": "v1", "Opts": {"replicas": "1"}}))[0] == 200
         [v1] = await service.volume_ls()

@@ -40,6 +40,7 @@ from mountd.cluster import handler as handler_module
 from mountd.cluster import replicator
 from mountd.cluster.handler import PeerHandler
 from mountd.cluster.links import PeerError, PeerPool, PeerServer
+from mountd.cluster.progress import TransferKind, Transfers
 from mountd.cluster.replicator import VolumeReplicator, send_copy
 from mountd.main import add_arguments, config_from
 
@@ -286,8 +287,8 @@ async def peer_network(handlers: dict[NodeId, Received]) -> AsyncIterator[dict[N
             nursery.cancel_scope.cancel()
 
 
-def handler_for(node: Node, push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None
-                ) -> Received:
+def handler_for(node: Node, push_copy: Callable[[NodeId, VolumeRecord, int], Awaitable[int]] | None = None,
+                transfers: Transfers | None = None) -> Received:
     """The node's real ``PeerHandler`` (recorded): it writes no volume and is never fenced."""
     async def adopt(volume_id: VolumeId) -> VolumeRecord | None:
         with node.store.op(adds_data=False) as op:
@@ -296,7 +297,8 @@ def handler_for(node: Node, push_copy: Callable[[NodeId, VolumeRecord, int], Awa
     async def release(_volume_id: VolumeId, _epoch: int) -> None:
         return None
     return Received(PeerHandler(NodeRecords(node.store), adopt=adopt, writing_epoch=lambda _v: None,
-                                on_fenced=lambda _v, _e: None, release=release, push_copy=push_copy))
+                                on_fenced=lambda _v, _e: None, release=release, push_copy=push_copy,
+                                transfers=transfers))
 
 
 def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch) -> None:
@@ -314,11 +316,15 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
         async with peer_network({aid: handler_for(a), bid: b_handler}) as pools:
             rep = VolumeReplicator(NodeRecords(a.store), pools[aid], vol.record, 1, targets=lambda: [bid],
                                    on_fenced=lambda _e: None, timeout=REPLICATION_TIMEOUT)
+            assert rep.lag()[bid][0] == a.applied(vol.slot)  # not asked yet: lacks every record
             await rep.ship_once()
             head = a.applied(vol.slot)
             assert not rep.failing, rep.failing
             assert rep.acked[bid] == head and rep.copies[bid] == head
             assert b_handler.requests.count("VolumeCopy") > 2 and "PutChunks" in b_handler.requests
+            links = pools[aid].counters  # the node's metrics: the copy is over, its bytes counted
+            assert links.copies == 0 and 0 < links.copied_bytes < links.sent_bytes["out"]
+            assert rep.lag() == {bid: (0, 0.0)}
             sweep(b)
             assert_same(a, vol.slot, b, brec.slot)
             assert_chunks_consistent(b.store)
@@ -329,8 +335,61 @@ def test_the_replicator_copies_a_replica_the_log_cannot_serve(nodes, monkeypatch
             assert not rep.failing, rep.failing
             assert "VolumeCopy" not in b_handler.requests and "AppendLog" in b_handler.requests
             assert rep.acked[bid] == a.applied(vol.slot)
+            assert links.shipped_bytes >= 5000  # the record, and its chunk
     trio.run(replicate)
     assert_same(a, vol.slot, b, brec.slot)
+
+
+def test_a_copy_and_a_round_of_records_show_as_transfers_on_both_sides(nodes, monkeypatch) -> None:
+    """The sender's entry knows the volume's bytes in use up front; the receiver's knows
+    no total; both count the same bytes and rows, and end done. The records of a
+    healer's round (``ship_once``) are a transfer of their own, with their total."""
+    a, b = nodes
+    monkeypatch.setattr(replicator, "COPY_ROW_BYTES", 300)    # many parts
+    vol, brec = make_replicated(a, b)
+    workload(vol)
+    busy(vol)
+    trim(a, vol.slot)
+    aid, bid = NodeId(a.store.node_id()), NodeId(b.store.node_id())
+    sent, received = Transfers(), Transfers()
+    seen_running: list[int] = []
+    copied: dict[str, int] = {}
+
+    async def replicate() -> None:
+        async with peer_network({aid: handler_for(a), bid: handler_for(b, transfers=received)}) as pools:
+            rep = VolumeReplicator(NodeRecords(a.store), pools[aid], vol.record, 1, targets=lambda: [bid],
+                                   on_fenced=lambda _e: None, timeout=REPLICATION_TIMEOUT,
+                                   transfers=sent, kind=TransferKind.HEAL)
+
+            async def watch() -> None:
+                while True:
+                    seen_running.extend(s.bytes_done for s in received.snapshot())
+                    await trio.sleep(0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await rep.ship_once()
+                assert not rep.failing, rep.failing
+                with a.store.op(adds_data=False) as op:
+                    copied["used"] = changelog.used_bytes(op, vol.slot)
+                    copied["rows"] = sum(1 for _row in replica.copy_rows(op, vol.slot))
+                copied["head"] = a.applied(vol.slot)
+                for i in range(3):                          # then records, not a copy
+                    vol.create(b"next%d" % i, bytes([i + 1]) * 5000)
+                copied["records"] = a.applied(vol.slot) - copied["head"]
+                await rep.ship_once()
+                nursery.cancel_scope.cancel()
+    trio.run(replicate)
+    assert sent.snapshot() == [] and received.snapshot() == []
+    [out_copy, out_records] = sent.finished()
+    [in_copy] = received.finished()
+    assert out_copy.whole and out_copy.state == "done" and out_copy.kind == "heal" and out_copy.peer == bid.hex()
+    assert in_copy.whole and in_copy.state == "done" and in_copy.kind == "incoming" and in_copy.peer == aid.hex()
+    assert out_copy.bytes_done == in_copy.bytes_done == out_copy.bytes_total == copied["used"] > 0
+    assert out_copy.records_done == in_copy.records_done == copied["rows"]
+    assert any(0 < done < in_copy.bytes_done for done in seen_running)   # seen while it ran
+    assert not out_records.whole and out_records.state == "done"
+    assert out_records.records_done == out_records.records_total == copied["records"] >= 3
+    assert out_records.bytes_done > 3 * 5000                 # the records and their chunks
 
 
 def test_a_node_asks_another_to_push_it_a_copy(nodes) -> None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from cfs.errors import InvalidName
+from cfs.durability import OPTION as DURABILITY, Durability, parse_durability
+from cfs.errors import InvalidName, UserError
 from cfs.names import split_snapshot_name, validate_volume_name
 from tools.csi.generated import csi_pb2
 
@@ -41,7 +42,7 @@ SHARED_ON_NODE = frozenset({Mode.SINGLE_NODE_MULTI_WRITER})
 spec's table for a second NodePublishVolume): any other single-node mode allows one."""
 
 FS_TYPES = frozenset({"", "cfs", "fuse.cfs"})
-PARAMETERS = frozenset({"replicas", "block_size"})
+PARAMETERS = frozenset({"replicas", "block_size", "durability"})
 IGNORED_PARAMETER_PREFIX = "csi.storage.k8s.io/"
 """Parameters the Kubernetes external-provisioner adds (--extra-create-metadata: the PV's
 and PVC's names): information for the driver, not options of the volume."""
@@ -141,14 +142,21 @@ def fits(limit: int, rng: csi_pb2.CapacityRange | None) -> bool:
 
 def parameters(params: Mapping[str, str]) -> dict[str, str]:
     """The volume options the StorageClass parameters ask for (``replicas``,
-    ``block_size``); other keys are refused, but Kubernetes' own metadata."""
+    ``block_size``, ``durability``: cfs.durability, by its mode's name); other keys are
+    refused, but Kubernetes' own metadata."""
     unknown = sorted(k for k in params if k not in PARAMETERS and not k.startswith(IGNORED_PARAMETER_PREFIX))
     if unknown:
         raise invalid(f"unknown parameter(s) {', '.join(unknown)}: cfs takes {', '.join(sorted(PARAMETERS))}")
     out = {}
     for key in sorted(PARAMETERS & set(params)):
         value = params[key].strip()
-        if not value.isdigit():
+        if key == DURABILITY:
+            try:
+                value = parse_durability(value).value
+            except UserError:
+                raise invalid(f"parameter durability={params[key]!r} is not a durability mode: use "
+                              f"{' or '.join(mode.value for mode in Durability)}") from None
+        elif not value.isdigit():
             raise invalid(f"parameter {key}={params[key]!r} is not a whole number")
         out[key] = value
     return out

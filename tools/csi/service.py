@@ -266,6 +266,8 @@ class Controller(Base, csi_pb2_grpc.ControllerServicer):
             differs.append(f"its block size is {info['block_size']}")
         if "replicas" in params and int(params["replicas"]) != info["replicas"]:
             differs.append(f"it has {info['replicas']} replicas")
+        if "durability" in params and params["durability"] != info["durability"]:
+            differs.append(f"its durability is {info['durability']}")
         if info["options"].get("from") != source:
             differs.append(f"its content source is {info['options'].get('from') or 'none'}")
         if differs:
@@ -328,6 +330,8 @@ class Controller(Base, csi_pb2_grpc.ControllerServicer):
                 problems.append(f"block_size: the volume's is {info['block_size']}")
             if "replicas" in params and int(params["replicas"]) != info["replicas"]:
                 problems.append(f"replicas: the volume has {info['replicas']}")
+            if "durability" in params and params["durability"] != info["durability"]:
+                problems.append(f"durability: the volume's is {info['durability']}")
         except Abort as exc:
             problems.append(exc.message)
         if problems:
