@@ -9,7 +9,7 @@ import trio
 
 from cfs.repl.session import Session
 from cfs.types import NodeId
-from mountd.cluster.links import PeerConnection
+from mountd.cluster.links import LinkCounters, PeerConnection
 
 SECRET = b"s" * 32
 
@@ -24,7 +24,9 @@ def test_a_peer_that_resets_the_connection_ends_it_and_nothing_else() -> None:
         port = listeners[0].socket.getsockname()[1]
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         peer = await listeners[0].accept()
-        conn = PeerConnection(stream, Session("initiator", NodeId(b"a" * 16), SECRET, cluster="t"), "peer")
+        counters = LinkCounters()
+        conn = PeerConnection(stream, Session("initiator", NodeId(b"a" * 16), SECRET, cluster="t"), "peer",
+                              counters=counters, direction="out")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run, None)
             await stream.send_all(b"bytes the peer never reads")
@@ -33,6 +35,7 @@ def test_a_peer_that_resets_the_connection_ends_it_and_nothing_else() -> None:
             await peer.aclose()  # with unread bytes (and a zero linger): RST
             with trio.fail_after(5):
                 await conn.closed.wait()
+        assert counters.open["out"] == 0
         for listener in listeners:
             await listener.aclose()
     trio.run(main)
