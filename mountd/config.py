@@ -10,6 +10,7 @@ from cfs.fs.core import DIRTY_LIMIT
 from cfs.fuse.session import DEFAULT_SPIN_US
 from cfs.store import StoreConfig
 from mountd.cluster.node import ClusterConfig
+from mountd.cluster.stopping import DEFAULT_STOP_TIMEOUT
 
 SOCKET_NAME = "mountd.sock"
 SYSTEM_DATA_DIR = Path("/var/lib/cfs")
@@ -46,6 +47,8 @@ class DaemonConfig:
     """Cluster membership (etcd, peer address, secret); the default is a single node."""
     metrics: tuple[str, int] | None = None
     """Where to serve Prometheus metrics over HTTP (``--metrics HOST:PORT``); None: not served."""
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    """Seconds a stop may wait for replicas and etcd (mountd.cluster.stopping)."""
 
     @property
     def store_dir(self) -> Path:

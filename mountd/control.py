@@ -53,6 +53,7 @@ class ControlServer:
             "status": service.status,
             "node.ls": service.node_ls,
             "node.drain": service.node_drain,
+            "node.stop": service.node_stop,
         }
         if stats is not None:
             self.ops["stats"] = stats

@@ -8,9 +8,13 @@ metrics server, the commit timer and the signal watcher, and bind the recorded v
 mounts again; then watch the mount table for volumes unmounted by umount(8)
 (NodeService.watch_unmounts).
 
-Stop (SIGTERM/SIGINT): detach every volume mount, end the FUSE session, commit and
-close the store, remove the socket; exit status 0. A crash (kill -9) leaves the store
-consistent as of its last commit and leaves dead mounts that the next start detaches.
+Stop (SIGTERM, SIGINT, ``cfs node stop``; also during the start, which it cuts short):
+detach every volume mount, commit, close every writer (wait for its replicas, release
+its lease) and unregister, all within ``--stop-timeout`` whatever the peers and etcd do
+(mountd.cluster.stopping), then end the FUSE session, close the store and remove the
+socket; exit status 0. A second signal gives up waiting for anyone at once. A crash
+(kill -9) leaves the store consistent as of its last commit and leaves dead mounts that
+the next start detaches.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from cfs.fuse.counters import FuseCounters
 from cfs.store import NodeRecords, Store
 from mountd import mounts
 from mountd.cluster.node import ClusterNode
+from mountd.cluster.stopping import Stopping
 from mountd.cluster.writer import Eviction
 from mountd.config import DaemonConfig
 from mountd.control import ControlServer
@@ -84,7 +89,7 @@ class Daemon:
                 records = NodeRecords(store)
                 coord = self._coordinator()
                 evictions_in, evictions_out = trio.open_memory_channel[Eviction](64)
-                cluster = ClusterNode(fs, records, coord, self.config.cluster, evictions_in)
+                cluster = ClusterNode(fs, records, coord, self.config.cluster, evictions_in, Stopping())
                 workers = session.Workers(CLUSTER_FUSE_WORKERS if self.config.cluster.clustered else FUSE_WORKERS)
                 self._mount_fuse(fs, cluster, workers)
                 try:
@@ -159,32 +164,46 @@ class Daemon:
         service = NodeService(self.config, fs, records, cluster)
         metrics = NodeMetrics(self.counters, fs, records, cluster)
         control = ControlServer(self.config.socket_path, service, stats=metrics.stats)
+        stopping = cluster.stopping
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals, stopping)
             nursery.start_soon(self._fuse, nursery, workers)
             nursery.start_soon(self._commit_timer, fs)
-            await nursery.start(cluster.run)
-            nursery.start_soon(service.run_evictions, evictions)
-            await self._tune_fuse()
-            # Mounts first, socket second: a client that can talk to us finds them in place.
-            await service.restore_mounts()
-            nursery.start_soon(service.watch_unmounts)
-            if self.config.plugin_socket is not None:
-                driver = VolumeDriver(service, self.config.plugin_mount_root)
-                await nursery.start(PluginServer(self.config.plugin_socket, driver).serve)
-            if self._metrics_socket is not None:
-                await nursery.start(MetricsServer(self._metrics_socket, metrics).serve)
-            await nursery.start(control.serve)
-            log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
-            _notify_ready()
-            await self._wait_for_signal()
-            log.info("stopping: unmounting volumes")
-            await service.unbind_all()
-            try:
-                fs.sync()  # written blocks of files still open at the signal
-            except CfsError as exc:
-                log.error("could not store everything written before stopping: %s", exc)
-            await service.close_volumes()
+            with trio.CancelScope() as starting:  # a stop asked for during the start cuts it short
+                nursery.start_soon(self._cancel_when_asked, stopping, starting)
+                await nursery.start(cluster.run)
+                nursery.start_soon(service.run_evictions, evictions)
+                await self._tune_fuse()
+                # Mounts first, socket second: a client that can talk to us finds them in place.
+                await service.restore_mounts()
+                nursery.start_soon(service.watch_unmounts)
+                if self.config.plugin_socket is not None:
+                    driver = VolumeDriver(service, self.config.plugin_mount_root)
+                    await nursery.start(PluginServer(self.config.plugin_socket, driver).serve)
+                if self._metrics_socket is not None:
+                    await nursery.start(MetricsServer(self._metrics_socket, metrics).serve)
+                await nursery.start(control.serve)
+                log.info("serving %s (socket %s)", self.config.data_dir, self.config.socket_path)
+                _notify(b"READY=1")
+                await trio.sleep_forever()
+            await self._stop(service, fs, cluster, stopping)
             nursery.cancel_scope.cancel()
+
+    async def _stop(self, service: NodeService, fs: Filesystem, cluster: ClusterNode, stopping: Stopping) -> None:
+        """Detach the host mounts, commit, then the cluster's part (ClusterNode.stop), all
+        bounded by ``--stop-timeout``; the control socket and the peers are served until
+        the end (a peer stopping at the same moment may still wait for this node)."""
+        stopping.start(self.config.stop_timeout)
+        log.info("stopping (%s) within %g s: unmounting volumes", stopping.why, self.config.stop_timeout)
+        _notify(b"STOPPING=1")
+        await service.unbind_all()
+        try:
+            fs.sync()  # written blocks of files still open at the signal; durable here from now on
+        except CfsError as exc:
+            log.error("could not store everything written before stopping: %s", exc)
+        await cluster.stop()
+        log.info("stop took %.1f s%s", trio.current_time() - (stopping.started_at or 0.0),
+                 " (cut short by a second signal)" if stopping.at_once else "")
 
     async def _fuse(self, nursery: trio.Nursery, workers: session.Workers) -> None:
         """pyfuse3's workers; if the session ends on its own (fusermount -u), stop the node."""
@@ -207,18 +226,30 @@ class Daemon:
             except CfsError as exc:
                 log.error("background commit failed: %s", exc)
 
-    async def _wait_for_signal(self) -> None:
+    async def _watch_signals(self, stopping: Stopping) -> None:
+        """The first SIGTERM or SIGINT asks for a stop; the next ones cut it short."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                log.info("received %s", signal.Signals(signum).name)
-                return
+                name = signal.Signals(signum).name
+                if not stopping.asked.is_set():
+                    log.info("received %s", name)
+                    stopping.request(name)
+                else:
+                    log.warning("received %s while stopping: stopping at once, without waiting for peers or etcd", name)
+                    stopping.now()
+
+    async def _cancel_when_asked(self, stopping: Stopping, starting: trio.CancelScope) -> None:
+        """The stop's clock starts when it is asked for, also while the start unwinds."""
+        await stopping.asked.wait()
+        stopping.start(self.config.stop_timeout)
+        starting.cancel()
 
 
-def _notify_ready() -> None:
-    """Tell systemd (Type=notify) we are up, when it asked."""
+def _notify(state: bytes) -> None:
+    """Tell systemd (Type=notify) how we are, when it asked."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.connect(address if not address.startswith("@") else "\0" + address[1:])
-        sock.send(b"READY=1")
+        sock.send(state)

@@ -12,6 +12,7 @@ from cfs.fuse.session import DEFAULT_SPIN_US
 from cfs.store import StoreConfig
 from cfs.repl.session import MIN_SECRET_SIZE
 from mountd.cluster.node import ClusterConfig
+from mountd.cluster.stopping import DEFAULT_STOP_TIMEOUT
 from mountd.config import DaemonConfig, default_data_dir
 from mountd.daemon import Daemon
 
@@ -38,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (default: not served; "
                              "cfs stats works without)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--stop-timeout", type=float, default=DEFAULT_STOP_TIMEOUT, metavar="SECONDS",
+                        help="how long a stop (SIGTERM, cfs node stop) may wait for replicas to acknowledge and "
+                             "for etcd; what is not acknowledged by then is shipped later, and a second signal "
+                             f"stops at once (default: {DEFAULT_STOP_TIMEOUT:g})")
     parser.add_argument("--changelog-retain", type=int, default=StoreConfig.changelog_retain, metavar="N",
                         help="change-log records kept per volume beyond what every replica has "
                              f"(default: {StoreConfig.changelog_retain}); a replica further behind is "
@@ -67,13 +72,16 @@ def config_from(args: argparse.Namespace) -> DaemonConfig:
         raise CfsError("--fuse-spin-us must be between 0 and 10000")
     if args.changelog_retain < 1:
         raise CfsError("--changelog-retain must be at least 1")
+    if not 0 <= args.stop_timeout <= 3600:
+        raise CfsError("--stop-timeout must be between 0 and 3600 seconds")
     data_dir = Path(getattr(args, "data_dir", None) or default_data_dir()).absolute()
     return DaemonConfig(data_dir=data_dir, commit_interval=args.commit_interval, fuse_spin_us=args.fuse_spin_us,
                         store=StoreConfig(reserve_bytes=args.reserve, hold_reserve=True,
                                           changelog_retain=args.changelog_retain),
                         plugin_socket_path=args.plugin_socket.absolute() if args.plugin_socket else None,
                         plugin_enabled=not args.no_plugin, cluster=cluster_config(args),
-                        metrics=None if args.metrics is None else _host_port("--metrics", args.metrics))
+                        metrics=None if args.metrics is None else _host_port("--metrics", args.metrics),
+                        stop_timeout=args.stop_timeout)
 
 
 def cluster_config(args: argparse.Namespace) -> ClusterConfig:

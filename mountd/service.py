@@ -397,14 +397,6 @@ class NodeService:
                 await self.cluster.close_volume(name)
                 log.error("could not remount volume %s at %s: %s", name, path, exc)
 
-    async def close_volumes(self) -> None:
-        """At a clean stop: every volume this node writes is flushed, replicated and let go."""
-        for path, (name, _ro) in sorted(self._recorded().items()):
-            try:
-                await self.cluster.close_volume(name)
-            except CfsError as exc:
-                log.error("could not close volume %s: %s", name, exc)
-
     async def run_evictions(self, evictions: trio.MemoryReceiveChannel[Eviction]) -> None:
         """Unmount volumes this node may not write any more (fenced, or taken over)."""
         async for eviction in evictions:
@@ -467,6 +459,14 @@ class NodeService:
                         else _iso(node.down_since_ns / 1e9), "capacity": node.capacity,
                         "chunks": node.chunks, "self": node.node_id == self.cluster.node_id})
         return out
+
+    async def node_stop(self) -> dict[str, Any]:
+        """Ask the daemon to stop, as SIGTERM does (mountd.cluster.stopping); the reply comes
+        at once, the stop takes up to ``stop_timeout`` seconds more. ``cfs node stop`` then
+        waits for the process to be gone."""
+        log.info("stop asked for over the control socket")
+        self.cluster.stopping.request("cfs node stop")
+        return {"pid": os.getpid(), "stop_timeout": self.config.stop_timeout}
 
     async def node_drain(self, draining: bool = True) -> dict[str, Any]:
         """Mark the node draining (or not). ``still_here`` lists what keeps it from leaving:

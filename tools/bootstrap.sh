@@ -11,6 +11,7 @@ if [ "${1:-}" = "--test" ]; then
     packages+=(attr python3 fio bindfs)  # tests/posix runs /usr/bin/python3 as other users; fio, bindfs: the bench tests
     packages+=(git tar)  # tests/posix/test_programs.py runs them on a cfs mount
     packages+=(etcd-server iproute2)  # tests/cluster: a real etcd; network namespaces for the partition test
+    packages+=(systemd)  # tests/deploy: systemd-analyze verify of deploy/systemd/cfs.service
 fi
 if [ "${1:-}" = "--bench" ]; then
     packages+=(fio bindfs)

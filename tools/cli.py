@@ -25,6 +25,7 @@ from mountd.config import DaemonConfig, default_data_dir
 from tools.bench import runner as bench
 from tools import stats
 from tools.client import DaemonNotRunning, call
+from tools import stop
 from tools.progress import ProgressBar, size, transfer_line
 
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="cfs: container volumes that outlive their containers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    node = sub.add_parser("node", parents=[common], help="run the node daemon; list and drain nodes").add_subparsers(
+    node = sub.add_parser("node", parents=[common],
+                          help="run and stop the node daemon; list and drain nodes").add_subparsers(
         dest="node_command", required=True, metavar="SUBCOMMAND")
     run = node.add_parser("run", help="run the node daemon in the foreground")
     mountd_main.add_arguments(run)
@@ -48,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("--undo", action="store_true", help="take the node back into service")
     drain.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                        help="wait up to SECONDS until no volume needs this node any more")
+    node_stop = node.add_parser("stop", parents=[common], help="stop the node daemon and wait until it is gone")
+    node_stop.add_argument("--timeout", type=float, default=stop.DEFAULT_TIMEOUT, metavar="SECONDS",
+                           help="how long to wait for the daemon to exit; it gives up on replicas and etcd "
+                                f"after its own --stop-timeout (default: {stop.DEFAULT_TIMEOUT:g})")
 
     volume = sub.add_parser("volume", parents=[common], help="create, list, inspect, remove volumes")
     vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="SUBCOMMAND")
@@ -196,6 +202,8 @@ def dispatch(args: argparse.Namespace, config: DaemonConfig) -> Any:
     if args.command == "node":
         if args.node_command == "ls":
             return call(sock, "node.ls")
+        if args.node_command == "stop":
+            return stop.stop(config, args.timeout)
         return drain(sock, not args.undo, args.wait)
     if args.command == "umount":
         return call(sock, "umount", {"path": os.path.abspath(args.dir)})
@@ -336,6 +344,8 @@ def print_human(args: argparse.Namespace, result: Any) -> None:
     elif args.command == "fsck":
         for line in result.get("lines", []):
             print(line)
+    elif args.command == "node" and args.node_command == "stop":
+        print(f"stopped the cfs daemon (pid {result['pid']}) in {result['seconds']:g} s")
     elif args.command == "status":
         cluster = dict(result.get("cluster", {}))
         transfers = cluster.pop("transfers", [])

@@ -163,7 +163,15 @@ class PeerConnection:
                 while True:
                     event = self.session.next_event()
                     if event is NEED_DATA:
-                        await self._receive()
+                        try:
+                            await self._receive()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                            # Here, not around the nursery, where trio wraps it in an
+                            # ExceptionGroup: a peer that resets the connection (one that
+                            # stops with our bytes unread) took the whole node down.
+                            log.info("peer %s: connection lost (%s)", self.name, exc)
+                            nursery.cancel_scope.cancel()
+                            return
                     elif isinstance(event, ReplyReceived):
                         waiter = self._waiters.pop(event.request_id, None)
                         if waiter is not None:
@@ -180,8 +188,6 @@ class PeerConnection:
                     elif isinstance(event, Closed):
                         nursery.cancel_scope.cancel()
                         return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.info("peer %s: connection lost (%s)", self.name, exc)
         finally:
             self.counters.open[self.direction] -= 1
             self.closed.set()

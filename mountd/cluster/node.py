@@ -59,6 +59,7 @@ from mountd.cluster.links import LinkCounters, PeerError, PeerPool, PeerServer, 
 from mountd.cluster.members import Members
 from mountd.cluster.progress import TransferKind, Transfers
 from mountd.cluster.replicator import send_copy
+from mountd.cluster.stopping import Stopping
 from mountd.cluster.writer import (
     RELEASE_TIMEOUT, Eviction, VolumeWriter, WriterContext, WriterState, open_read_only,
 )
@@ -99,8 +100,10 @@ class ClusterConfig:
 
 class ClusterNode:
     def __init__(self, fs: Filesystem, records: NodeRecords, coord: Coordinator, config: ClusterConfig,
-                 evictions: trio.MemorySendChannel[Eviction]) -> None:
+                 evictions: trio.MemorySendChannel[Eviction], stopping: Stopping | None = None) -> None:
         self.fs = fs
+        self.stopping = stopping or Stopping()
+        """The node's stop, which bounds every wait of ``stop`` and of the writers' closes."""
         self.records = records
         self.coord = coord
         self.config = config
@@ -114,7 +117,8 @@ class ClusterNode:
         self.transfers = Transfers()
         """Copies, heal rounds and catch-ups in flight here (and the last few that ended)."""
         self._context = WriterContext(records, fs, self.pool, self.members, self.fetcher, evictions,
-                                      config.clustered, config.replication_timeout, self.transfers)
+                                      config.clustered, config.replication_timeout, self.transfers,
+                                      self.stopping)
         self.session: NodeSession | None = None
         self._writers: dict[VolumeId, VolumeWriter] = {}
         """The volumes this node writes (open, fenced or closing)."""
@@ -123,6 +127,8 @@ class ClusterNode:
         fsync of a file opened under it fails (``replicated``)."""
         self._locks: dict[str, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
+        self._leaving = False
+        """``stop`` unregisters: the registration's end is no loss then."""
         self.healer = Healer(records, self.members, self.pool, coord, writes=self.writes,
                              drop_copy=self.drop_copy, interval=max(2.0, config.lease_ttl / 2),
                              replication_timeout=config.replication_timeout, transfers=self.transfers)
@@ -139,24 +145,28 @@ class ClusterNode:
         info = NodeInfo(self.node_id, self.config.advertise or "", capacity=self.records.capacity())
         async with self.coord.session(info) as session:
             self.session = session
-            await self._finish_removals()
-            await self._finish_publications()
-            await self._publish_local_volumes()
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                if self.config.clustered:
-                    await nursery.start(self.pool.run)
-                    if self.config.listen is not None:
-                        host, port = self.config.listen
-                        server = PeerServer(host, port, self.node_id, self.config.secret or b"",
-                                            self.config.name, self.handler, counters=self.links)
-                        await nursery.start(server.serve)
-                    await self.members.refresh()
-                    nursery.start_soon(self._watch_members)
-                    nursery.start_soon(self.healer.run)
-                nursery.start_soon(self._watch_registration, session)
-                task_status.started()
-                await trio.sleep(math.inf)
+            try:
+                await self._finish_removals()
+                await self._finish_publications()
+                await self._publish_local_volumes()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    if self.config.clustered:
+                        await nursery.start(self.pool.run)
+                        if self.config.listen is not None:
+                            host, port = self.config.listen
+                            server = PeerServer(host, port, self.node_id, self.config.secret or b"",
+                                                self.config.name, self.handler, counters=self.links)
+                            await nursery.start(server.serve)
+                        await self.members.refresh()
+                        nursery.start_soon(self._watch_members)
+                        nursery.start_soon(self.healer.run)
+                    nursery.start_soon(self._watch_registration, session)
+                    task_status.started()
+                    await trio.sleep(math.inf)
+            finally:
+                if self.stopping.stopping:
+                    await self._leave()  # a stop cut the start short: bounded, unlike the session's own
 
     async def _finish_publications(self) -> None:
         """At start: enter in the catalog the snapshots and clones made here that a crash
@@ -196,6 +206,8 @@ class ClusterNode:
 
     async def _watch_registration(self, session: NodeSession) -> None:
         await session.lost.wait()
+        if self._leaving:
+            return  # our own unregister (``stop``): every writer is closed already
         log.error("this node lost its cluster registration: every volume stops taking writes")
         for writer in list(self._writers.values()):
             writer.fence(writer.epoch + 1)
@@ -224,7 +236,7 @@ class ClusterNode:
                                                gid=gid, mode=mode, volume_id=volume_id,
                                                created_ns=spec.created_ns, replicated=replicas > 1)
             except BaseException:
-                with trio.CancelScope(shield=True):
+                with self.stopping.bounded(shield=True):
                     await self.coord.delete_volume(name)
                 raise
             if self.config.clustered:
@@ -298,7 +310,7 @@ class ClusterNode:
             copied = await open_read_only(self._context, full, snap)
             return self.fs.clone(copied.name, name, options=options, replicated=replicas > 1)
         finally:
-            with trio.CancelScope(shield=True):
+            with self.stopping.bounded(shield=True):  # cut short, the next start finishes the removal
                 try:
                     await self.remove_volume(full)
                 except CfsError as exc:
@@ -436,6 +448,8 @@ class ClusterNode:
     async def open_volume(self, name: str, *, takeover: bool = False) -> VolumeRecord:
         """Make this node the volume's writer (mountd.cluster.writer); counted per user."""
         async with self._lock(name):
+            if self.stopping.asked.is_set():
+                raise Unavailable(f"volume {name!r} is not opened: this node is stopping")
             spec = await self.coord.get_volume(name)
             if spec is None:
                 raise VolumeNotFound(f"no volume named {name!r}")
@@ -486,13 +500,54 @@ class ClusterNode:
             writer.users -= 1
             if writer.users > 0 and not writer.fenced:
                 return
-            self.records.make_room()
-            try:
-                await writer.close()
-            finally:
-                del self._writers[writer.record.volume_id]
-                if not self.config.clustered:
-                    self._by_slot.pop(writer.record.slot, None)  # one copy: the store is the truth
+            await self._close_writer(writer)
+
+    async def _close_writer(self, writer: VolumeWriter) -> None:
+        """Close ``writer`` and take it out of the table; under its name's lock."""
+        self.records.make_room()
+        try:
+            await writer.close()
+        finally:
+            del self._writers[writer.record.volume_id]
+            if not self.config.clustered:
+                self._by_slot.pop(writer.record.slot, None)  # one copy: the store is the truth
+
+    async def stop(self) -> None:
+        """The node's part of a stop (mountd.cluster.stopping), after the host mounts are
+        detached and the store committed: close every writer at once, whoever uses it
+        (each flushes, waits for its replicas and releases its lease, bounded by the
+        stop), then unregister if etcd answers in time. Peers are served until the
+        daemon's nursery ends, so peers that stop at the same moment still get answers."""
+        try:
+            with self.stopping.bounded() as closing:
+                async with trio.open_nursery() as nursery:
+                    for writer in list(self._writers.values()):
+                        nursery.start_soon(self._close_at_stop, writer)
+            if closing.cancelled_caught:
+                for writer in self._writers.values():
+                    log.warning("volume %s: still %s at the stop's deadline; given up (its lease lapses with "
+                                "this node's registration)", writer.name, writer.state.value)
+        finally:
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """Unregister, once, bounded by the stop."""
+        if self.session is None or self._leaving:
+            return
+        self._leaving = True
+        with self.stopping.bounded(shield=True) as leaving:
+            await self.session.unregister()
+        if leaving.cancelled_caught:
+            log.warning("node %s: not unregistered before the stop's deadline; its registration lapses "
+                        "in %g s", self.node_id.hex()[:8], self.config.lease_ttl)
+
+    async def _close_at_stop(self, writer: VolumeWriter) -> None:
+        async with self._lock(writer.name):
+            if self._writers.get(writer.record.volume_id) is writer:
+                try:
+                    await self._close_writer(writer)
+                except CfsError as exc:
+                    log.error("volume %s: could not close it: %s", writer.name, exc)
 
     async def drop_copy(self, record: VolumeRecord, seq: int, *, removed: bool = False, seen: bool = False) -> bool:
         """Drop this node's copy of a volume (up to ``seq``: unchanged since the healer saw

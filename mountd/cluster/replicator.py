@@ -157,6 +157,17 @@ class VolumeReplicator:
         self._degrade("; ".join(reasons) or f"replicas did not acknowledge within {self.timeout:g} s")
         return False
 
+    def unacknowledged(self) -> dict[NodeId, int | None]:
+        """Replicas that lack records of the head: how many (None: it never said how far
+        its copy goes)."""
+        head = self.head()
+        out: dict[NodeId, int | None] = {}
+        for target in self.targets():
+            acked = self.acked.get(target)
+            if acked is None or acked < head:
+                out[target] = None if acked is None else head - acked
+        return out
+
     def _check_fenced(self) -> None:
         if self.fenced_by is not None:
             raise VolumeLost(f"volume {self.record.name!r} is written by another node now "

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -62,6 +62,7 @@ from mountd.cluster.links import PeerError, PeerPool, PeerUnavailable
 from mountd.cluster.members import Members
 from mountd.cluster.progress import Direction, Transfer, TransferKind, Transfers
 from mountd.cluster.replicator import VolumeReplicator
+from mountd.cluster.stopping import REPLICAS_SHARE, Stopping
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class WriterContext:
     replication_timeout: float
     transfers: Transfers | None = None
     """Where catch-ups and the replicator's whole copies show their progress."""
+    stopping: Stopping = field(default_factory=Stopping)
+    """The node's stop: what a writer waits for while the node stops is bounded by it."""
 
 
 class WriterState(enum.Enum):
@@ -162,7 +165,7 @@ class VolumeWriter:
             ctx.records.start_writing(record, lease.epoch, spec.replicas > 1)
             writer.record = ctx.fs.set_size_limit(record.name, quota.limit_of(spec.options))
         except BaseException:
-            with trio.CancelScope(shield=True):
+            with ctx.stopping.bounded(shield=True):
                 await _release_lease(session, lease)
             raise
         ctx.records.thaw(record.slot)
@@ -344,26 +347,47 @@ class VolumeWriter:
 
     async def close(self) -> None:
         """Flush, wait for the replicas, stop, release the lease; drop a fenced copy. A
-        fence while waiting is no error of the close: the copy goes, as after any fence."""
+        fence while waiting is no error of the close: the copy goes, as after any fence.
+
+        While the node stops, the wait for the replicas and the release are bounded by
+        the stop (mountd.cluster.stopping); what a replica did not acknowledge stays in
+        the log for it, and is logged."""
         self.state = WriterState.CLOSING
         try:
             if not self.fenced:
                 self.ctx.fs.sync()
                 if self.replicator is not None:
-                    await self.replicator.wait_replicated()
+                    with self.ctx.stopping.bounded(share=REPLICAS_SHARE):
+                        await self.replicator.wait_replicated()
+                    self._log_unacknowledged()
         except VolumeLost:
             pass  # fenced meanwhile (logged by fence): discarded below
         finally:
             self._scope.cancel()
             if self.ctx.clustered:
                 self.ctx.records.freeze(self.record.slot)
-            with trio.CancelScope(shield=True):
+            with self.ctx.stopping.bounded(shield=True) as release:
                 await _release_lease(self.session, self.lease)
+            if release.cancelled_caught:
+                log.warning("volume %s: lease (epoch %d) not released: etcd did not answer before the stop's "
+                            "deadline; it lapses with this node's registration", self.name, self.epoch)
             if self.fenced:
                 self._discard()
             self.state = WriterState.CLOSED
             self.closed.set()
         log.info("volume %s: no longer written here", self.name)
+
+    def _log_unacknowledged(self) -> None:
+        """Name the records each replica lacks: they stay in the log, shipped when the
+        volume is next written (here or elsewhere, after a catch-up) or healed."""
+        assert self.replicator is not None
+        for target, missing in self.replicator.unacknowledged().items():
+            if missing is None:
+                log.warning("volume %s: node %s never answered; records up to %d left for catch-up",
+                            self.name, target.hex()[:8], self.replicator.head())
+            else:
+                log.warning("volume %s: %d records not acknowledged by node %s, left for catch-up",
+                            self.name, missing, target.hex()[:8])
 
     def _discard(self) -> None:
         """Drop a fenced writer's copy: it may hold records the new writer never saw."""
