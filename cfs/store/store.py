@@ -346,7 +346,8 @@ class Store:
             return
         self._last_space_check = now
         self._bytes_since_check = 0
-        self.reserve_file.adjust(self._statvfs_free())
+        on_disk = self._statvfs_free()
+        self.reserve_file.adjust(on_disk)
         disk_free = self._disk_free() - self.pending_bytes - expect_bytes
         in_map = self.free_pages() * self.page_size()
         reserve = self.reserve_bytes()
@@ -368,6 +369,15 @@ class Store:
         if adds_data and disk_free < reserve and in_map - self.pending_bytes - expect_bytes < reserve:
             raise NoSpace(f"store disk full: {max(disk_free, 0) // MiB} MiB free on the disk and "
                           f"{in_map // MiB} MiB inside the store, {reserve // MiB} MiB reserved for deletes")
+        # Data that fits in the map's free pages can still grow the file (pages not reusable
+        # yet, or too scattered for a chunk), and with the reserve file given up nothing else
+        # keeps those blocks for deletes: a second fill after a delete ate them to the last
+        # one, and then the next delete, whose freed-page list wants contiguous pages, failed
+        # with ENOSPC. So data stops where the reserve file would give itself up.
+        given_up = self.reserve_file.missing
+        if adds_data and given_up and on_disk < given_up // 2:
+            raise NoSpace(f"store disk full: {on_disk // MiB} MiB free on the disk, the "
+                          f"{reserve // MiB} MiB reserve for deletes given up and half used")
 
     def _grow_map_if_needed(self) -> None:
         with self._map_lock:
