@@ -122,6 +122,10 @@ class ClusterNode:
         self.session: NodeSession | None = None
         self._writers: dict[VolumeId, VolumeWriter] = {}
         """The volumes this node writes (open, fenced or closing)."""
+        self._readers: dict[str, int] = {}
+        """Snapshots mounted here (or being mounted), by name: their users. A snapshot has
+        no writer, so this is what keeps the healer from dropping a copy being read
+        (``drop_copy``)."""
         self._by_slot: dict[Slot, VolumeWriter] = {}
         """The last writer of each slot. In a cluster a closed one stays, so that a late
         fsync of a file opened under it fails (``replicated``)."""
@@ -455,7 +459,9 @@ class ClusterNode:
                 raise VolumeNotFound(f"no volume named {name!r}")
             if is_snapshot_name(name):
                 self.records.make_room()
-                return await open_read_only(self._context, name, spec)
+                record = await open_read_only(self._context, name, spec)
+                self._readers[name] = self._readers.get(name, 0) + 1
+                return record
             writer = self._writers.get(spec.volume_id)
             if writer is not None:
                 if writer.state is not WriterState.WRITING:
@@ -490,8 +496,11 @@ class ClusterNode:
 
     async def close_volume(self, name: str) -> None:
         """One user is done; the last one (or any, after a fence) closes the writer. A
-        snapshot has no writer: nothing to close."""
+        snapshot has no writer: one user fewer reads it."""
         if is_snapshot_name(name):
+            users = self._readers.pop(name, 0) - 1
+            if users > 0:
+                self._readers[name] = users
             return
         async with self._lock(name):
             writer = next((w for w in self._writers.values() if w.name == name), None)
@@ -551,7 +560,8 @@ class ClusterNode:
 
     async def drop_copy(self, record: VolumeRecord, seq: int, *, removed: bool = False, seen: bool = False) -> bool:
         """Drop this node's copy of a volume (up to ``seq``: unchanged since the healer saw
-        it), the healer's call; not while it is mounted or being mounted. ``removed``: the
+        it), the healer's call; not while it is mounted or being mounted (a volume has a
+        writer then, a snapshot readers: no file of it need be open). ``removed``: the
         cluster no longer has the volume, asked again here, under the volume's lock (a
         snapshot or clone being entered in the catalog holds it); a snapshot never
         ``seen`` in the catalog is kept for a grace period after it was taken (a replica
@@ -566,7 +576,8 @@ class ClusterNode:
                 young = time.time_ns() - record.created_ns < SNAPSHOT_GRACE_NS
                 if is_snapshot_name(record.name) and not seen and young:
                     return False
-            if record.volume_id in self._writers or self.fs.volume_in_use(record.slot):
+            if record.volume_id in self._writers or self._readers.get(record.name) \
+                    or self.fs.volume_in_use(record.slot):
                 return False
             self.fs.remove_volume(record.name, force=True)
             return True

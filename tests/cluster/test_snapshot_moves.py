@@ -4,6 +4,8 @@ snapshot held (three real daemons, a real etcd, real mounts)."""
 
 from __future__ import annotations
 
+from cfs.repl import placement
+from cfs.types import NodeId
 from tests.cluster.cluster import (
     Cluster, Member, assert_clean, assert_tree, create_volume, make_tree, mount, replicated, roles, tree_hashes,
     wait_for,
@@ -83,4 +85,36 @@ def test_a_snapshot_asked_of_a_node_that_does_not_write_the_volume_is_taken_by_t
     again = b.cli("snapshot", "create", "vol", "s", check=False)
     assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
     assert [s["name"] for s in b.api("snapshot.ls")] == ["vol@s"]
+    assert_clean(a, r, b)
+
+
+def test_a_mounted_snapshot_is_not_dropped_as_a_surplus_copy(cluster: Cluster) -> None:
+    """Every node mounts the snapshot, so every node holds a copy of it: one more than its
+    replicas. The healer drops a surplus copy (on the node ranked last for the snapshot),
+    but not while it is mounted, though no file of it is open: a snapshot has no writer,
+    its mounts keep it. Once unmounted, the surplus copy goes."""
+    vid = create_volume(cluster["a"])["id"]
+    a, r, b = roles(cluster, vid)
+    ma = mount(a)
+    expected = make_tree(ma, seed=61, dirs=2)
+    a.cli("snapshot", "create", "vol", "s1")
+    wait_for("r to hold every record", lambda: replicated(a), timeout=30)
+    a.cli("umount", str(ma))
+    snap_id = a.api("snapshot.inspect", name="vol@s1")["id"]
+    by_id = {NodeId(bytes.fromhex(n.node_id)): n for n in (a, r, b)}
+    last = by_id[placement.rank(bytes.fromhex(snap_id), list(by_id))[-1]]
+    mounted = {}
+    for node in (a, r, b):
+        mounted[node.name] = path = node.mount_dir("snap")
+        node.cli("mount", "vol@s1", str(path))
+    rounds = last.status()["cluster"]["self_heal"]["rounds"]
+    wait_for(f"two self-heal rounds on {last.name}",
+             lambda: last.status()["cluster"]["self_heal"]["rounds"] >= rounds + 2, timeout=60)
+    for node in (a, r, b):
+        assert tree_hashes(mounted[node.name]) == expected, node.name
+    assert "vol@s1" in snapshots_here(last)
+    for node in (a, r, b):
+        node.cli("umount", str(mounted[node.name]))
+    wait_for(f"{last.name} to drop its surplus copy once unmounted",
+             lambda: "vol@s1" not in snapshots_here(last), timeout=60)
     assert_clean(a, r, b)
